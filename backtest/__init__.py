@@ -1,0 +1,1 @@
+"""liqreplay: catalog, engines, replay, results."""

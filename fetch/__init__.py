@@ -1,0 +1,1 @@
+"""liqreplay: the data layer (sources -> canonical frames -> Parquet lake)."""

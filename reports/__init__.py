@@ -1,0 +1,1 @@
+"""liqreplay: results -> self-contained HTML report."""
