@@ -1,6 +1,14 @@
-"""`liqreplay` subcommands of the fetch stage (see backtest/console.py)."""
+"""`liqreplay` subcommands of the data stage (see backtest/console.py).
+
+Local commands (import, data status) and remote ones (fetch, refresh) live in two
+modules so that each stays one responsibility.
+"""
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    """Add this stage's subcommands to the `liqreplay` parser."""
+    """Add the data stage's subcommands to the `liqreplay` parser."""
+    from fetch import cli_local, cli_remote
+
+    cli_local.register(subparsers)
+    cli_remote.register(subparsers)

@@ -1,0 +1,6 @@
+"""Data-stage subcommands (cli_remote)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    """Add these subcommands to the `liqreplay` parser."""
