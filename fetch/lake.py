@@ -1,0 +1,457 @@
+"""The Parquet lake: paths, atomic idempotent writes, and the coverage manifest.
+
+Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning=true)`):
+
+    <root>/<dataset>/venue=<v>/market=<m>/symbol=<s>[/timeframe=<tf>][/price_type=<pt>]/month=YYYY-MM/data.parquet
+    <root>/<dataset>/.../symbol=<s>[...]/_coverage.json        (one manifest per series)
+
+- ohlcv partitions: venue, market, symbol, timeframe, price_type, month;
+  funding: venue, market, symbol, month; open_interest and liquidations: venue, market,
+  symbol, timeframe, month (liquidation single orders have timeframe "", i.e. `timeframe=`).
+- Partition values are percent-encoded (every byte outside `A-Z a-z 0-9 - .`, so `/`, `_`
+  and `%` too): `BTC/USDT:USDT` -> `BTC%2FUSDT%3AUSDT`, `../x` -> `..%2Fx`, `a/b` -> `a%2Fb`,
+  `a_b` -> `a%5Fb`. No value can escape the lake or collide with another, and DuckDB
+  decodes the values back to the original symbol when it reads the hive columns.
+- Data files hold only the non-partition columns (ts and values), sorted by the row key.
+- A write merges with what is stored, dedupes on the row key (the later value wins, so
+  late corrections land), writes `.<name>.<random>.tmp` beside the target and `os.replace`s
+  it in. A crash leaves the old file or the new one, never a partial one; leftover `.tmp`
+  files are ignored by readers (they do not end in `.parquet`) and removed by the next
+  write into that folder. A write that changes nothing touches no file.
+- The manifest `_coverage.json` of a series records its files (rows, first/last ts,
+  bytes, sha256), the intervals marked complete, and the gaps found at write time, so
+  `missing()`, `coverage()` and `snapshot_id` read no data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fetch import schema as S
+from fetch import timerange
+from fetch.validate import ValidationReport, validate
+
+log = logging.getLogger(__name__)
+
+LAKE_ENV = "LIQREPLAY_LAKE"
+DEFAULT_LAKE = "lake"
+MANIFEST_NAME = "_coverage.json"
+DATA_NAME = "data.parquet"
+_SAFE = "-."  # besides ASCII letters and digits, the only bytes left unencoded
+
+
+def resolve_lake(arg: str | os.PathLike | None = None) -> Path:
+    """The lake root: `arg` (the `--lake` option), else $LIQREPLAY_LAKE, else ./lake."""
+    if arg:
+        return Path(arg).expanduser()
+    env = os.environ.get(LAKE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_LAKE)
+
+
+def encode_part(value: str) -> str:
+    """Path-safe, reversible, collision-free encoding of one partition value."""
+    if value == "":
+        return ""
+    enc = quote(value, safe=_SAFE)
+    return enc.replace("_", "%5F")
+
+
+def decode_part(text: str) -> str:
+    """Inverse of `encode_part`."""
+    return unquote(text)
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """One series of the lake. Fields a dataset does not partition on are normalised:
+    funding has timeframe "" and price_type ""; open_interest and liquidations have
+    price_type "" (liquidation single orders: timeframe "")."""
+
+    dataset: str
+    venue: str
+    market: str
+    symbol: str
+    timeframe: str = ""
+    price_type: str = "trade"
+
+    def __post_init__(self) -> None:
+        S.schema_for(self.dataset)  # raises SchemaError for an unknown dataset
+        cols = S.SERIES_COLUMNS[self.dataset]
+        if "timeframe" not in cols:
+            object.__setattr__(self, "timeframe", "")
+        if "price_type" not in cols:
+            object.__setattr__(self, "price_type", "")
+        for name in ("venue", "market", "symbol"):
+            if not getattr(self, name):
+                raise ValueError(f"SeriesKey.{name} must not be empty")
+        if "timeframe" in cols and self.dataset != "liquidations" and not self.timeframe:
+            raise ValueError(f"SeriesKey.timeframe must be set for {self.dataset}")
+
+    def partitions(self) -> list[tuple[str, str]]:
+        """(hive column, value) pairs of the series, outermost first."""
+        return [(c, getattr(self, c)) for c in S.SERIES_COLUMNS[self.dataset]]
+
+    def relpath(self) -> Path:
+        """Folder of the series relative to the lake root."""
+        p = Path(self.dataset)
+        for col, val in self.partitions():
+            p = p / f"{col}={encode_part(val)}"
+        return p
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class WriteResult:
+    """What one `Lake.write` did. rows_written = rows_new + rows_updated."""
+
+    dataset: str
+    rows_in: int = 0
+    rows_written: int = 0
+    rows_new: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    rows_dropped: int = 0  # invalid rows the validator removed
+    files: list[Path] = field(default_factory=list)  # files (re)written
+    series: list[SeriesKey] = field(default_factory=list)  # series the frame touched
+    report: ValidationReport | None = None
+
+    def __iadd__(self, other: "WriteResult") -> "WriteResult":
+        for name in ("rows_in", "rows_written", "rows_new", "rows_updated", "rows_unchanged", "rows_dropped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.files += other.files
+        self.series += [s for s in other.series if s not in self.series]
+        return self
+
+
+def _iso(ts) -> str:
+    return pd.Timestamp(ts).tz_convert("UTC").isoformat() if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts, tz="UTC").isoformat()
+
+
+def _utc(value) -> datetime:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def _merge_intervals(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for s, e in sorted(i for i in intervals if i[1] > i[0]):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _dump_json(path: Path, obj) -> bool:
+    """Write JSON atomically; returns False (and touches nothing) when the content is unchanged."""
+    text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return True
+
+
+class Lake:
+    """A lake rooted at `root` (created on first write). The lake never calls the network."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------- paths
+    def series_dir(self, key: SeriesKey) -> Path:
+        """Folder of a series; always inside the root (values are percent-encoded)."""
+        path = self.root / key.relpath()
+        assert self.root.resolve() in path.resolve().parents
+        return path
+
+    def _manifest_path(self, key: SeriesKey) -> Path:
+        return self.series_dir(key) / MANIFEST_NAME
+
+    def _read_manifest(self, key: SeriesKey) -> dict:
+        path = self._manifest_path(key)
+        if path.exists():
+            return json.loads(path.read_text())
+        return {"key": key.as_dict(), "files": {}, "complete": [], "gaps": [], "gap_rows": 0,
+                "expected_rows": 0}
+
+    def series_files(self, key: SeriesKey) -> list[Path]:
+        """The series' data files, month order (temp files excluded)."""
+        return sorted(self.series_dir(key).glob(f"month=*/{DATA_NAME}"))
+
+    # ---------------------------------------------------------------- write
+    def write(self, dataset: str, frame: pd.DataFrame | pa.Table, *, source: str,
+              bad_row_threshold: float = 0.5) -> WriteResult:
+        """Validate, conform and merge `frame` into the lake.
+
+        `frame` carries the canonical columns of `dataset` (see fetch/schema.py), any number
+        of series. Invalid rows (non-finite or non-positive prices, OHLC inconsistency, null
+        keys) are dropped and reported; more than `bad_row_threshold` bad rows refuses the
+        whole frame (fetch.validate.ValidationError, nothing written). Rows are merged with
+        the stored month files, deduped on the row key (this frame's values win), written
+        to a temp file and `os.replace`d in. Files whose content would not change are left
+        untouched (bytes and mtime). `source` is recorded in the manifest of each file.
+        """
+        table = S.to_canonical(frame, dataset)
+        result = WriteResult(dataset=dataset, rows_in=table.num_rows)
+        table, report = validate(table, dataset, bad_row_threshold=bad_row_threshold)
+        result.report = report
+        result.rows_dropped = report.rows_dropped
+        if table.num_rows == 0:
+            return result
+        series_cols = list(S.SERIES_COLUMNS[dataset])
+        combos = table.select(series_cols).group_by(series_cols).aggregate([]).to_pylist()
+        for combo in combos:
+            mask = None
+            for col in series_cols:
+                m = pc.equal(table[col], combo[col])
+                mask = m if mask is None else pc.and_(mask, m)
+            part = table.filter(mask)
+            key = SeriesKey(dataset=dataset, **combo) if "price_type" in combo else SeriesKey(
+                dataset=dataset, price_type="", **combo)
+            result += self._write_series(key, part, source)
+        return result
+
+    def _write_series(self, key: SeriesKey, table: pa.Table, source: str) -> WriteResult:
+        res = WriteResult(dataset=key.dataset, series=[key])
+        sdir = self.series_dir(key)
+        keycols = list(S.row_key(key.dataset, key.timeframe))
+        data_cols = [f.name for f in S.schema_for(key.dataset) if f.name not in S.SERIES_COLUMNS[key.dataset]]
+        file_schema = pa.schema([S.schema_for(key.dataset).field(c) for c in data_cols])
+        table = table.select(data_cols)
+        months = pc.strftime(table["ts"], format="%Y-%m")
+        manifest = self._read_manifest(key)
+        manifest["key"] = key.as_dict()
+        changed_manifest = False
+        for month in sorted(set(months.to_pylist())):
+            mdir = sdir / f"month={month}"
+            final = mdir / DATA_NAME
+            self._clean_temp(mdir)
+            incoming = table.filter(pc.equal(months, month))
+            incoming = _dedupe(incoming, keycols)
+            old = pq.read_table(final, schema=file_schema) if final.exists() else file_schema.empty_table()
+            merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
+            merged = merged.sort_by([(c, "ascending") for c in keycols])
+            n_new = merged.num_rows - old.num_rows
+            n_diff = _count_not_in(merged, old)
+            n_upd = n_diff - n_new
+            res.rows_new += n_new
+            res.rows_updated += n_upd
+            res.rows_unchanged += incoming.num_rows - n_new - n_upd
+            info = manifest["files"].get(month)
+            if n_diff == 0 and final.exists() and info is not None:
+                continue
+            if n_diff:
+                self._atomic_write(merged, final)
+                res.files.append(final)
+            manifest["files"][month] = _file_info(final, merged, source if n_diff else (info or {}).get("source", source))
+            changed_manifest = True
+        res.rows_written = res.rows_new + res.rows_updated
+        if changed_manifest:
+            self._refresh_series_stats(key, manifest)
+            _dump_json(self._manifest_path(key), manifest)
+        return res
+
+    @staticmethod
+    def _clean_temp(folder: Path) -> None:
+        if folder.exists():
+            for tmp in folder.glob(".*.tmp"):
+                log.info("removing leftover temp file %s", tmp)
+                tmp.unlink(missing_ok=True)
+
+    def _atomic_write(self, table: pa.Table, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._commit(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        """Move a fully written temp file into place (one rename: atomic)."""
+        os.replace(tmp, final)
+
+    def _refresh_series_stats(self, key: SeriesKey, manifest: dict) -> None:
+        """Recompute rows, first/last ts and gaps of a series from its files' ts column."""
+        files = self.series_files(key)
+        # drop manifest entries whose file vanished, add ones written by a crashed run
+        present = {f.parent.name.split("=", 1)[1]: f for f in files}
+        for month in list(manifest["files"]):
+            if month not in present:
+                del manifest["files"][month]
+        ts_parts = []
+        for month, f in present.items():
+            t = pq.read_table(f, columns=["ts"])
+            if month not in manifest["files"]:
+                manifest["files"][month] = _file_info(f, t, "unknown")
+            ts_parts.append(t["ts"])
+        if not ts_parts:
+            return
+        ts = pa.chunked_array([c for p in ts_parts for c in p.chunks], type=S.TS)
+        ts_np = np.unique(ts.to_numpy().astype("datetime64[us]"))
+        manifest["rows"] = int(sum(v["rows"] for v in manifest["files"].values()))
+        manifest["first_ts"] = _iso(pd.Timestamp(ts_np[0], tz="UTC"))
+        manifest["last_ts"] = _iso(pd.Timestamp(ts_np[-1], tz="UTC"))
+        step = timerange.timeframe_delta(key.timeframe) if key.timeframe else None
+        if key.dataset == "funding":
+            step = None
+        if step is not None:
+            from fetch.validate import find_gaps
+
+            gaps, missing_rows, expected = find_gaps(ts_np, step)
+            manifest["gaps"] = [[_iso(a), _iso(b)] for a, b in gaps]
+            manifest["gap_rows"] = int(missing_rows)
+            manifest["expected_rows"] = int(expected)
+        else:
+            manifest["gaps"], manifest["gap_rows"], manifest["expected_rows"] = [], 0, int(len(ts_np))
+
+    # ---------------------------------------------------------------- coverage
+    def mark_complete(self, dataset: str, key: SeriesKey, start: datetime, end: datetime) -> None:
+        """Record in the manifest that [start, end) of the series is complete."""
+        if key.dataset != dataset:
+            raise ValueError(f"key is for {key.dataset}, not {dataset}")
+        s, e = _utc(start), _utc(end)
+        if e <= s:
+            return
+        manifest = self._read_manifest(key)
+        ivs = [(_utc(a), _utc(b)) for a, b in manifest.get("complete", [])]
+        merged = _merge_intervals(ivs + [(s, e)])
+        manifest["complete"] = [[_iso(a), _iso(b)] for a, b in merged]
+        _dump_json(self._manifest_path(key), manifest)
+
+    def complete(self, key: SeriesKey) -> list[tuple[datetime, datetime]]:
+        """The intervals marked complete for a series (manifest only)."""
+        return [(_utc(a), _utc(b)) for a, b in self._read_manifest(key).get("complete", [])]
+
+    def missing(self, dataset: str, key: SeriesKey, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """Parts of [start, end) not marked complete, in order. Reads only the manifest."""
+        if key.dataset != dataset:
+            raise ValueError(f"key is for {key.dataset}, not {dataset}")
+        s, e = _utc(start), _utc(end)
+        out: list[tuple[datetime, datetime]] = []
+        cursor = s
+        for a, b in self.complete(key):
+            if b <= cursor:
+                continue
+            if a >= e:
+                break
+            if a > cursor:
+                out.append((cursor, min(a, e)))
+            cursor = max(cursor, b)
+            if cursor >= e:
+                break
+        if cursor < e:
+            out.append((cursor, e))
+        return out
+
+    def manifests(self) -> list[dict]:
+        """Every series manifest in the lake (sorted by path)."""
+        if not self.root.exists():
+            return []
+        out = []
+        for path in sorted(self.root.glob(f"*/**/{MANIFEST_NAME}")):
+            m = json.loads(path.read_text())
+            m["_path"] = str(path.parent.relative_to(self.root))
+            out.append(m)
+        return out
+
+    def series(self) -> list[SeriesKey]:
+        return [SeriesKey(**m["key"]) for m in self.manifests()]
+
+    def coverage(self) -> pd.DataFrame:
+        """One row per series: dataset, venue, market, symbol, timeframe, price_type, rows,
+        first_ts, last_ts, files, complete (intervals), gaps (ranges of missing bars: each
+        (first missing bar open, next present bar open)), gap_pct (missing / expected bars
+        between first and last). Reads only the manifests."""
+        rows = []
+        for m in self.manifests():
+            k = m["key"]
+            expected = m.get("expected_rows") or 0
+            rows.append({
+                **{c: k[c] for c in ("dataset", "venue", "market", "symbol", "timeframe", "price_type")},
+                "rows": int(m.get("rows", 0)),
+                "first_ts": pd.Timestamp(m["first_ts"]) if m.get("first_ts") else pd.NaT,
+                "last_ts": pd.Timestamp(m["last_ts"]) if m.get("last_ts") else pd.NaT,
+                "files": len(m.get("files", {})),
+                "complete": [(_utc(a), _utc(b)) for a, b in m.get("complete", [])],
+                "gaps": [(_utc(a), _utc(b)) for a, b in m.get("gaps", [])],
+                "gap_pct": 100.0 * m.get("gap_rows", 0) / expected if expected else 0.0,
+            })
+        cols = ["dataset", "venue", "market", "symbol", "timeframe", "price_type", "rows", "first_ts",
+                "last_ts", "files", "complete", "gaps", "gap_pct"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def snapshot_id(self) -> str:
+        """Stable hash of every manifest (files' sha256, complete intervals): equal lakes, equal ids."""
+        h = hashlib.sha256()
+        for m in self.manifests():
+            body = {k: m.get(k) for k in ("key", "files", "complete")}
+            for info in body["files"].values():
+                info.pop("source", None)
+            h.update(json.dumps(body, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+
+def _file_info(path: Path, table: pa.Table, source: str) -> dict:
+    ts = table["ts"]
+    return {
+        "rows": table.num_rows,
+        "first_ts": _iso(pc.min(ts).as_py()) if table.num_rows else None,
+        "last_ts": _iso(pc.max(ts).as_py()) if table.num_rows else None,
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "source": source,
+    }
+
+
+def _dedupe(table: pa.Table, keycols: list[str]) -> pa.Table:
+    """Keep the last row of each key (later rows win)."""
+    if table.num_rows <= 1:
+        return table
+    idx = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    t = table.append_column("__row", idx)
+    g = t.group_by(keycols, use_threads=False).aggregate([("__row", "max")])
+    keep = pc.sort_indices(g["__row_max"])
+    return table.take(pc.take(g["__row_max"], keep))
+
+
+def _count_not_in(new: pa.Table, old: pa.Table) -> int:
+    """Rows of `new` that have no identical row in `old` (NaN/null equal to themselves)."""
+    if old.num_rows == 0:
+        return new.num_rows
+    a = new.to_pandas()
+    b = old.to_pandas().drop_duplicates()
+    m = a.merge(b, how="left", indicator=True, on=list(a.columns))
+    return int((m["_merge"] == "left_only").sum())
