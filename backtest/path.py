@@ -1,0 +1,158 @@
+"""The intra-bar price path and first-crossing times (MODEL.md section 1).
+
+A bar of `n` engine ticks (tick k = 0 .. n-1, at bar open + k * tick_s) follows
+O -> first extreme -> second extreme -> C, the extreme nearer the open first (a tie puts the
+low first), linear in between. Each leg takes a share of the bar's n-1 tick intervals
+proportional to its length in price (constant speed), rounded to whole ticks, and a leg of
+non-zero length gets at least one tick, so O, both extremes and C are each sampled exactly.
+
+Every price on the path comes from one formula, `_interp`, so the event-driven replay
+(first crossings solved per leg) and the oracle (every tick) see bit-identical prices.
+All functions are vectorised over bars.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BarPaths:
+    """Vertices of the path of m bars: ticks k[:, 0..3] and prices p[:, 0..3]; n ticks per bar."""
+
+    k: np.ndarray  # (m, 4) int64: 0, k1, k2, n-1
+    p: np.ndarray  # (m, 4) float64: O, E1, E2, C
+    n: int
+
+    def __len__(self) -> int:
+        return self.k.shape[0]
+
+    def take(self, idx) -> "BarPaths":
+        idx = np.atleast_1d(idx)
+        return BarPaths(self.k[idx], self.p[idx], self.n)
+
+
+def bar_paths(o, h, l, c, n_ticks: int) -> BarPaths:
+    """Path vertices of bars (arrays or scalars) with `n_ticks` engine ticks per bar."""
+    o, h, l, c = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (o, h, l, c))
+    n = int(n_ticks)
+    if n < 1:
+        raise ValueError("a bar needs at least one tick")
+    high_first = (h - o) < (o - l)
+    e1 = np.where(high_first, h, l)
+    e2 = np.where(high_first, l, h)
+    d1, d2, d3 = np.abs(e1 - o), np.abs(e2 - e1), np.abs(c - e2)
+    tot = d1 + d2 + d3
+    span = n - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(tot > 0, d1 / tot, 0.0)
+        f2 = np.where(tot > 0, (d1 + d2) / tot, 0.0)
+    k1 = np.rint(span * f1).astype(np.int64)
+    k2 = np.rint(span * f2).astype(np.int64)
+    if span >= 3:
+        k1 = np.where(d1 > 0, np.maximum(k1, 1), k1)
+        k2 = np.where(d3 > 0, np.minimum(k2, span - 1), k2)
+        k2 = np.where(d2 > 0, np.maximum(k2, k1 + 1), np.maximum(k2, k1))
+        k1 = np.where(d2 > 0, np.minimum(k1, k2 - 1), np.minimum(k1, k2))
+    k1 = np.clip(k1, 0, span)
+    k2 = np.clip(np.maximum(k2, k1), 0, span)
+    k = np.stack([np.zeros_like(k1), k1, k2, np.full_like(k1, span)], axis=1)
+    p = np.stack([o, e1, e2, c], axis=1)
+    return BarPaths(k, p, n)
+
+
+def _interp(ka, pa, kb, pb, k):
+    """Price at tick k on the leg (ka, pa) -> (kb, pb). The single formula used everywhere."""
+    dk = kb - ka
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(dk > 0, (k - ka) / np.where(dk > 0, dk, 1), 1.0)
+    return pa + (pb - pa) * frac
+
+
+def _leg_of(kv, k):
+    """Index (0, 1, 2) of the leg that holds tick k; a tick shared by two vertices belongs to
+    the later leg (so a vertex is priced by the leg it starts)."""
+    leg = np.where(k >= kv[..., 2], 2, np.where(k >= kv[..., 1], 1, 0))
+    return leg
+
+
+def price_at(paths: BarPaths, bar_idx, k) -> np.ndarray:
+    """Path price of bar(s) `bar_idx` at tick(s) `k` (broadcast together)."""
+    bar_idx = np.asarray(bar_idx)
+    k = np.asarray(k, dtype=np.int64)
+    kv = paths.k[bar_idx]
+    pv = paths.p[bar_idx]
+    leg = _leg_of(kv, k)
+    ka = np.take_along_axis(kv, leg[..., None], -1)[..., 0]
+    kb = np.take_along_axis(kv, leg[..., None] + 1, -1)[..., 0]
+    pa = np.take_along_axis(pv, leg[..., None], -1)[..., 0]
+    pb = np.take_along_axis(pv, leg[..., None] + 1, -1)[..., 0]
+    return _interp(ka, pa, kb, pb, k)
+
+
+def tick_prices(paths: BarPaths, bar: int) -> np.ndarray:
+    """All n tick prices of one bar (the oracle's view)."""
+    ks = np.arange(paths.n, dtype=np.int64)
+    return price_at(paths, np.full(paths.n, bar), ks)
+
+
+def first_cross(paths: BarPaths, bar_idx, threshold, direction: int, k_from=0) -> np.ndarray:
+    """First tick k >= k_from of bar(s) where the path is at or beyond `threshold`:
+    direction -1: price <= threshold (a long's trigger); +1: price >= threshold (a short's).
+    Vectorised over (bar_idx, threshold, k_from) broadcast; -1 where it never gets there."""
+    bar_idx, threshold, k_from = np.broadcast_arrays(
+        np.asarray(bar_idx), np.asarray(threshold, dtype=np.float64), np.asarray(k_from, dtype=np.int64))
+    shape = threshold.shape
+    bar_idx, threshold, k_from = bar_idx.ravel(), threshold.ravel(), k_from.ravel()
+    kv = paths.k[bar_idx]
+    pv = paths.p[bar_idx]
+    s = -1.0 if direction < 0 else 1.0
+    # work in "adverse" units: reached when s * price >= s * threshold
+    best = np.full(threshold.shape, -1, dtype=np.int64)
+    for leg in range(3):
+        ka, kb = kv[:, leg], kv[:, leg + 1]
+        pa, pb = pv[:, leg], pv[:, leg + 1]
+        lo = np.maximum(ka, k_from)
+        # the last leg includes its end tick; earlier legs end one tick before the next vertex
+        hi = kb if leg == 2 else np.maximum(kb - 1, ka)
+        if leg < 2:
+            hi = np.where(kb == ka, ka - 1, hi)  # an empty leg (vertices on one tick)
+        valid = lo <= hi
+        p_lo = _interp(ka, pa, kb, pb, lo)
+        hit_lo = valid & (s * p_lo >= s * threshold)
+        moving = valid & ~hit_lo & (s * pb > s * pa)          # heading towards the threshold
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = (threshold - pa) / np.where(pb != pa, pb - pa, 1.0)
+            kstar = ka + np.ceil(frac * np.where(kb > ka, kb - ka, 0)).astype(np.int64)
+        kstar = np.where(moving, np.clip(kstar, lo, hi + 1), hi + 1)
+        # fix the ceil against the exact formula: step back while the previous tick already hits,
+        # forward while this one does not
+        for _ in range(2):
+            prev = np.maximum(kstar - 1, lo)
+            p_prev = _interp(ka, pa, kb, pb, prev)
+            back = moving & (kstar > lo) & (kstar <= hi + 1) & (s * p_prev >= s * threshold)
+            kstar = np.where(back, kstar - 1, kstar)
+        for _ in range(2):
+            p_k = _interp(ka, pa, kb, pb, np.minimum(kstar, hi))
+            fwd = moving & (kstar <= hi) & ~(s * p_k >= s * threshold)
+            kstar = np.where(fwd, kstar + 1, kstar)
+        hit_mv = moving & (kstar <= hi)
+        cand = np.where(hit_lo, lo, np.where(hit_mv, kstar, -1))
+        take = (cand >= 0) & (best < 0)
+        best = np.where(take, cand, best)
+    return best.reshape(shape)
+
+
+def adverse_extreme(paths: BarPaths, direction: int) -> np.ndarray:
+    """Per bar: the low (direction -1) or the high (+1)."""
+    return paths.p.min(axis=1) if direction < 0 else paths.p.max(axis=1)
+
+
+def extreme_from(paths: BarPaths, bar: int, k: int, direction: int) -> float:
+    """The most adverse price of bar `bar` over ticks >= k."""
+    kv, pv = paths.k[bar], paths.p[bar]
+    p_k = float(price_at(paths, bar, k))
+    later = pv[1:][kv[1:] > k]
+    vals = np.concatenate([[p_k], later])
+    return float(vals.min() if direction < 0 else vals.max())

@@ -1,0 +1,431 @@
+"""Scenario windows, per-venue/per-market defaults, and the data each replay series needs.
+
+`load_scenarios()` reads backtest/scenarios.toml (windows, venues, market defaults with
+sources). `load_series(catalog, window, venue, coin, ...)` asks the lake Catalog for one
+(window, venue, market): the finest bars it holds (or a reference venue's bars standing in,
+recorded in `price_source`), ADV over the 30 days before, open interest and funding where
+present, else the scenario defaults with their source. A series that cannot run raises
+`DataUnavailable` with a message naming the window, venue and market.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SCENARIOS_FILE = Path(__file__).with_name("scenarios.toml")
+VENUES = ("ftx", "binance")
+COINS = ("BTC", "ETH")
+TIMEFRAME_MINUTES = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120,
+                     "4h": 240, "6h": 360, "8h": 480, "12h": 720, "1d": 1440}
+MIN_COVERAGE = 0.98      # a timeframe whose bars cover at least this share of the window is "complete"
+MIN_USABLE_COVERAGE = 0.5  # below this a series is treated as absent (a stand-in is tried)
+
+
+class DataUnavailable(Exception):
+    """A (window, venue, market) that cannot run; the message names all three and why."""
+
+    def __init__(self, window: str, venue: str, market: str, reason: str):
+        self.window, self.venue, self.market, self.reason = window, venue, market, reason
+        super().__init__(f"window {window}, venue {venue}, market {market}: {reason}")
+
+
+@dataclass(frozen=True)
+class Window:
+    id: str
+    label: str
+    start: pd.Timestamp
+    end: pd.Timestamp          # exclusive
+    whole_year: bool = False
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86400.0
+
+
+@dataclass(frozen=True)
+class PriceSource:
+    venue: str
+    market: str
+    symbol: str
+
+    def label(self) -> str:
+        return f"{self.venue} {self.market} {self.symbol}"
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    windows: tuple[Window, ...]
+    venues: dict
+    markets: dict
+    source_file: str
+
+    def window(self, wid: str) -> Window:
+        for w in self.windows:
+            if w.id == wid:
+                return w
+        known = ", ".join(w.id for w in self.windows)
+        raise KeyError(f"unknown window {wid!r}; known: {known}")
+
+    def symbol(self, venue: str, coin: str) -> str:
+        return self.venues[venue]["symbol_format"].format(coin=coin)
+
+    def sources(self, venue: str, coin: str) -> list[PriceSource]:
+        """Own series first, then the reference stand-ins in order."""
+        v = self.venues[venue]
+        out = [PriceSource(venue, v["lake_market"], v["symbol_format"].format(coin=coin))]
+        for ref in v.get("reference", []):
+            out.append(PriceSource(ref["venue"], ref["market"], ref["symbol_format"].format(coin=coin)))
+        return out
+
+    def default_oi_coin(self, venue: str, coin: str, window_id: str) -> tuple[float, str]:
+        m = self.markets.get(coin)
+        if m is None:
+            raise KeyError(f"no scenario defaults for market {coin!r}")
+        bin_oi = m.get("binance_oi_coin", {}).get(window_id)
+        if venue == "binance":
+            if bin_oi is None:
+                raise KeyError(f"no default Binance OI for {coin} in window {window_id}")
+            return float(bin_oi), f"default: {m['binance_oi_source']}"
+        if "ftx_oi_coin" in m:
+            return float(m["ftx_oi_coin"]), f"default: {m['ftx_oi_source']}"
+        if bin_oi is None:
+            raise KeyError(f"no default FTX OI for {coin} in window {window_id}")
+        return float(bin_oi) * float(m["ftx_oi_ratio_to_binance"]), f"default: {m['ftx_oi_source']}"
+
+    def default_adv(self, venue: str, coin: str) -> tuple[float | None, str]:
+        m = self.markets.get(coin, {})
+        if venue == "ftx" and "ftx_adv_usd" in m:
+            return float(m["ftx_adv_usd"]), f"default: {m['ftx_adv_source']}"
+        return None, ""
+
+
+def _ts(s: str) -> pd.Timestamp:
+    t = pd.Timestamp(s)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def load_scenarios(path: Path | str | None = None) -> Scenarios:
+    p = Path(path) if path else SCENARIOS_FILE
+    with open(p, "rb") as fh:
+        raw = tomllib.load(fh)
+    windows = tuple(
+        Window(w["id"], w["label"], _ts(w["start"]), _ts(w["end"]), bool(w.get("whole_year", False)))
+        for w in raw["window"]
+    )
+    for w in windows:
+        if w.end <= w.start:
+            raise ValueError(f"{p}: window {w.id} ends before it starts")
+    return Scenarios(windows, raw["venue"], raw["market"], str(p))
+
+
+# --------------------------------------------------------------------------- loaded series
+
+
+@dataclass
+class SeriesData:
+    """Everything one (window, venue, market) replay needs, as plain arrays/frames."""
+
+    window: Window
+    venue: str
+    coin: str
+    symbol: str
+    bars: pd.DataFrame            # ts, open, high, low, close, volume_quote (gaps filled flat)
+    timeframe: str
+    price_source: str             # "own" or "substituted: binance perp BTCUSDT"
+    source: PriceSource
+    rows: int                     # bars actually in the lake
+    gaps_pct: float               # share of the window's bars missing (filled flat)
+    adv_usd: float
+    adv_source: str
+    oi_coin: float
+    oi_usd: float
+    oi_source: str
+    funding: pd.DataFrame         # ts (floored to the minute), rate
+    entry_bars: pd.DataFrame      # ts, close, volume_quote of the lookback before the window
+    sigma_1m: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bar_seconds(self) -> int:
+        return TIMEFRAME_MINUTES[self.timeframe] * 60
+
+    @property
+    def start_price(self) -> float:
+        return float(self.bars["open"].iloc[0])
+
+
+def tf_minutes(tf: str) -> int:
+    if tf not in TIMEFRAME_MINUTES:
+        raise ValueError(f"unknown timeframe {tf!r}")
+    return TIMEFRAME_MINUTES[tf]
+
+
+def expected_bars(start: pd.Timestamp, end: pd.Timestamp, tf: str) -> int:
+    return int((end - start).total_seconds() // (tf_minutes(tf) * 60))
+
+
+def normalise_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """ts (UTC), OHLC, volume_quote (from volume_base x close where the quote volume is absent)."""
+    out = pd.DataFrame({
+        "ts": pd.to_datetime(df["ts"], utc=True),
+        "open": df["open"].astype("float64"),
+        "high": df["high"].astype("float64"),
+        "low": df["low"].astype("float64"),
+        "close": df["close"].astype("float64"),
+    })
+    vq = df["volume_quote"].astype("float64") if "volume_quote" in df else pd.Series(np.nan, index=df.index)
+    vb = df["volume_base"].astype("float64") if "volume_base" in df else pd.Series(np.nan, index=df.index)
+    vq = vq.where(vq.notna(), vb * out["close"])
+    out["volume_quote"] = vq.fillna(0.0).to_numpy()
+    return out.sort_values("ts").drop_duplicates("ts").reset_index(drop=True)
+
+
+def fill_gaps(bars: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, tf: str) -> tuple[pd.DataFrame, int]:
+    """Reindex onto the full bar grid of [start, end); missing bars are flat at the last close
+    (no volume). Leading missing bars take the first open. Returns (bars, n_missing)."""
+    grid = pd.date_range(start, end, freq=pd.Timedelta(minutes=tf_minutes(tf)), inclusive="left")
+    b = bars.set_index("ts").reindex(grid)
+    missing = int(b["close"].isna().sum())
+    if missing:
+        close = b["close"].ffill()
+        close = close.fillna(b["open"].bfill().iloc[0] if b["open"].notna().any() else np.nan)
+        for col in ("open", "high", "low"):
+            b[col] = b[col].fillna(close)
+        b["close"] = close
+        b["volume_quote"] = b["volume_quote"].fillna(0.0)
+    b.index.name = "ts"
+    return b.reset_index(), missing
+
+
+def resample_bars(bars: pd.DataFrame, tf: str) -> pd.DataFrame:
+    """Aggregate finer bars to `tf` (bar open labels, UTC)."""
+    rule = pd.Timedelta(minutes=tf_minutes(tf))
+    g = bars.set_index("ts").resample(rule, label="left", closed="left", origin="epoch")
+    out = pd.DataFrame({
+        "open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
+        "close": g["close"].last(), "volume_quote": g["volume_quote"].sum(),
+    }).dropna(subset=["open"])
+    out.index.name = "ts"
+    return out.reset_index()
+
+
+def sigma_1m_of(bars: pd.DataFrame, tf: str) -> float:
+    """1-minute volatility estimated from the bars' close-to-close log returns."""
+    c = bars["close"].to_numpy(dtype=float)
+    c = c[c > 0]
+    if c.size < 3:
+        return 0.001
+    r = np.diff(np.log(c))
+    s = float(np.std(r))
+    s1 = s / math.sqrt(tf_minutes(tf))
+    return s1 if s1 > 0 else 0.001
+
+
+class SeriesLoader:
+    """Queries the Catalog for a window's series. Holds the choices made (for `coverage`)."""
+
+    def __init__(self, catalog, scenarios: Scenarios, *, lookback_days: float = 14.0):
+        self.catalog = catalog
+        self.sc = scenarios
+        self.lookback_days = lookback_days
+
+    # -- bars -------------------------------------------------------------------------
+    def _best_timeframe(self, src: PriceSource, start, end) -> tuple[str, int, float] | None:
+        """(timeframe, rows, coverage) of the finest complete timeframe, else the best partial."""
+        try:
+            tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except Exception as exc:  # noqa: BLE001 — a catalog without the series
+            log.debug("timeframes(%s) failed: %s", src, exc)
+            return None
+        best = None
+        for tf, rows in tfs:
+            if tf not in TIMEFRAME_MINUTES or rows <= 0:
+                continue
+            cov = min(1.0, rows / max(1, expected_bars(start, end, tf)))
+            if cov >= MIN_COVERAGE:
+                return tf, int(rows), cov
+            if best is None or cov > best[2]:
+                best = (tf, int(rows), cov)
+        return best
+
+    def choose_source(self, window: Window, venue: str, coin: str) -> tuple[PriceSource, str, int, float]:
+        """The price series for (window, venue, coin): own bars if usable, else a stand-in."""
+        tried = []
+        for i, src in enumerate(self.sc.sources(venue, coin)):
+            best = self._best_timeframe(src, window.start, window.end)
+            if best is None or best[2] < MIN_USABLE_COVERAGE:
+                cov = 0.0 if best is None else best[2]
+                tried.append(f"{src.label()} ({cov:.0%} of the window)")
+                continue
+            return src, best[0], best[1], best[2]
+        raise DataUnavailable(window.id, venue, coin,
+                              "no usable bars in the lake; tried " + ", ".join(tried)
+                              + " (import or fetch them: `liqreplay import` / `liqreplay fetch`)")
+
+    def bars(self, src: PriceSource, start, end, tf: str) -> pd.DataFrame:
+        df = self.catalog.bars(src.venue, src.market, src.symbol, start, end, timeframe=tf)
+        return normalise_bars(df) if len(df) else normalise_bars(pd.DataFrame(
+            columns=["ts", "open", "high", "low", "close", "volume_base", "volume_quote"]))
+
+    def bars_at(self, src: PriceSource, start, end, tf: str) -> pd.DataFrame:
+        """Bars at `tf`, resampled from the finest stored timeframe finer than tf if needed."""
+        df = self.bars(src, start, end, tf)
+        if len(df) >= MIN_COVERAGE * expected_bars(start, end, tf):
+            return df
+        try:
+            tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except Exception:  # noqa: BLE001
+            tfs = []
+        for finer, rows in tfs:
+            if finer in TIMEFRAME_MINUTES and tf_minutes(finer) < tf_minutes(tf) and \
+                    tf_minutes(tf) % tf_minutes(finer) == 0 and rows > 0:
+                fine = self.bars(src, start, end, finer)
+                res = resample_bars(fine, tf)
+                if len(res) > len(df):
+                    df = res
+                break
+        return df
+
+    # -- everything for one series ----------------------------------------------------
+    def load(self, window: Window, venue: str, coin: str, *, timeframe: str | None = None,
+             source: tuple[PriceSource, str, int, float] | None = None) -> SeriesData:
+        own_symbol = self.sc.symbol(venue, coin)
+        src, tf, rows, cov = source or self.choose_source(window, venue, coin)
+        notes: list[str] = []
+        if timeframe is not None and timeframe != tf:
+            tf = timeframe
+        raw = self.bars_at(src, window.start, window.end, tf)
+        if raw.empty:
+            raise DataUnavailable(window.id, venue, coin, f"{src.label()} has no {tf} bars in the window")
+        bars, missing = fill_gaps(raw, window.start, window.end, tf)
+        n_exp = len(bars)
+        gaps_pct = 100.0 * missing / max(1, n_exp)
+        if missing:
+            msg = (f"window {window.id}, venue {venue}, market {coin}: {missing} of {n_exp} {tf} bars "
+                   f"missing in {src.label()} ({gaps_pct:.1f}%), filled flat at the last close")
+            log.warning(msg)
+            notes.append(msg)
+        if bars["close"].isna().any() or (bars[["open", "high", "low", "close"]] <= 0).any().any():
+            raise DataUnavailable(window.id, venue, coin, f"{src.label()} has non-positive or missing prices")
+        substituted = (src.venue, src.market) != (venue, self.sc.venues[venue]["lake_market"]) or \
+            src.symbol != own_symbol
+        price_source = f"substituted: {src.label()}" if substituted else "own"
+        if substituted:
+            notes.append(f"window {window.id}, venue {venue}, market {coin}: no {venue} bars; "
+                         f"{src.label()} stands in")
+
+        # ADV (own venue first; a stand-in's ADV otherwise, scaled to the venue default if any)
+        lake_market = self.sc.venues[venue]["lake_market"]
+        adv, adv_source = self._adv(venue, lake_market, own_symbol, window.start)
+        if adv is None:
+            adv, adv_source = self.sc.default_adv(venue, coin)
+        ref_adv, _ = self._adv(src.venue, src.market, src.symbol, window.start) if substituted else (None, "")
+        if adv is None:
+            adv = ref_adv if ref_adv is not None else float(raw["volume_quote"].sum() / max(window.days, 1e-9))
+            adv_source = f"lake: 30-day ADV of {src.label()}" if ref_adv is not None else "window's own mean daily volume"
+        if substituted and ref_adv and ref_adv > 0 and adv != ref_adv:
+            # bar volumes come from the stand-in venue: scale them to this venue's liquidity
+            bars["volume_quote"] = bars["volume_quote"] * (adv / ref_adv)
+            notes.append(f"bar volumes scaled by {adv / ref_adv:.3f} (ADV {venue} / ADV {src.label()})")
+
+        start_price = float(bars["open"].iloc[0])
+        oi_coin, oi_source = self._oi(window, venue, coin, own_symbol)
+        funding = self._funding(venue, lake_market, own_symbol, window) if not substituted else _empty_funding()
+        if substituted and venue == "binance":
+            funding = self._funding(venue, lake_market, own_symbol, window)
+        entry = self._entry_bars(src, window, tf)
+        return SeriesData(
+            window=window, venue=venue, coin=coin, symbol=own_symbol, bars=bars, timeframe=tf,
+            price_source=price_source, source=src, rows=int(len(raw)), gaps_pct=gaps_pct,
+            adv_usd=float(adv), adv_source=adv_source, oi_coin=oi_coin, oi_usd=oi_coin * start_price,
+            oi_source=oi_source, funding=funding, entry_bars=entry,
+            sigma_1m=sigma_1m_of(bars, tf), notes=notes,
+        )
+
+    def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
+        try:
+            v = self.catalog.adv_usd(venue, market, symbol, before, days=30)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("adv_usd(%s %s %s) failed: %s", venue, market, symbol, exc)
+            v = None
+        if v is None or not np.isfinite(v) or v <= 0:
+            return None, ""
+        return float(v), f"lake: 30-day ADV of {venue} {market} {symbol}"
+
+    def _oi(self, window: Window, venue: str, coin: str, symbol: str) -> tuple[float, str]:
+        rec = None
+        try:
+            rec = self.catalog.open_interest(venue, symbol, window.start.to_pydatetime())
+        except Exception as exc:  # noqa: BLE001
+            log.debug("open_interest(%s %s) failed: %s", venue, symbol, exc)
+        if rec and rec.get("oi_base") and np.isfinite(rec["oi_base"]) and rec["oi_base"] > 0:
+            age = window.start - pd.Timestamp(rec["ts"]).tz_convert("UTC") if rec.get("ts") is not None else pd.Timedelta(0)
+            if age <= pd.Timedelta(days=3):
+                return float(rec["oi_base"]), f"lake: {rec.get('source') or 'open_interest'} {pd.Timestamp(rec['ts']).date()}"
+        try:
+            return self.sc.default_oi_coin(venue, coin, window.id)
+        except KeyError as exc:
+            raise DataUnavailable(window.id, venue, coin, f"no open interest in the lake and {exc.args[0]}") from None
+
+    def _funding(self, venue, market, symbol, window: Window) -> pd.DataFrame:
+        try:
+            f = self.catalog.funding(venue, symbol, window.start, window.end, market=market)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("funding(%s %s) failed: %s", venue, symbol, exc)
+            return _empty_funding()
+        if f is None or len(f) == 0:
+            return _empty_funding()
+        out = pd.DataFrame({"ts": pd.to_datetime(f["ts"], utc=True).dt.floor("min"),
+                            "rate": f["rate"].astype("float64")})
+        out = out[(out.ts >= window.start) & (out.ts < window.end)].dropna()
+        return out.sort_values("ts").reset_index(drop=True)
+
+    def _entry_bars(self, src: PriceSource, window: Window, tf: str) -> pd.DataFrame:
+        lb_start = window.start - pd.Timedelta(days=self.lookback_days)
+        try:
+            df = self.catalog.bars(src.venue, src.market, src.symbol, lb_start, window.start)
+            df = normalise_bars(df) if len(df) else None
+        except Exception as exc:  # noqa: BLE001
+            log.debug("entry bars failed: %s", exc)
+            df = None
+        if df is None or df.empty:
+            df = self.bars_at(src, window.start, min(window.end, window.start + pd.Timedelta(days=1)), tf)
+        return df[["ts", "close", "volume_quote"]].reset_index(drop=True)
+
+
+def _empty_funding() -> pd.DataFrame:
+    return pd.DataFrame({"ts": pd.Series([], dtype="datetime64[us, UTC]"), "rate": pd.Series([], dtype="float64")})
+
+
+def load_window_series(loader: SeriesLoader, window: Window, venues, coins
+                       ) -> tuple[dict[tuple[str, str], SeriesData], list[str]]:
+    """All (venue, coin) series of a window. The whole-year window runs every series at the
+    coarsest common timeframe. Returns (series, problems): a series that cannot load is left
+    out with its message in `problems`."""
+    problems: list[str] = []
+    chosen: dict[tuple[str, str], tuple] = {}
+    for v in venues:
+        for c in coins:
+            try:
+                chosen[(v, c)] = loader.choose_source(window, v, c)
+            except DataUnavailable as exc:
+                problems.append(str(exc))
+    common_tf = None
+    if window.whole_year and chosen:
+        common_tf = max((ch[1] for ch in chosen.values()), key=tf_minutes)
+    out: dict[tuple[str, str], SeriesData] = {}
+    for key, ch in chosen.items():
+        try:
+            out[key] = loader.load(window, key[0], key[1], timeframe=common_tf, source=ch)
+        except DataUnavailable as exc:
+            problems.append(str(exc))
+    return out, problems
