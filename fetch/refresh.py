@@ -1,0 +1,548 @@
+"""The nightly refresh: keep the lake's configured series complete up to each source's lag.
+
+A TOML config (see fetch/refresh.example.toml) lists jobs; each job expands to series
+(symbol × timeframe × price type). For each series the job asks the lake what is missing
+(`Lake.missing`, manifest only), fetches exactly those chunks (a day, or a month for
+coarse timeframes), writes them (`Lake.write`: validate, merge, temp file + os.replace) and
+only then marks each chunk complete (`Lake.mark_complete`). A run killed anywhere leaves
+complete chunks marked and the rest missing, so the next run resumes; a second run with
+nothing missing makes no request at all.
+
+Publication lags: a REST bar is final once it has closed (plus `lag`, default 2 minutes);
+a data.binance.vision daily file appears the day after (default lag 8 hours after the day
+ends), monthly files a few days after the month ends (the fetcher falls back to daily
+files); tardis.dev datasets the day after (default 6 hours). `tail = "ccxt"` on an archive
+job fills the days the archive lacks (the recent tail) from the exchange's REST API.
+
+Exit codes: 0 everything requested is complete; 75 (EX_TEMPFAIL) temporary failure
+(network, rate limit, timeout, archive not published yet, another run holds the lock):
+retry later; 1 a person must look (bad config, unknown symbol, exchange error, data refused
+by validation).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from fetch import timerange
+from fetch.lake import Lake, SeriesKey, resolve_lake
+from fetch.sources.ccxt_source import (CcxtSource, RetryPolicy, SourceError, utc, venue_of)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL = 0, 1, 75
+UTC = timezone.utc
+SOURCES = ("ccxt", "binance_vision", "tardis")
+DATASETS = ("ohlcv", "funding", "open_interest", "liquidations")
+DEFAULT_LAG = {"ccxt": "2m", "binance_vision": "8h", "tardis": "6h"}
+
+
+class ConfigError(ValueError):
+    """The refresh config is wrong; the message names the key and the fix."""
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class Job:
+    """One [[job]] of the config (unknown keys are refused)."""
+
+    name: str
+    source: str
+    dataset: str
+    symbols: tuple[str, ...]
+    start: str
+    exchange: str = "binanceusdm"
+    market: str = ""  # spot | perp | future; default from the exchange / source
+    venue: str = ""  # default from the exchange / source
+    timeframes: tuple[str, ...] = ("1m",)
+    price_types: tuple[str, ...] = ("trade",)
+    end: str = ""  # default: now minus the source's lag
+    api_url: str = ""  # base-URL override (mirror, loopback test server)
+    tail: str = ""  # archive jobs: "ccxt" fills the recent days the archive lacks
+    tail_api_url: str = ""
+    lag: str = ""  # publication lag, e.g. "2m", "8h"
+    timeout_s: float = 30.0
+
+    def series_keys(self) -> list[SeriesKey]:
+        out = []
+        tfs = self.timeframes if self.dataset in ("ohlcv", "open_interest") else ("",)
+        if self.dataset == "open_interest" and self.source == "binance_vision":
+            tfs = ("5m",)
+        pts = self.price_types if self.dataset == "ohlcv" else ("trade",)
+        for sym in self.symbols:
+            for tf in tfs:
+                for pt in pts:
+                    out.append(SeriesKey(self.dataset, self.venue, self.market, sym,
+                                         tf if self.dataset != "liquidations" else "", pt))
+        return out
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    jobs: tuple[Job, ...]
+    lake: str = ""
+    summary: str = ""
+    path: str = ""
+
+
+def _venue_market(source: str, exchange: str) -> tuple[str, str]:
+    if source == "ccxt":
+        ex = exchange.lower()
+        return venue_of(ex), ("spot" if ex in ("binance", "bybit", "okx", "kraken", "coinbase")
+                              else "perp")
+    if source == "binance_vision":
+        return "binance", "perp"
+    return ("ftx" if exchange.startswith("ftx") else venue_of(exchange.split("-")[0])), "perp"
+
+
+def load_config(path: str | Path) -> RefreshConfig:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"refresh config {p} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"refresh config {p}: not valid TOML: {exc}") from None
+    top = raw.pop("refresh", {})
+    jobs_raw = raw.pop("job", [])
+    if raw:
+        raise ConfigError(f"refresh config {p}: unknown section(s) {sorted(raw)}; "
+                          f"allowed: [refresh], [[job]]")
+    unknown = set(top) - {"lake", "summary"}
+    if unknown:
+        raise ConfigError(f"refresh config {p}: unknown key(s) {sorted(unknown)} in [refresh]; "
+                          f"allowed: lake, summary")
+    if not jobs_raw:
+        raise ConfigError(f"refresh config {p}: no [[job]] entries")
+    allowed = {f.name for f in fields(Job)}
+    jobs = []
+    for i, j in enumerate(jobs_raw):
+        j = dict(j)
+        j.setdefault("name", f"job{i + 1}")
+        bad = set(j) - allowed
+        if bad:
+            raise ConfigError(f"refresh config {p}: job {j['name']!r}: unknown key(s) "
+                              f"{sorted(bad)}; allowed: {sorted(allowed)}")
+        for req in ("source", "dataset", "symbols", "start"):
+            if req not in j:
+                raise ConfigError(f"refresh config {p}: job {j['name']!r} lacks {req!r}")
+        if j["source"] not in SOURCES:
+            raise ConfigError(f"job {j['name']!r}: source {j['source']!r} is not one of {SOURCES}")
+        if j["dataset"] not in DATASETS:
+            raise ConfigError(f"job {j['name']!r}: dataset {j['dataset']!r} is not one of {DATASETS}")
+        if j["source"] == "tardis":
+            j.setdefault("exchange", "ftx")
+        for k in ("symbols", "timeframes", "price_types"):
+            if k in j:
+                if isinstance(j[k], str):
+                    j[k] = [j[k]]
+                j[k] = tuple(j[k])
+        for k in ("start", "end"):
+            if k in j and not isinstance(j[k], str):
+                j[k] = pd.Timestamp(j[k]).isoformat()  # TOML dates/datetimes
+        venue, market = _venue_market(j["source"], j.get("exchange", "binanceusdm"))
+        j.setdefault("venue", venue)
+        j["venue"] = j["venue"] or venue
+        j["market"] = j.get("market") or market
+        try:
+            utc(j["start"])
+            if j.get("end"):
+                utc(j["end"])
+            for tf in j.get("timeframes", ()):
+                timerange.timeframe_delta(tf)
+            if j.get("lag"):
+                timerange.timeframe_delta(j["lag"])
+        except (ValueError, timerange.TimeRangeError) as exc:
+            raise ConfigError(f"job {j['name']!r}: {exc}") from None
+        for pt in j.get("price_types", ()):
+            if pt not in ("trade", "mark", "index"):
+                raise ConfigError(f"job {j['name']!r}: price type {pt!r} is not trade/mark/index")
+        jobs.append(Job(**j))
+    return RefreshConfig(tuple(jobs), lake=top.get("lake", ""), summary=top.get("summary", ""),
+                         path=str(p))
+
+
+# ---------------------------------------------------------------------------- lock
+class LockHeld(Exception):
+    pass
+
+
+class RunLock:
+    """An exclusive lock file holding our pid. A lock left by a dead pid is taken over."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = _read_pid(self.path)
+                if pid is not None and _alive(pid):
+                    raise LockHeld(f"another refresh (pid {pid}) holds {self.path}; this run "
+                                   f"exits without doing anything (remove the file only if "
+                                   f"no such process runs)")
+                log.warning("taking over stale lock %s (pid %s is not running)", self.path, pid)
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise LockHeld(f"could not take the lock {self.path}; retry later")
+
+    def release(self) -> None:
+        if self.held and _read_pid(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------- chunks
+def floor_to(t: datetime, step: timedelta) -> datetime:
+    t = utc(t)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((t - epoch) // step) * step
+
+
+def horizon(job: Job, key: SeriesKey, now: datetime) -> datetime:
+    """The end of what the source has published (and will not change) at `now`."""
+    lag = timerange.timeframe_delta(job.lag or DEFAULT_LAG[job.source])
+    if job.source == "ccxt":
+        step = (timerange.timeframe_delta(key.timeframe) if key.timeframe
+                else timedelta(hours=1))
+        return floor_to(now - lag, step)
+    return floor_to(now - lag, timedelta(days=1))  # archives: whole days
+
+
+def chunks(a: datetime, b: datetime, key: SeriesKey) -> list[tuple[datetime, datetime]]:
+    """Split [a, b) at UTC days (fine timeframes) or months (1h and coarser, funding)."""
+    fine = key.timeframe and timerange.timeframe_delta(key.timeframe) < timedelta(hours=1)
+    out = []
+    cur = a
+    while cur < b:
+        if fine or key.dataset == "liquidations":
+            nxt = floor_to(cur, timedelta(days=1)) + timedelta(days=1)
+        else:
+            nxt = timerange.next_month(cur)
+        out.append((cur, min(nxt, b)))
+        cur = min(nxt, b)
+    return out
+
+
+# ---------------------------------------------------------------------------- fetching
+@dataclass
+class TaskResult:
+    job: str
+    dataset: str
+    venue: str
+    market: str
+    symbol: str
+    timeframe: str
+    price_type: str
+    source: str
+    missing: list[list[str]] = field(default_factory=list)
+    chunks_done: int = 0
+    rows_written: int = 0
+    rows_new: int = 0
+    rows_dropped: int = 0
+    bad_rows: int = 0
+    status: str = "ok"  # ok | up_to_date | temporary_failure | failed
+    error: str = ""
+    not_in_archive: list[str] = field(default_factory=list)
+
+
+class Fetchers:
+    """Creates (lazily, once per run) the source objects a job needs."""
+
+    def __init__(self, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 rate_limit_ms: int | None = None, now: datetime | None = None):
+        self.retry, self.sleep, self.rate_limit_ms, self.now = retry, sleep, rate_limit_ms, now
+        self._cache: dict[tuple, Any] = {}
+
+    def ccxt(self, exchange: str, api_url: str, timeout_s: float) -> CcxtSource:
+        k = ("ccxt", exchange, api_url)
+        if k not in self._cache:
+            self._cache[k] = CcxtSource(exchange, api_url=api_url or None, timeout_s=timeout_s,
+                                        retry=self.retry, sleep=self.sleep,
+                                        rate_limit_ms=self.rate_limit_ms)
+        return self._cache[k]
+
+    def vision(self, api_url: str, timeout_s: float):
+        from fetch.sources.binance_vision import BinanceVision
+
+        k = ("vision", api_url)
+        if k not in self._cache:
+            self._cache[k] = BinanceVision(api_url or None, timeout_s=timeout_s, retry=self.retry,
+                                           sleep=self.sleep,
+                                           today=(self.now.date() if self.now else None))
+        return self._cache[k]
+
+    def tardis(self, api_url: str):
+        from fetch.sources.tardis import TardisSource
+
+        k = ("tardis", api_url)
+        if k not in self._cache:
+            self._cache[k] = TardisSource(endpoint=api_url or None)
+        return self._cache[k]
+
+    def requests(self) -> int:
+        return sum(getattr(s, "requests", 0) for s in self._cache.values())
+
+
+def fetch_chunk(job: Job, key: SeriesKey, a: datetime, b: datetime,
+                fx: Fetchers) -> pd.DataFrame:
+    """Fetch one chunk for one series: a canonical frame (attrs: missing_days, bad_rows)."""
+    if job.source == "ccxt":
+        src = fx.ccxt(job.exchange, job.api_url, job.timeout_s)
+        if key.dataset == "ohlcv":
+            return src.fetch_ohlcv(key.symbol, key.timeframe, a, b, price_type=key.price_type)
+        if key.dataset == "funding":
+            return src.fetch_funding(key.symbol, a, b)
+        if key.dataset == "open_interest":
+            return src.fetch_open_interest(key.symbol, key.timeframe, a, b)
+        raise SourceError("ccxt has no liquidation history: use binance_vision "
+                          "(local copies) or tardis", temporary=False)
+    if job.source == "binance_vision":
+        bv = fx.vision(job.api_url, job.timeout_s)
+        if key.dataset == "ohlcv":
+            df = bv.fetch_klines(key.symbol, key.timeframe, a, b, market=key.market,
+                                 price_type=key.price_type)
+        elif key.dataset == "funding":
+            df = bv.fetch_funding(key.symbol, a, b)
+        elif key.dataset == "open_interest":
+            df = bv.fetch_open_interest(key.symbol, a, b)
+        else:
+            df = bv.fetch_liquidations(key.symbol, a, b)
+        return df
+    ts = fx.tardis(job.api_url)
+    return ts.fetch(job.exchange, key.dataset, key.symbol, a, b, timeframe=key.timeframe,
+                    price_type=key.price_type)
+
+
+def _tail_fill(job: Job, key: SeriesKey, days: list, fx: Fetchers) -> list[pd.DataFrame]:
+    """REST for the days the archive lacks (ccxt, same symbol)."""
+    src = fx.ccxt("binance" if key.market == "spot" else "binanceusdm",
+                  job.tail_api_url or "", job.timeout_s)
+    out = []
+    for d in days:
+        a = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        b = a + timedelta(days=1)
+        if key.dataset == "ohlcv":
+            out.append(src.fetch_ohlcv(key.symbol, key.timeframe, a, b, price_type=key.price_type))
+        elif key.dataset == "funding":
+            out.append(src.fetch_funding(key.symbol, a, b))
+        elif key.dataset == "open_interest":
+            out.append(src.fetch_open_interest(key.symbol, "5m", a, b))
+    return out
+
+
+class Progress:
+    """A one-line progress display, only on a terminal."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)()) and total > 0
+        self.total, self.n = total, 0
+
+    def step(self, label: str) -> None:
+        self.n += 1
+        if self.on:
+            self.stream.write(f"\r[{self.n}/{self.total}] {label[:70]:<70}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.on:
+            self.stream.write("\n")
+
+
+def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | None = None,
+            fetchers: Fetchers | None = None, force: bool = False,
+            window: tuple[datetime, datetime] | None = None) -> list[TaskResult]:
+    """Fill what is missing for every series of `jobs`. Returns one result per series.
+
+    `window` (fetch --timerange) clamps each series' range; `force` refetches it whole.
+    """
+    now = utc(now or datetime.now(UTC))
+    fx = fetchers or Fetchers(now=now)
+    plan: list[tuple[Job, SeriesKey, TaskResult, list]] = []
+    for job in jobs:
+        for key in job.series_keys():
+            res = TaskResult(job.name, key.dataset, key.venue, key.market, key.symbol,
+                             key.timeframe, key.price_type, job.source)
+            start = utc(job.start)
+            end = horizon(job, key, now)
+            if job.end:
+                end = min(end, utc(job.end))
+            if window:
+                start, end = max(start, utc(window[0])), min(end, utc(window[1]))
+            if end <= start:
+                res.status = "up_to_date"
+                plan.append((job, key, res, []))
+                continue
+            miss = [(start, end)] if force else lake.missing(key.dataset, key, start, end)
+            res.missing = [[a.isoformat(), b.isoformat()] for a, b in miss]
+            todo = [c for a, b in miss for c in chunks(a, b, key)]
+            if not todo:
+                res.status = "up_to_date"
+            plan.append((job, key, res, todo))
+    progress = Progress(sum(len(t) for *_, t in plan))
+    for job, key, res, todo in plan:
+        for a, b in todo:
+            progress.step(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}")
+            try:
+                df = fetch_chunk(job, key, a, b, fx)
+                missing_days = list(df.attrs.get("missing_days", []))
+                res.bad_rows += int(df.attrs.get("bad_rows", 0))
+                frames = [df]
+                if missing_days and job.tail == "ccxt":
+                    frames += _tail_fill(job, key, missing_days, fx)
+                    missing_days = []
+                frames = [f for f in frames if len(f)]
+                if frames:
+                    data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                    wr = lake.write(key.dataset, data, source=_source_name(job))
+                    res.rows_written += wr.rows_written
+                    res.rows_new += wr.rows_new
+                    res.rows_dropped += wr.rows_dropped
+                if missing_days:
+                    # the archive has not published these days (yet): complete up to the first
+                    res.not_in_archive += [d.isoformat() for d in missing_days]
+                    first = datetime(missing_days[0].year, missing_days[0].month,
+                                     missing_days[0].day, tzinfo=UTC)
+                    if first > a:
+                        lake.mark_complete(key.dataset, key, a, min(first, b))
+                    res.status = "temporary_failure"
+                    res.error = (f"not in the archive yet: {missing_days[0]}"
+                                 + (f" … {missing_days[-1]}" if len(missing_days) > 1 else "")
+                                 + " (set tail = \"ccxt\" to take recent days from REST)")
+                    break
+                lake.mark_complete(key.dataset, key, a, b)
+                res.chunks_done += 1
+            except SourceError as exc:
+                res.status = "temporary_failure" if exc.temporary else "failed"
+                res.error = str(exc)
+                log.error("%s", exc)
+                break
+            except Exception as exc:  # validation refusal, schema errors: a person must look
+                if type(exc).__name__ not in ("ValidationError", "SchemaError"):
+                    raise
+                res.status = "failed"
+                res.error = f"{type(exc).__name__}: {exc}"
+                log.error("%s %s: %s", key.symbol, key.dataset, res.error)
+                break
+    progress.close()
+    return [r for _, _, r, _ in plan]
+
+
+def _source_name(job: Job) -> str:
+    if job.source == "ccxt":
+        return f"ccxt:{job.exchange}"
+    return job.source.replace("_", "-") + (f"+ccxt" if job.tail else "")
+
+
+def exit_code(results: list[TaskResult]) -> int:
+    if any(r.status == "failed" for r in results):
+        return EXIT_PERSON
+    if any(r.status == "temporary_failure" for r in results):
+        return EXIT_TEMPFAIL
+    return EXIT_OK
+
+
+STATUS_WORD = {EXIT_OK: "ok", EXIT_TEMPFAIL: "temporary failure: retry later",
+               EXIT_PERSON: "needs a person"}
+
+
+def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime | None = None,
+        summary_path: str | Path | None = None, fetchers: Fetchers | None = None,
+        out=None) -> int:
+    """The `liqreplay refresh` job: lock, refresh, one-line summary, JSON summary, exit code."""
+    out = out or sys.stdout
+    t0 = time.monotonic()
+    started = datetime.now(UTC)
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"refresh: {exc}", file=sys.stderr)
+        return EXIT_PERSON
+    root = resolve_lake(lake_dir or cfg.lake or None)
+    lake = Lake(root)
+    state = root / "_refresh"
+    summary_file = Path(summary_path or cfg.summary or state / "summary.json")
+    lock = RunLock(state / "refresh.lock")
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        print(f"refresh: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    fx = fetchers or Fetchers(now=now)
+    try:
+        results = refresh(lake, cfg.jobs, now=now, fetchers=fx)
+    finally:
+        lock.release()
+    code = exit_code(results)
+    elapsed = time.monotonic() - t0
+    n_fetch = sum(r.chunks_done for r in results)
+    rows = sum(r.rows_written for r in results)
+    bad = [r for r in results if r.status in ("failed", "temporary_failure")]
+    summary = {
+        "started_utc": started.isoformat(), "elapsed_s": round(elapsed, 3),
+        "config": str(config_path), "lake": str(root), "exit_code": code,
+        "status": STATUS_WORD[code], "series": len(results), "chunks_fetched": n_fetch,
+        "rows_written": rows, "rows_new": sum(r.rows_new for r in results),
+        "requests": fx.requests(), "tasks": [asdict(r) for r in results]}
+    summary_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = summary_file.with_name(f".{summary_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, summary_file)
+    line = (f"refresh: {STATUS_WORD[code]}: {len(results)} series, {n_fetch} chunks fetched, "
+            f"{rows} rows written, {fx.requests()} requests, {len(bad)} with problems, "
+            f"{elapsed:.1f}s (summary: {summary_file})")
+    print(line, file=out)
+    for r in bad:
+        print(f"  {r.status}: {r.symbol} {r.dataset} {r.timeframe} {r.price_type}: {r.error}",
+              file=sys.stderr)
+    return code
+
+
+__all__ = ["Job", "RefreshConfig", "ConfigError", "load_config", "RunLock", "LockHeld",
+           "refresh", "run", "exit_code", "Fetchers", "TaskResult", "horizon", "chunks",
+           "EXIT_OK", "EXIT_PERSON", "EXIT_TEMPFAIL"]
