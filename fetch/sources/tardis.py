@@ -1,0 +1,267 @@
+"""tardis.dev datasets (FTX and Binance-futures history) through the tardis-dev client.
+
+The client (`tardis_dev.download_datasets`, keyword `endpoint=` is the base-URL override)
+downloads one gzipped CSV per day, symbol and data type into a temporary folder, which we
+parse into canonical frames and delete (fetchers never leave files behind).
+
+Raw schemas (tardis.dev normalised CSV; `timestamp` = exchange time, epoch µs):
+- liquidations: exchange, symbol, timestamp, local_timestamp, id, side (of the liquidation
+  ORDER: "sell" closes a long, "buy" closes a short), price, amount (base coins).
+- trades: exchange, symbol, timestamp, local_timestamp, id, side, price, amount; a
+  `liquidation` column (FTX's flag) when the file has one.
+- derivative_ticker: exchange, symbol, timestamp, local_timestamp, funding_timestamp,
+  funding_rate, predicted_funding_rate, open_interest (base coins), last_price, index_price,
+  mark_price. Open interest is sampled at each bucket OPEN (first tick at or after it, no
+  look-ahead); funding is the last rate seen before each `funding_timestamp` (settlement);
+  mark-price bars are OHLC of the ticks inside each bucket (ts = bucket open).
+
+API key: $TARDIS_API_KEY. Without one only the first day of each month is free; a request
+for any other day fails before any download with a message saying so.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import urllib.error
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fetch import timerange
+from fetch.sources.ccxt_source import SourceError, utc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://datasets.tardis.dev/v1"
+VENUE = {"ftx": "ftx", "binance-futures": "binance", "binance": "binance", "bybit": "bybit",
+         "okex-swap": "okx", "deribit": "deribit"}
+
+
+def _market(exchange: str, symbol: str) -> str:
+    if exchange == "ftx":
+        return "perp" if symbol.upper().endswith("-PERP") else ("spot" if "/" in symbol else "future")
+    if exchange in ("binance-futures", "bybit", "okex-swap", "deribit"):
+        return "perp"
+    return "spot"
+
+
+def free_days_only(start: datetime, end: datetime) -> list[datetime]:
+    """Days in [start, end) that need a key (any day but the 1st of a month)."""
+    d = utc(start).replace(hour=0, minute=0, second=0, microsecond=0)
+    out = []
+    while d < utc(end):
+        if d.day != 1:
+            out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+class TardisSource:
+    def __init__(self, *, endpoint: str | None = None, api_key: str | None = None,
+                 timeout_s: int = 600, concurrency: int = 4):
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.api_key = os.environ.get("TARDIS_API_KEY", "") if api_key is None else api_key
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.requests = 0
+
+    # ---- download ---------------------------------------------------------------------
+    def _download(self, exchange: str, data_type: str, symbol: str, start, end) -> pd.DataFrame:
+        """Raw rows of one data type for the whole UTC days overlapping [start, end)."""
+        from tardis_dev import download_datasets
+
+        s = utc(start).replace(hour=0, minute=0, second=0, microsecond=0)
+        e = utc(end)
+        e_day = e.replace(hour=0, minute=0, second=0, microsecond=0)
+        if e_day < e:
+            e_day += timedelta(days=1)
+        if not self.api_key:
+            paid = free_days_only(s, e_day)
+            if paid:
+                raise SourceError(
+                    f"tardis.dev {exchange} {data_type} {symbol} {paid[0]:%Y-%m-%d}"
+                    f"{' … ' + format(paid[-1], '%Y-%m-%d') if len(paid) > 1 else ''}: needs an "
+                    f"API key: set TARDIS_API_KEY (without one only the first day of each month "
+                    f"is free)", temporary=False)
+        with tempfile.TemporaryDirectory(prefix="liqreplay-tardis-") as tmp:
+            self.requests += (e_day - s).days
+            try:
+                download_datasets(exchange=exchange, data_types=[data_type], symbols=[symbol],
+                                  from_date=s.strftime("%Y-%m-%d"),
+                                  to_date=e_day.strftime("%Y-%m-%d"), api_key=self.api_key,
+                                  download_dir=tmp, endpoint=self.endpoint,
+                                  timeout=self.timeout_s, concurrency=self.concurrency)
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise SourceError(f"tardis.dev refused {exchange} {data_type} {symbol} "
+                                      f"(HTTP {exc.code}): the API key is missing, invalid or "
+                                      f"lacks this range; set TARDIS_API_KEY (without a key "
+                                      f"only the first day of each month is free)",
+                                      temporary=False) from None
+                if exc.code == 404:
+                    raise SourceError(f"tardis.dev has no {data_type} for {exchange} {symbol} "
+                                      f"in {s:%Y-%m-%d}..{e_day:%Y-%m-%d} (HTTP 404): check the "
+                                      f"symbol (tardis ids, e.g. BTC-PERP, BTCUSDT)",
+                                      temporary=False) from None
+                raise SourceError(f"tardis.dev {exchange} {data_type} {symbol}: HTTP "
+                                  f"{exc.code}", temporary=exc.code in (429,) or exc.code >= 500
+                                  ) from None
+            except (OSError, TimeoutError) as exc:
+                raise SourceError(f"tardis.dev {exchange} {data_type} {symbol}: "
+                                  f"{type(exc).__name__}: {exc}", temporary=True) from None
+            files = sorted(Path(tmp).glob("*.csv.gz"))
+            parts = [pd.read_csv(f, compression="gzip") for f in files if f.stat().st_size]
+        if not parts:
+            return pd.DataFrame()
+        df = pd.concat(parts, ignore_index=True)
+        df["ts"] = pd.to_datetime(pd.to_numeric(df["timestamp"], errors="coerce"), unit="us",
+                                  utc=True, errors="coerce").dt.as_unit("us")
+        bad = int(df["ts"].isna().sum())
+        if bad:
+            log.warning("tardis %s %s: %d row(s) without a valid timestamp dropped", data_type,
+                        symbol, bad)
+        df = df.dropna(subset=["ts"])
+        df = df[(df["ts"] >= pd.Timestamp(utc(start))) & (df["ts"] < pd.Timestamp(e))]
+        df.attrs["bad_rows"] = bad
+        return df.reset_index(drop=True)
+
+    # ---- datasets ---------------------------------------------------------------------
+    def fetch_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
+        raw = self._download(exchange, "liquidations", symbol, start, end)
+        return self._liq_frame(raw, exchange, symbol, "tardis-liquidations")
+
+    def fetch_trade_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
+        """Liquidations from trades carrying FTX's `liquidation` flag."""
+        raw = self._download(exchange, "trades", symbol, start, end)
+        if len(raw) and "liquidation" not in raw.columns:
+            raise SourceError(f"tardis.dev trades for {exchange} {symbol} carry no liquidation "
+                              f"flag column; use the `liquidations` data type (tardis derives "
+                              f"it from FTX's flagged trades)", temporary=False)
+        if len(raw):
+            flag = raw["liquidation"].astype(str).str.lower().isin(["true", "1"])
+            raw = raw[flag]
+        return self._liq_frame(raw, exchange, symbol, "tardis-trades-liquidation-flag")
+
+    def _liq_frame(self, raw: pd.DataFrame, exchange: str, symbol: str, source: str):
+        if not len(raw):
+            raw = pd.DataFrame({"ts": pd.Series([], dtype="datetime64[us, UTC]"), "side": [],
+                                "price": [], "amount": []})
+        side = raw["side"].astype(str).str.lower().map({"sell": "long", "buy": "short"})
+        qty = pd.to_numeric(raw["amount"], errors="coerce").astype("float64")
+        px = pd.to_numeric(raw["price"], errors="coerce").astype("float64")
+        out = pd.DataFrame({"venue": VENUE.get(exchange, exchange), "market": _market(exchange, symbol),
+                            "symbol": symbol, "timeframe": "", "ts": raw["ts"], "side": side,
+                            "qty": qty, "price": px, "notional_usd": qty * px, "source": source})
+        bad = out["side"].isna() | out["qty"].isna() | out["price"].isna()
+        out = out[~bad].reset_index(drop=True)
+        out["side"] = out["side"].astype(str)
+        out.attrs.update(source=source, bad_rows=int(bad.sum()) + raw.attrs.get("bad_rows", 0))
+        return out
+
+    def fetch_derivative_ticker(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
+        return self._download(exchange, "derivative_ticker", symbol, start, end)
+
+    def fetch_open_interest(self, exchange: str, symbol: str, timeframe: str, start,
+                            end) -> pd.DataFrame:
+        raw = self.fetch_derivative_ticker(exchange, symbol, start, end)
+        step = pd.Timedelta(timerange.timeframe_delta(timeframe))
+        if len(raw):
+            raw = raw.dropna(subset=["open_interest"]).sort_values("ts")
+            raw["bucket"] = raw["ts"].dt.floor(step)
+            first = raw.groupby("bucket", sort=True).first()
+            oi = pd.to_numeric(first["open_interest"], errors="coerce").astype("float64")
+            mark = pd.to_numeric(first.get("mark_price"), errors="coerce").astype("float64")
+            ts = pd.Series(first.index, dtype="datetime64[us, UTC]")
+        else:
+            oi = mark = pd.Series([], dtype="float64")
+            ts = pd.Series([], dtype="datetime64[us, UTC]")
+        out = pd.DataFrame({"venue": VENUE.get(exchange, exchange),
+                            "market": _market(exchange, symbol), "symbol": symbol,
+                            "timeframe": timeframe, "ts": ts.to_numpy(),
+                            "oi_base": oi.to_numpy(), "oi_usd": (oi * mark).to_numpy(),
+                            "source": "tardis"})
+        out["ts"] = out["ts"].astype("datetime64[us, UTC]")
+        out.attrs.update(source="tardis", bad_rows=raw.attrs.get("bad_rows", 0))
+        return out
+
+    def fetch_funding(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
+        raw = self.fetch_derivative_ticker(exchange, symbol, start, end)
+        rows = []
+        if len(raw) and "funding_timestamp" in raw:
+            raw = raw.dropna(subset=["funding_timestamp", "funding_rate"]).sort_values("ts")
+            ft = pd.to_datetime(pd.to_numeric(raw["funding_timestamp"]), unit="us", utc=True)
+            raw = raw.assign(ft=ft)
+            for t, g in raw[raw["ts"] < raw["ft"]].groupby("ft", sort=True):
+                rows.append((t, float(g["funding_rate"].iloc[-1]),
+                             _float(g["mark_price"].iloc[-1]) if "mark_price" in g else np.nan))
+        s, e = pd.Timestamp(utc(start)), pd.Timestamp(utc(end))
+        rows = [r for r in rows if s <= r[0] < e]
+        ts = pd.Series([r[0] for r in rows], dtype="datetime64[us, UTC]")
+        hours = np.diff(ts.astype("int64").to_numpy()) / 3.6e9 if len(rows) > 1 else []
+        default = 1.0 if exchange == "ftx" else 8.0
+        interval = np.concatenate([[hours[0] if len(hours) else default], hours]) if rows else []
+        out = pd.DataFrame({"venue": VENUE.get(exchange, exchange),
+                            "market": _market(exchange, symbol), "symbol": symbol, "ts": ts,
+                            "rate": np.asarray([r[1] for r in rows], dtype="float64"),
+                            "interval_hours": np.round(np.asarray(interval, dtype="float64"), 6),
+                            "mark_price": np.asarray([r[2] for r in rows], dtype="float64")})
+        out.attrs["source"] = "tardis"
+        return out
+
+    def fetch_mark_ohlcv(self, exchange: str, symbol: str, timeframe: str, start, end,
+                         *, price_type: str = "mark") -> pd.DataFrame:
+        raw = self.fetch_derivative_ticker(exchange, symbol, start, end)
+        col = {"mark": "mark_price", "index": "index_price", "trade": "last_price"}[price_type]
+        step = pd.Timedelta(timerange.timeframe_delta(timeframe))
+        if len(raw):
+            px = pd.to_numeric(raw[col], errors="coerce").astype("float64")
+            r = pd.DataFrame({"ts": raw["ts"], "p": px}).dropna().sort_values("ts")
+            r["bucket"] = r["ts"].dt.floor(step)
+            g = r.groupby("bucket", sort=True)["p"]
+            bars = pd.DataFrame({"open": g.first(), "high": g.max(), "low": g.min(),
+                                 "close": g.last()})
+            ts = pd.Series(bars.index, dtype="datetime64[us, UTC]").to_numpy()
+        else:
+            bars = pd.DataFrame({c: pd.Series([], dtype="float64") for c in
+                                 ("open", "high", "low", "close")})
+            ts = pd.Series([], dtype="datetime64[us, UTC]").to_numpy()
+        out = pd.DataFrame({"venue": VENUE.get(exchange, exchange),
+                            "market": _market(exchange, symbol), "symbol": symbol,
+                            "timeframe": timeframe, "price_type": price_type, "ts": ts,
+                            "open": bars["open"].to_numpy(), "high": bars["high"].to_numpy(),
+                            "low": bars["low"].to_numpy(), "close": bars["close"].to_numpy(),
+                            "volume_base": 0.0, "volume_quote": 0.0})
+        out["ts"] = out["ts"].astype("datetime64[us, UTC]")
+        out.attrs["source"] = "tardis"
+        return out
+
+    def fetch(self, exchange: str, dataset: str, symbol: str, start, end, *, timeframe: str = "",
+              price_type: str = "trade") -> pd.DataFrame:
+        """Dispatch by lake dataset (used by fetch/refresh.py)."""
+        if dataset == "liquidations":
+            return self.fetch_liquidations(exchange, symbol, start, end)
+        if dataset == "open_interest":
+            return self.fetch_open_interest(exchange, symbol, timeframe or "1m", start, end)
+        if dataset == "funding":
+            return self.fetch_funding(exchange, symbol, start, end)
+        if dataset == "ohlcv":
+            if price_type == "trade":
+                raise SourceError("tardis trade bars are not built here (derivative_ticker "
+                                  "gives mark/index bars; use price_types = [\"mark\"])",
+                                  temporary=False)
+            return self.fetch_mark_ohlcv(exchange, symbol, timeframe or "1m", start, end,
+                                         price_type=price_type)
+        raise SourceError(f"tardis: unknown dataset {dataset!r}", temporary=False)
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+__all__ = ["TardisSource", "free_days_only", "DEFAULT_ENDPOINT"]
