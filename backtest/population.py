@@ -1,0 +1,289 @@
+"""Seeded account populations, structure of arrays (MODEL.md section 2). Pure.
+
+make_population draws N accounts for one (venue, market, window):
+- notional: lognormal(0, sigma) scaled so that long notional == short notional == oi_usd at
+  the start price (the optional exempt account takes `exempt_notional_share` of its side);
+- leverage: a mixture, `leverage_low_share` uniform on [1, 5]x and the rest log-uniform from
+  5x to the venue's cap on that date (FTX 101x/20x; Binance 20x from 2021-07-27 and the
+  bracket's cap for the notional), times `leverage_scale`, clipped to [1, cap];
+- entry price: the close of a bar drawn with probability proportional to its quote volume;
+- wallet: the margin at entry, qty*entry/leverage. Accounts that would already be past their
+  liquidation trigger at the start price are topped up so their equity at the start price is
+  qty*start/leverage ("survivors": the real book has already lost them); meta["n_topped_up"];
+- FTX: the margin is held as USD and coins (`population.ftx_collateral_share.*`), each coin
+  balance sized so its weighted FTX value (effective weight with the size haircut) equals its
+  share; coins without a price (collateral_prices) are folded into USD (logged, meta);
+- Binance: isolated with probability `binance_isolated_share`; cross wallets hold
+  `binance_cross_extra_margin` times the position margin on top;
+- an optional exempt account (the Alameda scenario), last index, exempt=True.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.params import Params
+from backtest.venues import binance, ftx
+
+log = logging.getLogger(__name__)
+
+VENUES = ("ftx", "binance")
+
+
+@dataclass
+class Population:
+    """Accounts as parallel arrays (index i = one account, one position in `symbol`).
+
+    side int8 (+1 long / -1 short); qty_coin (> 0); entry_price; leverage (at entry,
+    notional/margin); wallet_usd (FTX: the USD balance; Binance: the isolated margin or the
+    cross wallet); collateral {coin: balance} (FTX non-USD collateral, coins); isolated
+    (Binance; False on FTX, where accounts are cross-margined); exempt (never liquidated);
+    account_leverage (FTX leverage setting: IMF = 1/account_leverage; Binance: = leverage).
+    """
+
+    side: np.ndarray
+    qty_coin: np.ndarray
+    entry_price: np.ndarray
+    leverage: np.ndarray
+    wallet_usd: np.ndarray
+    collateral: dict[str, np.ndarray]
+    isolated: np.ndarray
+    exempt: np.ndarray
+    account_leverage: np.ndarray | None = None
+    venue: str = ""
+    symbol: str = ""
+    date: dt.date | None = None
+    start_price: float = float("nan")
+    collateral_prices: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.side)
+
+    @property
+    def n(self) -> int:
+        return len(self.side)
+
+    def notional_usd(self, price) -> np.ndarray:
+        """|position| notional at `price`."""
+        return self.qty_coin * np.asarray(price, dtype=float)
+
+    def collateral_value_usd(self, prices: dict[str, float] | None = None, params: Params | None = None) -> np.ndarray:
+        """FTX weighted value of the non-USD collateral at `prices` (default: the start prices)."""
+        prices = {**self.collateral_prices, **(prices or {})}
+        total = np.zeros(self.n)
+        for coin, bal in self.collateral.items():
+            w, _, f = ftx.collateral_weights(coin, params)
+            total += np.asarray(ftx.collateral_value(bal, prices[coin], w, f), float)
+        return total
+
+    def to_frame(self) -> pd.DataFrame:
+        cols = {"side": self.side, "qty_coin": self.qty_coin, "entry_price": self.entry_price,
+                "leverage": self.leverage, "wallet_usd": self.wallet_usd, "isolated": self.isolated,
+                "exempt": self.exempt}
+        if self.account_leverage is not None:
+            cols["account_leverage"] = self.account_leverage
+        for coin, bal in self.collateral.items():
+            cols[f"collateral_{coin}"] = bal
+        return pd.DataFrame(cols)
+
+
+def _date(date: Any) -> dt.date:
+    if isinstance(date, dt.datetime):
+        return date.date()
+    if isinstance(date, dt.date):
+        return date
+    if isinstance(date, str):
+        return dt.date.fromisoformat(date[:10])
+    if hasattr(date, "date"):
+        return date.date()
+    raise ValueError(f"bad date {date!r}")
+
+
+def _balance_for_value(value_usd: np.ndarray, price: float, weight: float, imf_factor: float,
+                       numerator: float) -> np.ndarray:
+    """Coin balance b >= 0 with b*price*min(w, num/(1+f*sqrt(b))) == value (monotone: bisection)."""
+    v = np.asarray(value_usd, float)
+    lo = np.zeros_like(v)
+    hi = np.maximum(v / (price * min(weight, 1.0)) * 2.0, 1e-12)
+    def g(b):
+        return b * price * np.minimum(weight, numerator / (1.0 + imf_factor * np.sqrt(b)))
+    # the haircut can make hi too small: grow it until g(hi) >= v (cap: very large balances)
+    for _ in range(60):
+        short = g(hi) < v
+        if not short.any():
+            break
+        hi = np.where(short, hi * 4.0, hi)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        below = g(mid) < v
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _draw_leverage(n: int, cap, params: Params, rng: np.random.Generator) -> np.ndarray:
+    low_share = float(params.get("population.leverage_low_share"))
+    lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
+    scale = float(params.get("population.leverage_scale"))
+    if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
+        raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
+    cap = np.broadcast_to(np.asarray(cap, float), (n,))
+    low = rng.random(n) < low_share
+    u = rng.random(n)
+    tail_hi = np.maximum(cap, hi)
+    tail = np.exp(np.log(hi) + u * (np.log(tail_hi) - np.log(hi)))
+    body = lo + rng.random(n) * (hi - lo)
+    lev = np.where(low, body, tail) * scale
+    return np.clip(lev, 1.0, cap)
+
+
+def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.DataFrame, date,
+                    params: Params, rng: np.random.Generator, start_price: float | None = None,
+                    collateral_prices: dict[str, float] | None = None,
+                    n_accounts: int | None = None) -> Population:
+    """A reproducible population for one (venue, symbol, window).
+
+    venue "ftx" | "binance"; symbol e.g. "BTC-PERP" / "BTCUSDT"; oi_usd the open interest at
+    the window start (each side's notional at `start_price` equals it); entry_bars a frame with
+    columns close and volume_quote (ts optional): the bars of the entry lookback before the
+    window (the caller selects `population.entry_lookback_days`); date: the window start (for
+    the dated leverage caps and brackets); start_price default: the last close of entry_bars;
+    collateral_prices: FTX collateral coin prices at the start (the position's own coin
+    defaults to start_price; USD is 1); n_accounts default `population.n_accounts`.
+    """
+    v = venue.lower()
+    if v not in VENUES:
+        raise ValueError(f"unknown venue {venue!r}: use one of {VENUES}")
+    if oi_usd is None or not np.isfinite(oi_usd) or oi_usd <= 0:
+        raise ValueError(f"oi_usd must be a positive number (got {oi_usd!r})")
+    if entry_bars is None or len(entry_bars) == 0:
+        raise ValueError("entry_bars is empty: the population needs the bars before the window")
+    for col in ("close", "volume_quote"):
+        if col not in entry_bars.columns:
+            raise ValueError(f"entry_bars needs a {col!r} column")
+    close = entry_bars["close"].to_numpy(dtype=float)
+    vol = entry_bars["volume_quote"].to_numpy(dtype=float)
+    if np.any(~np.isfinite(close)) or np.any(close <= 0):
+        raise ValueError("entry_bars has zero, negative or missing close prices")
+    vol = np.where(np.isfinite(vol) & (vol > 0), vol, 0.0)
+    d = _date(date)
+    p0 = float(close[-1] if start_price is None else start_price)
+    if not np.isfinite(p0) or p0 <= 0:
+        raise ValueError("start_price must be > 0")
+    n = int(params.get("population.n_accounts") if n_accounts is None else n_accounts)
+    if n < 2:
+        raise ValueError("population.n_accounts must be >= 2")
+    sigma = float(params.get("population.notional_sigma"))
+    long_share = float(params.get("population.long_share"))
+    if sigma < 0 or not (0 < long_share < 1):
+        raise ValueError("population.notional_sigma must be >= 0 and long_share in (0, 1)")
+
+    # sides: a fixed count of longs, shuffled
+    n_long = int(np.clip(round(n * long_share), 1, n - 1))
+    side = np.full(n, -1, dtype=np.int8)
+    side[rng.permutation(n)[:n_long]] = 1
+
+    # exempt account
+    exempt_on = bool(params.get("population.exempt_account"))
+    ex_share = float(params.get("population.exempt_notional_share")) if exempt_on else 0.0
+    ex_side = int(params.get("population.exempt_side"))
+    if exempt_on and (ex_side not in (-1, 1) or not (0 <= ex_share < 1)):
+        raise ValueError("population.exempt_side must be +1/-1 and exempt_notional_share in [0, 1)")
+
+    raw = rng.lognormal(0.0, sigma, n)
+    notional = np.empty(n)
+    for s in (1, -1):
+        m = side == s
+        target = oi_usd * (1.0 - ex_share) if (exempt_on and s == ex_side) else oi_usd
+        notional[m] = raw[m] / raw[m].sum() * target
+    if exempt_on:
+        side = np.append(side, np.int8(ex_side))
+        notional = np.append(notional, oi_usd * ex_share)
+    n_all = len(side)
+    qty = notional / p0
+
+    # entry: volume-weighted bar draw
+    w = vol / vol.sum() if vol.sum() > 0 else np.full(len(close), 1.0 / len(close))
+    entry = close[rng.choice(len(close), size=n_all, p=w)]
+
+    # leverage caps
+    if v == "ftx":
+        cap = np.full(n_all, ftx.max_leverage(d, params))
+    else:
+        cap = np.asarray(binance.max_leverage(symbol, d, qty * entry, params), float)
+        cap = np.broadcast_to(cap, (n_all,)).copy()
+    lev = _draw_leverage(n_all, cap, params, rng)
+    if exempt_on:
+        lev[-1] = min(float(params.get("population.exempt_leverage")), cap[-1])
+    margin = qty * entry / lev
+    exempt = np.zeros(n_all, dtype=bool)
+    exempt[-1] = exempt_on
+
+    meta: dict[str, Any] = {"oi_usd": float(oi_usd), "n_accounts": n_all, "seeded_start_price": p0}
+    collateral: dict[str, np.ndarray] = {}
+    cprices: dict[str, float] = {}
+    isolated = np.zeros(n_all, dtype=bool)
+    coin = ftx.coin_of(symbol)
+
+    if v == "ftx":
+        acct_lev = np.clip(np.maximum(float(params.get("population.ftx_account_leverage")), lev), 1.0, cap)
+        shares = {k.rsplit(".", 1)[1]: float(params.get(k)) for k in params.keys()
+                  if k.startswith("population.ftx_collateral_share.")}
+        if any(s_ < 0 for s_ in shares.values()) or sum(shares.values()) <= 0:
+            raise ValueError("population.ftx_collateral_share.* must be >= 0 and not all 0")
+        total = sum(shares.values())
+        shares = {k: s_ / total for k, s_ in shares.items()}
+        prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
+        prices.setdefault(coin, p0)
+        folded = []
+        usd_share = shares.pop("USD", 0.0)
+        numerator = float(params.get("ftx.collateral_haircut_numerator"))
+        for c, sh in shares.items():
+            if sh == 0:
+                continue
+            if c not in prices or not np.isfinite(prices[c]) or prices[c] <= 0:
+                folded.append(c)
+                usd_share += sh
+                continue
+            wt, _, f = ftx.collateral_weights(c, params)
+            collateral[c] = _balance_for_value(margin * sh, prices[c], wt, f, numerator)
+            cprices[c] = prices[c]
+        if folded:
+            log.warning("FTX collateral %s has no price: its share is held as USD", ", ".join(folded))
+            meta["collateral_folded_to_usd"] = folded
+        wallet = margin * usd_share
+        # survivors: MF at the start must be >= MMF
+        def tav_at(wal):
+            cv = sum((np.asarray(ftx.collateral_value(b, cprices[c], *ftx.collateral_weights(c, params)[::2],
+                                                      numerator=numerator), float)
+                      for c, b in collateral.items()), np.zeros(n_all))
+            return wal + cv + side * qty * (p0 - entry)
+        imf, mmf, _ = ftx.margin_thresholds(acct_lev, ftx.imf_factor_for(symbol, params), qty, params=params)
+        tav = tav_at(wallet)
+        bad = (tav < np.asarray(mmf) * qty * p0) & ~exempt
+        wallet = np.where(bad, wallet + (qty * p0 / lev - tav), wallet)
+        meta["n_topped_up"] = int(bad.sum())
+        account_leverage = acct_lev
+    else:
+        iso_share = float(params.get("population.binance_isolated_share"))
+        extra = float(params.get("population.binance_cross_extra_margin"))
+        isolated = rng.random(n_all) < iso_share
+        wallet = np.where(isolated, margin, margin * (1.0 + extra))
+        br = binance.brackets_for(symbol, d, params)
+        mm = np.asarray(binance.maintenance_margin(qty * p0, br), float)
+        mb = wallet + side * qty * (p0 - entry)
+        bad = (mm >= mb) & ~exempt
+        wallet = np.where(bad, wallet + (qty * p0 / lev - mb), wallet)
+        meta["n_topped_up"] = int(bad.sum())
+        account_leverage = lev.copy()
+
+    return Population(side=side, qty_coin=qty, entry_price=entry, leverage=lev, wallet_usd=wallet,
+                      collateral=collateral, isolated=isolated, exempt=exempt,
+                      account_leverage=account_leverage, venue=v, symbol=symbol, date=d,
+                      start_price=p0, collateral_prices=cprices, meta=meta)
