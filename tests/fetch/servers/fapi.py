@@ -109,15 +109,17 @@ def _market(symbol: str, base: str, quote: str, spot: bool = False) -> dict:
 
 
 class FapiServer(LoopbackServer):
-    def __init__(self, book: BarBook, *, funding_hours: int = 8, max_limit: int = 1500):
+    def __init__(self, book: BarBook, *, funding_hours: int = 8, max_limit: int = 1500,
+                 extra_listed: tuple[str, ...] = ()):
         super().__init__()
         self.book = book
+        self.extra_listed = extra_listed  # in exchangeInfo but without data (-1121 on klines)
         self.funding_hours = funding_hours
         self.max_limit = max_limit
 
     def _symbols(self):
         out = []
-        for s in self.book.bars:
+        for s in list(self.book.bars) + list(self.extra_listed):
             quote = "USDT" if s.endswith("USDT") else s[-4:]
             out.append((s, s[: -len(quote)], quote))
         return out
