@@ -1,0 +1,790 @@
+"""The event-driven replay: both venue engines on the same intra-bar path (MODEL.md 1, 3-5, 7).
+
+Cost grows with bars + events, not bars x accounts:
+- every account's trigger price is computed once (Binance: the liquidation price; FTX: the
+  mark at which MF reaches MMF, via ftx.price_at_margin_fraction) and held in a
+  `TriggerBook` per side: longs sorted by trigger descending, shorts ascending, with a
+  pointer walked per bar, plus a heap for accounts whose trigger was recomputed (partial
+  liquidation, ADL, overflow close-out);
+- the next bar that can hold an event is found with block minima/maxima of lows/highs;
+- Binance events of a bar are solved in closed form (first crossing on the path) and
+  settled vectorised; FTX accounts that crossed MMF are processed tick by tick (step 1 /
+  step 2) only while they are in step 1/2, then go back to the book with a fresh trigger;
+- funding times re-price wallets and rebuild the books.
+
+`backtest/reference.py` is the naive oracle (every account, every tick) that the parity
+tests hold this against. The shared per-event arithmetic (settlement, step 1/2, BLP book)
+lives here and is called by both, so a parity test checks the event machinery.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from backtest import execution
+from backtest.params import Params
+from backtest.path import BarPaths, bar_paths, first_cross, price_at, tick_prices
+from backtest.population import Population
+from backtest.venues import binance, ftx
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+MECHS = ("step1", "step2_blp", "overflow", "ioc", "fund", "adl")
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------
+@dataclass
+class PathInput:
+    """One venue-market price path as arrays (bar opens in epoch seconds)."""
+
+    ts_s: np.ndarray              # int64 bar open, epoch seconds
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume_quote: np.ndarray
+    bar_seconds: int
+    tick_s: float = 1.0
+    sigma_1m: float = 0.001
+    adv_usd: float = 0.0
+    funding_bar: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # bar index
+    funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self):
+        self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
+        self.paths: BarPaths = bar_paths(self.open, self.high, self.low, self.close, self.n_ticks)
+        lo, hi = self.paths.p.min(axis=1), self.paths.p.max(axis=1)
+        nb = len(lo)
+        nblk = (nb + BLOCK - 1) // BLOCK
+        pad = nblk * BLOCK - nb
+        self._lo, self._hi = lo, hi
+        self._blo = np.concatenate([lo, np.full(pad, np.inf)]).reshape(nblk, BLOCK).min(axis=1)
+        self._bhi = np.concatenate([hi, np.full(pad, -np.inf)]).reshape(nblk, BLOCK).max(axis=1)
+
+    @classmethod
+    def from_bars(cls, bars: pd.DataFrame, bar_seconds: int, *, tick_s=1.0, sigma_1m=0.001, adv_usd=0.0,
+                  funding: pd.DataFrame | None = None) -> "PathInput":
+        ts = pd.to_datetime(bars["ts"], utc=True)
+        ts_s = ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+        fb, fr = np.zeros(0, np.int64), np.zeros(0)
+        if funding is not None and len(funding):
+            fts = ((pd.to_datetime(funding["ts"], utc=True) - pd.Timestamp(0, tz="UTC"))
+                   // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+            idx = np.searchsorted(ts_s, fts, side="right") - 1
+            ok = (idx >= 0) & (fts < ts_s[-1] + bar_seconds)
+            fb, fr = idx[ok].astype(np.int64), funding["rate"].to_numpy(dtype=float)[ok]
+        return cls(ts_s.astype(np.int64), bars["open"].to_numpy(float), bars["high"].to_numpy(float),
+                   bars["low"].to_numpy(float), bars["close"].to_numpy(float),
+                   bars["volume_quote"].to_numpy(float), int(bar_seconds), float(tick_s), float(sigma_1m),
+                   float(adv_usd), fb, fr)
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.open)
+
+    @property
+    def bar_minutes(self) -> float:
+        return self.bar_seconds / 60.0
+
+    def tick_time_s(self, bar, k):
+        return self.ts_s[bar] + np.asarray(k) * self.tick_s
+
+    def price_at_time(self, t_s) -> np.ndarray:
+        """Path price at absolute times (clamped to the path's span)."""
+        t = np.asarray(t_s, dtype=float)
+        b = np.clip(np.searchsorted(self.ts_s, t, side="right") - 1, 0, self.n_bars - 1)
+        k = np.clip(np.floor((t - self.ts_s[b]) / self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
+        return price_at(self.paths, b, k)
+
+    def next_bar(self, start: int, long_top: float, short_top: float) -> int:
+        """First bar >= start whose low <= long_top or high >= short_top; n_bars if none."""
+        nb = self.n_bars
+        if start >= nb:
+            return nb
+        b = start
+        blk = b // BLOCK
+        end_blk = min(nb, (blk + 1) * BLOCK)
+        seg = np.nonzero((self._lo[b:end_blk] <= long_top) | (self._hi[b:end_blk] >= short_top))[0]
+        if seg.size:
+            return b + int(seg[0])
+        nxt = np.nonzero((self._blo[blk + 1:] <= long_top) | (self._bhi[blk + 1:] >= short_top))[0]
+        if not nxt.size:
+            return nb
+        bb = blk + 1 + int(nxt[0])
+        s, e = bb * BLOCK, min(nb, (bb + 1) * BLOCK)
+        seg = np.nonzero((self._lo[s:e] <= long_top) | (self._hi[s:e] >= short_top))[0]
+        return s + int(seg[0])
+
+
+# --------------------------------------------------------------------------------------
+# trigger book
+# --------------------------------------------------------------------------------------
+class TriggerBook:
+    """Accounts of one side keyed by trigger price. direction -1 (longs: fire when price <=
+    trigger; best = highest), +1 (shorts: fire when price >= trigger; best = lowest)."""
+
+    def __init__(self, idx: np.ndarray, trig: np.ndarray, direction: int, n_total: int):
+        self.dir = direction
+        ok = np.isfinite(trig) & (trig > 0)
+        idx, trig = idx[ok], trig[ok]
+        order = np.argsort(trig * direction, kind="stable")      # best first
+        self.idx = idx[order]
+        self.trig = trig[order]
+        self.key = self.trig * direction                          # ascending
+        self.ptr = 0
+        self.version = np.zeros(n_total, dtype=np.int64)         # bump = stale everywhere
+        self.in_fresh = np.zeros(n_total, dtype=bool)
+        self.in_fresh[self.idx] = True
+        self.heap: list[tuple[float, int, int]] = []             # (key, account, version)
+
+    def _skip(self):
+        while self.ptr < len(self.idx) and not self.in_fresh[self.idx[self.ptr]]:
+            self.ptr += 1
+
+    def top(self) -> float:
+        """Most imminent trigger price (nan if empty)."""
+        self._skip()
+        best = self.key[self.ptr] if self.ptr < len(self.idx) else np.inf
+        while self.heap and self.heap[0][2] != self.version[self.heap[0][1]]:
+            heapq.heappop(self.heap)
+        if self.heap:
+            best = min(best, self.heap[0][0])
+        return float(best * self.dir) if np.isfinite(best) else np.nan
+
+    def take(self, extreme: float) -> tuple[np.ndarray, np.ndarray]:
+        """Remove and return (accounts, triggers) whose trigger the price `extreme` reaches."""
+        lim = extreme * self.dir          # reached when key <= lim
+        self._skip()
+        end = int(np.searchsorted(self.key, lim, side="right"))
+        a, t = np.zeros(0, np.int64), np.zeros(0)
+        if end > self.ptr:
+            sl = self.idx[self.ptr:end]
+            live = self.in_fresh[sl]
+            a, t = sl[live], self.trig[self.ptr:end][live]
+            self.in_fresh[a] = False
+            self.ptr = end
+        extra_a, extra_t = [], []
+        while self.heap and self.heap[0][0] <= lim:
+            key, acc, ver = heapq.heappop(self.heap)
+            if ver == self.version[acc]:
+                extra_a.append(acc)
+                extra_t.append(key * self.dir)
+                self.version[acc] += 1
+        if extra_a:
+            a = np.concatenate([a, np.asarray(extra_a, np.int64)])
+            t = np.concatenate([t, np.asarray(extra_t)])
+        return a, t
+
+    def remove(self, accounts) -> None:
+        accounts = np.atleast_1d(accounts)
+        self.in_fresh[accounts] = False
+        self.version[accounts] += 1
+
+    def put(self, accounts, trig) -> None:
+        """(Re-)insert accounts with new triggers (nan/<=0: never fires)."""
+        accounts = np.atleast_1d(accounts)
+        trig = np.atleast_1d(trig)
+        self.remove(accounts)
+        for a, t in zip(accounts.tolist(), trig.tolist()):
+            if t == t and t > 0:
+                heapq.heappush(self.heap, (t * self.dir, a, int(self.version[a])))
+
+
+# --------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------
+class Recorder:
+    """Collects events (column lists) and per-bar series accumulators."""
+
+    def __init__(self, n_bars: int):
+        self.ev: dict[str, list] = {k: [] for k in (
+            "t_s", "account", "side", "mechanism", "qty_coin", "price", "mark_price", "notional_usd",
+            "user_loss_usd", "fund_delta_usd")}
+        self.bar_liq = {m: np.zeros(n_bars) for m in MECHS}
+        self.bar_fund = np.full(n_bars, np.nan)
+
+    def add(self, bar: int, mech: str, t_s, account, side, qty, price, mark, notional, user_loss, fund_delta):
+        n = np.size(account)
+        if n == 0:
+            return
+        b = lambda x: np.broadcast_to(np.asarray(x), (n,)).tolist()  # noqa: E731
+        self.ev["t_s"] += b(t_s)
+        self.ev["account"] += b(account)
+        self.ev["side"] += b(side)
+        self.ev["mechanism"] += [mech] * n
+        self.ev["qty_coin"] += b(qty)
+        self.ev["price"] += b(price)
+        self.ev["mark_price"] += b(mark)
+        self.ev["notional_usd"] += b(notional)
+        self.ev["user_loss_usd"] += b(user_loss)
+        self.ev["fund_delta_usd"] += b(fund_delta)
+        self.bar_liq[mech][bar] += float(np.sum(notional))
+
+    def events_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({k: np.asarray(v) for k, v in self.ev.items()})
+        if len(df):
+            df = df.sort_values(["t_s", "account"], kind="stable").reset_index(drop=True)
+        return df
+
+
+@dataclass
+class SeriesResult:
+    venue: str
+    totals: dict
+    events: pd.DataFrame          # t_s, account, side, mechanism, qty_coin, price, ...
+    series: pd.DataFrame          # ts_s, price, liquidated_<mech>_usd, fund_balance_usd, ...
+    final_qty: np.ndarray
+    final_wallet: np.ndarray
+
+
+# --------------------------------------------------------------------------------------
+# Binance
+# --------------------------------------------------------------------------------------
+class BinanceState:
+    """Binance USDⓈ-M accounts (one position each, isolated-equivalent wallet) + the fund."""
+
+    def __init__(self, pop: Population, inp: PathInput, params: Params, brackets, *, symbol: str):
+        self.p = params
+        self.inp = inp
+        self.br = brackets
+        self.side = pop.side.astype(np.int64)
+        self.qty = pop.qty_coin.astype(float).copy()
+        self.entry = pop.entry_price.astype(float).copy()
+        self.wallet = pop.wallet_usd.astype(float).copy()
+        self.exempt = pop.exempt.astype(bool)
+        self.alive = self.qty > 0
+        self.fee_rate = float(params.get("binance.liq_fee_rate"))
+        self.eta = float(params.get("execution.eta.binance"))
+        self.max_slip = float(params.get("execution.max_slippage"))
+        self.adl_enabled = bool(params.get("binance.adl_enabled"))
+        self.fund = float(params.get("binance.insurance_fund_start_usd"))
+        self.fund_start = self.fund
+        self.fund_min = self.fund
+        self.adl_pending = {1: 0.0, -1: 0.0}     # qty to take from the opposite side at bar end
+        self.adl_usd = 0.0
+        self.adl_counterparty_usd = 0.0
+        self.liquidated = np.zeros(len(self.qty), dtype=bool)
+
+    def lp(self, idx) -> np.ndarray:
+        return np.asarray(binance.liquidation_price(self.side[idx], self.qty[idx], self.entry[idx],
+                                                    self.wallet[idx], self.br), float).reshape(-1)
+
+    def apply_funding(self, bar: int, rate: float) -> None:
+        a = self.alive
+        price = self.inp.open[bar]
+        self.wallet[a] -= self.side[a] * self.qty[a] * price * rate
+
+    def settle(self, rec: Recorder, bar: int, acc: np.ndarray, k: np.ndarray) -> None:
+        """Liquidate accounts `acc` (in settlement order) at ticks k of bar."""
+        if acc.size == 0:
+            return
+        inp = self.inp
+        mark = price_at(inp.paths, np.full(acc.size, bar), k)
+        s = self.side[acc]
+        q = self.qty[acc]
+        notional_mark = q * mark
+        slip = np.asarray(execution.sqrt_impact(notional_mark, inp.volume_quote[bar], inp.sigma_1m, self.eta,
+                                                inp.bar_minutes, max_slippage=self.max_slip), float)
+        fill = np.asarray(execution.fill_price(-s, mark, slip, 0.0), float)
+        out = binance.liquidation_outcome(s, q, self.entry[acc], self.wallet[acc], fill, self.fee_rate,
+                                          mark=mark, fund_balance_usd=self.fund,
+                                          adl_enabled=self.adl_enabled)
+        bal = out["fund_balance_after_usd"]
+        self.fund_min = min(self.fund_min, float(np.min(bal)))
+        self.fund = float(bal[-1])
+        t_s = inp.tick_time_s(bar, k)
+        qm, qa = out["qty_market"], out["qty_adl"]
+        deficit = out["fund_delta_usd"] < 0
+        mk = qm > 0
+        mech_ioc = mk & ~deficit
+        mech_fund = mk & deficit
+        for mech, m in (("ioc", mech_ioc), ("fund", mech_fund)):
+            if m.any():
+                rec.add(bar, mech, t_s[m], acc[m], s[m], qm[m], fill[m], mark[m], qm[m] * fill[m],
+                        np.where(qa[m] > 0, 0.0, out["user_loss_usd"][m]), out["fund_delta_usd"][m])
+        ma = qa > 0
+        if ma.any():
+            bp = out["bankruptcy_price"][ma]
+            ul = out["user_loss_usd"][ma]
+            rec.add(bar, "adl", t_s[ma], acc[ma], s[ma], qa[ma], bp, mark[ma], qa[ma] * np.maximum(bp, 0.0),
+                    np.where(qm[ma] > 0, 0.0, ul), 0.0)
+            # a partial market/ADL split books the user loss once, on the ADL row
+            for side_ in (1, -1):
+                self.adl_pending[side_] += float(qa[ma][s[ma] == side_].sum())
+            self.adl_usd += float(out["adl_notional_usd"].sum())
+            self.adl_counterparty_usd += float(out["adl_counterparty_usd"].sum())
+        self.qty[acc] = 0.0
+        self.alive[acc] = False
+        self.liquidated[acc] = True
+
+    def run_adl(self, bar: int) -> np.ndarray:
+        """Close the bar's pending ADL quantity against the opposite side, ranked at the bar's
+        close. Returns the accounts whose position changed (their trigger must be recomputed)."""
+        changed = []
+        price = self.inp.close[bar]
+        for liq_side, need in list(self.adl_pending.items()):
+            if need <= 0:
+                continue
+            self.adl_pending[liq_side] = 0.0
+            cand = np.nonzero(self.alive & (self.side == -liq_side))[0]
+            if cand.size == 0:
+                continue
+            upnl = self.side[cand] * self.qty[cand] * (price - self.entry[cand])
+            mm = np.asarray(binance.maintenance_margin(self.qty[cand] * price, self.br), float)
+            sc = np.asarray(binance.adl_scores(upnl, self.wallet[cand], mm), float).reshape(-1)
+            take = binance.adl_allocate(sc, self.qty[cand], need)
+            hit = take > 0
+            a = cand[hit]
+            frac = take[hit] / self.qty[a]
+            self.wallet[a] *= (1.0 - frac)
+            self.qty[a] -= take[hit]
+            gone = self.qty[a] <= 1e-12 * np.maximum(1.0, take[hit])
+            self.qty[a[gone]] = 0.0
+            self.alive[a[gone]] = False
+            changed.append(a)
+        return np.concatenate(changed) if changed else np.zeros(0, np.int64)
+
+    def exempt_deficit(self) -> float:
+        ex = np.nonzero(self.exempt & (self.qty > 0))[0]
+        if ex.size == 0:
+            return 0.0
+        eq = self.wallet[ex] + self.side[ex] * self.qty[ex] * (self.inp.close[-1] - self.entry[ex])
+        return float(np.maximum(-eq, 0.0).sum())
+
+
+def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str, date) -> SeriesResult:
+    """Fast event-driven Binance replay over one path."""
+    br = binance.brackets_for(symbol, date, params)
+    st = BinanceState(pop, inp, params, br, symbol=symbol)
+    rec = Recorder(inp.n_bars)
+    books = _binance_books(st)
+    fund_at = dict(zip(inp.funding_bar.tolist(), inp.funding_rate.tolist())) if len(inp.funding_bar) else {}
+    fund_bars = sorted(fund_at)
+    fi = 0
+    b = 0
+    nb = inp.n_bars
+    while b < nb:
+        while fi < len(fund_bars) and fund_bars[fi] < b:
+            fi += 1
+        lt, stp = books[-1].top(), books[1].top()
+        nxt = inp.next_bar(b, lt if lt == lt else -np.inf, stp if stp == stp else np.inf)
+        nf = fund_bars[fi] if fi < len(fund_bars) else nb
+        if nf <= nxt and nf < nb:
+            b = nf
+            st.apply_funding(b, fund_at[b])
+            books = _binance_books(st)
+            fi += 1
+            rec.bar_fund[b] = st.fund
+            lt, stp = books[-1].top(), books[1].top()
+            if not ((lt == lt and inp._lo[b] <= lt) or (stp == stp and inp._hi[b] >= stp)):
+                b += 1
+                continue
+        else:
+            b = nxt
+            if b >= nb:
+                break
+        acc_l, trig_l = books[-1].take(inp._lo[b])
+        acc_s, trig_s = books[1].take(inp._hi[b])
+        acc = np.concatenate([acc_l, acc_s])
+        trig = np.concatenate([trig_l, trig_s])
+        dirs = np.concatenate([np.full(acc_l.size, -1), np.full(acc_s.size, 1)])
+        k = np.concatenate([first_cross(inp.paths, np.full(acc_l.size, b), trig_l, -1),
+                            first_cross(inp.paths, np.full(acc_s.size, b), trig_s, +1)]).astype(np.int64)
+        if np.any(k < 0):  # cannot happen: the extreme is sampled exactly
+            bad = k < 0
+            log.debug("binance: %d triggers not reached on the path; re-queued", int(bad.sum()))
+            for d, book in ((-1, books[-1]), (1, books[1])):
+                m = bad & (dirs == d)
+                book.put(acc[m], trig[m])
+            acc, k = acc[~bad], k[~bad]
+        order = np.lexsort((acc, k))
+        st.settle(rec, b, acc[order], k[order])
+        changed = st.run_adl(b)
+        if changed.size:
+            live = changed[st.alive[changed]]
+            dead = changed[~st.alive[changed]]
+            for d, book in ((-1, books[-1]), (1, books[1])):
+                book.remove(dead)
+                m = st.side[live] == (1 if d == -1 else -1)
+                if m.any():
+                    book.put(live[m], st.lp(live[m]))
+        rec.bar_fund[b] = st.fund
+        b += 1
+    return _finish(st, rec, inp, "binance", params)
+
+
+def _binance_books(st: BinanceState) -> dict[int, TriggerBook]:
+    n = len(st.qty)
+    books = {}
+    for d, side in ((-1, 1), (1, -1)):
+        idx = np.nonzero(st.alive & ~st.exempt & (st.side == side))[0]
+        books[d] = TriggerBook(idx, st.lp(idx) if idx.size else np.zeros(0), d, n)
+    return books
+
+
+# --------------------------------------------------------------------------------------
+# FTX
+# --------------------------------------------------------------------------------------
+class FtxState:
+    """FTX accounts: cross-margined, one position in this market; USD + same-coin collateral
+    tracked exactly, other coins' weighted value folded into USD at window-start prices."""
+
+    def __init__(self, pop: Population, inp: PathInput, params: Params, *, symbol: str, date,
+                 rng: np.random.Generator | None, hedge: PathInput | None):
+        self.p = params
+        self.inp = inp
+        self.hedge = hedge or inp
+        self.rng = rng
+        self.coin = ftx.coin_of(symbol)
+        self.side = pop.side.astype(np.int64)
+        self.qty = pop.qty_coin.astype(float).copy()
+        self.entry = pop.entry_price.astype(float).copy()
+        self.exempt = pop.exempt.astype(bool)
+        n = len(self.qty)
+        other = np.zeros(n)
+        for c, bal in pop.collateral.items():
+            if c == self.coin or c == "USD":
+                continue
+            w, _, f = ftx.collateral_weights(c, params)
+            price = pop.collateral_prices.get(c)
+            if price is None or not np.isfinite(price) or price <= 0:
+                continue
+            other += np.asarray(ftx.collateral_value(bal, price, w, f), float)
+        self.usd = pop.wallet_usd.astype(float).copy() + other + \
+            np.asarray(pop.collateral.get("USD", np.zeros(n)), float)
+        self.coin_bal = np.asarray(pop.collateral.get(self.coin, np.zeros(n)), float).copy()
+        w, _, f = ftx.collateral_weights(self.coin, params)
+        self.coin_w_eff = np.asarray(ftx.effective_weight(self.coin_bal, w, f), float).reshape(-1) \
+            if n else np.zeros(0)
+        lev_set = pop.account_leverage if pop.account_leverage is not None else pop.leverage
+        self.lev_set = np.asarray(lev_set, float)
+        self.imf_factor = ftx.imf_factor_for(symbol, params)
+        self.alive = self.qty > 0
+        self.liquidated = np.zeros(n, dtype=bool)
+        self.fund = float(params.get("ftx.insurance_fund_start_usd"))
+        self.fund_start = self.fund
+        self.fund_min = self.fund
+        self.budget = ftx.step1_budget_usd(inp.adv_usd, params)
+        self.eta = float(params.get("execution.eta.ftx"))
+        self.fee = float(params.get("execution.taker_fee.ftx"))
+        self.max_slip = float(params.get("execution.max_slippage"))
+        self.top_n = int(params.get("ftx.overflow_top_n"))
+        self.cap_min = float(params.get("ftx.blp.capacity_per_minute_usd"))
+        self.used_min, self.used_hour, self.cur_min, self.cur_hour = 0.0, 0.0, -1, -1
+        # BLP lots
+        self.lots: dict[str, list] = {k: [] for k in ("t_s", "side", "qty", "price", "mark")}
+        self.blp_collateral_usd = 0.0
+        self.counterparty_usd = 0.0
+        self.takeover_usd = 0.0
+
+    # thresholds ----------------------------------------------------------------------
+    def thresholds(self, idx):
+        _, mmf, acmf = ftx.margin_thresholds(self.lev_set[idx], self.imf_factor, self.qty[idx], params=self.p)
+        return np.asarray(mmf, float).reshape(-1), np.asarray(acmf, float).reshape(-1)
+
+    def trigger(self, idx) -> np.ndarray:
+        """Mark at which MF == MMF (the step-1 entry)."""
+        if idx.size == 0:
+            return np.zeros(0)
+        mmf, _ = self.thresholds(idx)
+        live = self.qty[idx] > 0
+        out = np.full(idx.size, np.nan)
+        if live.any():
+            j = idx[live]
+            out[live] = np.asarray(ftx.price_at_margin_fraction(
+                self.side[j], self.qty[j], self.entry[j], self.usd[j], self.coin_bal[j], self.coin_w_eff[j],
+                mmf[live]), float).reshape(-1)
+        return out
+
+    def tav_mf(self, idx, price):
+        cv = self.coin_bal[idx] * price * self.coin_w_eff[idx]
+        tav, mf = ftx.account_tav_mf(self.side[idx], self.qty[idx], self.entry[idx], price, self.usd[idx], cv)
+        return np.asarray(tav, float).reshape(-1), np.asarray(mf, float).reshape(-1)
+
+    # one tick over a set of accounts (sorted ascending) -----------------------------
+    def tick(self, rec: Recorder, bar: int, k: int, price: float, acc: np.ndarray) -> np.ndarray:
+        """Apply the FTX state machine at one tick to `acc` (accounts with MF < MMF or about to
+        be checked). Returns the accounts that are in step 1/2 after the tick (still active)."""
+        if acc.size == 0:
+            return acc
+        inp = self.inp
+        t_s = float(inp.tick_time_s(bar, k))
+        tav, mf = self.tav_mf(acc, price)
+        mmf, acmf = self.thresholds(acc)
+        st = np.asarray(ftx.state(mf, np.full(acc.size, np.inf), mmf, acmf)).reshape(-1)
+        s2 = acc[st >= ftx.STEP2]
+        if s2.size:
+            i2 = st >= ftx.STEP2
+            self._step2(rec, bar, t_s, price, s2, mf[i2], acmf[i2], tav[i2])
+        s1 = acc[st == ftx.STEP1]
+        if s1.size:
+            self._step1(rec, bar, t_s, price, s1)
+        # still in step 1/2?
+        live = acc[self.qty[acc] > 0]
+        if live.size == 0:
+            return live
+        _, mf2 = self.tav_mf(live, price)
+        mmf2, _ = self.thresholds(live)
+        return live[mf2 < mmf2]
+
+    def _step1(self, rec, bar, t_s, price, acc):
+        q, _left = ftx.step1_order_qty(self.qty[acc], price, self.budget, self.p, rng=self.rng)
+        q = np.asarray(q, float)
+        m = q > 0
+        if not m.any():
+            return
+        a, q = acc[m], q[m]
+        s = self.side[a]
+        slip = np.asarray(execution.sqrt_impact(q * price, self.inp.volume_quote[bar], self.inp.sigma_1m, self.eta,
+                                                self.inp.bar_minutes, max_slippage=self.max_slip), float)
+        fill = np.asarray(ftx.step1_fill_price(s, np.full(a.size, price), slip, self.p, rng=self.rng), float)
+        out = ftx.step1_outcome(s, q, np.full(a.size, price), fill, self.fee)
+        self.usd[a] += s * q * (fill - self.entry[a]) - out["fee_usd"]
+        self.qty[a] -= q
+        self._close_out(a)
+        rec.add(bar, "step1", t_s, a, s, q, fill, price, out["notional_usd"], -out["user_pnl_usd"], 0.0)
+
+    def _step2(self, rec, bar, t_s, price, acc, mf, acmf, tav):
+        s = self.side[acc]
+        out = ftx.step2_takeover(s, self.qty[acc], np.full(acc.size, price), mf, acmf, tav, self.p)
+        cq = out["close_qty"]
+        m = cq > 0
+        if not m.any():
+            return
+        a, cq, s = acc[m], cq[m], s[m]
+        zp, blp, cf = out["zero_price"][m], out["blp_price"][m], out["close_fraction"][m]
+        # account closes at its zero price; same-coin collateral passes to the BLP with its debt
+        self.usd[a] += s * cq * (zp - self.entry[a])
+        tr = ftx.collateral_transfer(self.coin_bal[a], price, self.coin_w_eff[a], cf)
+        self.usd[a] += tr["blp_pays_usd"]
+        self.coin_bal[a] -= tr["coin_qty"]
+        if np.any(tr["coin_qty"] > 0):
+            sale = execution.collateral_sale(tr["coin_qty"], price, self.inp.volume_quote[bar], self.inp.sigma_1m,
+                                             self.eta, self.inp.bar_minutes, self.fee, max_slippage=self.max_slip)
+            self.blp_collateral_usd += float(np.sum(tr["blp_gain_usd"] - sale["impact_usd"] - sale["fee_usd"]))
+        self.qty[a] -= cq
+        self.fund += float(np.sum(out["fund_delta_usd"][m]))
+        self.fund_min = min(self.fund_min, self.fund)
+        # BLP capacity (aggregate per minute / hour), rest to the top-n opposing accounts
+        minute, hour = int(t_s // 60), int(t_s // 3600)
+        if minute != self.cur_min:
+            self.cur_min, self.used_min = minute, 0.0
+        if hour != self.cur_hour:
+            self.cur_hour, self.used_hour = hour, 0.0
+        notional = cq * price
+        taken, over = ftx.blp_take(notional, self.used_min, self.used_hour, self.p)
+        taken, over = np.asarray(taken, float).reshape(-1), np.asarray(over, float).reshape(-1)
+        self.used_min += float(taken.sum())
+        self.used_hour += float(taken.sum())
+        tq = cq * np.where(notional > 0, taken / np.where(notional > 0, notional, 1), 0)
+        oq = cq - tq
+        fd = out["fund_delta_usd"][m]
+        ul = out["user_loss_usd"][m]
+        tk = tq > 0
+        if tk.any():
+            for key, v in (("t_s", np.full(tk.sum(), t_s)), ("side", s[tk]), ("qty", tq[tk]),
+                           ("price", blp[tk]), ("mark", np.full(tk.sum(), price))):
+                self.lots[key].append(v)
+            self.takeover_usd += float((tq[tk] * price).sum())
+            w = tq[tk] / cq[tk]
+            rec.add(bar, "step2_blp", t_s, a[tk], s[tk], tq[tk], blp[tk], price, tq[tk] * price,
+                    ul[tk] * w, fd[tk] * w)
+        ov = oq > 0
+        if ov.any():
+            w = oq[ov] / cq[ov]
+            rec.add(bar, "overflow", t_s, a[ov], s[ov], oq[ov], blp[ov], price, oq[ov] * price,
+                    ul[ov] * w, fd[ov] * w)
+            for j in np.nonzero(ov)[0]:
+                self._overflow(a[j], s[j], oq[j], blp[j], price)
+        self._close_out(a)
+
+    def _overflow(self, acc, side, qty, price_close, mark):
+        """Close `qty` against the top-n largest opposing accounts at the BLP price."""
+        opp = np.nonzero(self.alive & (self.side == -side) & (self.qty > 0))[0]
+        if opp.size == 0:
+            return
+        take = ftx.overflow_allocate(self.qty[opp], float(qty), self.top_n)
+        hit = take > 0
+        o, q = opp[hit], take[hit]
+        so = self.side[o]
+        self.usd[o] += so * q * (price_close - self.entry[o])
+        self.qty[o] -= q
+        # their gain vs mark (negative: they are forced out at a price worse than mark)
+        self.counterparty_usd += float(np.sum(so * q * (price_close - mark)))
+        self.changed_by_overflow.extend(o.tolist())
+        self._close_out(o)
+
+    def _close_out(self, a):
+        gone = a[self.qty[a] <= 1e-12]
+        if gone.size:
+            self.qty[gone] = 0.0
+            self.alive[gone] = False
+            self.liquidated[gone] = True
+
+    def blp_pnl(self) -> tuple[float, float]:
+        """(BLP P&L marked to market at the end, takeover notional)."""
+        if not self.lots["t_s"]:
+            return self.blp_collateral_usd, self.takeover_usd
+        L = {k: np.concatenate(v) for k, v in self.lots.items()}
+        lat = float(self.p.get("ftx.blp.hedge_latency_s"))
+        h = float(self.p.get("ftx.blp.hedge_ratio"))
+        hp = self.hedge
+        t_fill = L["t_s"] + lat
+        hedge_fill = hp.price_at_time(t_fill)
+        b = np.clip(np.searchsorted(hp.ts_s, t_fill, side="right") - 1, 0, hp.n_bars - 1)
+        slip = np.asarray(execution.sqrt_impact(h * L["qty"] * hedge_fill, hp.volume_quote[b], hp.sigma_1m,
+                                                float(self.p.get("execution.eta.binance")), hp.bar_minutes,
+                                                max_slippage=self.max_slip), float)
+        out = execution.hedge_pnl(L["side"], L["qty"], L["price"], L["mark"], hedge_fill,
+                                  self.inp.close[-1], hp.close[-1], hedge_ratio=h, slippage_frac=slip,
+                                  fee_rate=float(self.p.get("execution.taker_fee.binance")))
+        return float(np.sum(out["total_usd"])) + self.blp_collateral_usd, self.takeover_usd
+
+    def exempt_deficit(self) -> float:
+        ex = np.nonzero(self.exempt & (self.qty > 0))[0]
+        if ex.size == 0:
+            return 0.0
+        tav, _ = self.tav_mf(ex, self.inp.close[-1])
+        return float(np.asarray(ftx.exempt_deficit_usd(tav)).sum())
+
+
+def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
+            rng: np.random.Generator | None = None, hedge: PathInput | None = None) -> SeriesResult:
+    """Fast event-driven FTX replay over one path (rng None = deterministic step 1)."""
+    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge)
+    st.changed_by_overflow = []
+    rec = Recorder(inp.n_bars)
+    n = len(st.qty)
+
+    def build():
+        bk = {}
+        for d, side in ((-1, 1), (1, -1)):
+            idx = np.nonzero(st.alive & ~st.exempt & (st.side == side))[0]
+            bk[d] = TriggerBook(idx, st.trigger(idx), d, n)
+        return bk
+
+    books = build()
+    active = np.zeros(0, np.int64)
+    nb = inp.n_bars
+    b = 0
+    while b < nb:
+        if active.size == 0:
+            lt, stp = books[-1].top(), books[1].top()
+            b = inp.next_bar(b, lt if lt == lt else -np.inf, stp if stp == stp else np.inf)
+            if b >= nb:
+                break
+        # pending entries of this bar: (tick, account)
+        acc_l, trig_l = books[-1].take(inp._lo[b])
+        acc_s, trig_s = books[1].take(inp._hi[b])
+        pend_a = np.concatenate([acc_l, acc_s])
+        pend_k = np.concatenate([first_cross(inp.paths, np.full(acc_l.size, b), trig_l, -1),
+                                 first_cross(inp.paths, np.full(acc_s.size, b), trig_s, +1)]).astype(np.int64)
+        prices = None
+        k = 0 if active.size else (int(pend_k.min()) if pend_k.size else inp.n_ticks)
+        while k < inp.n_ticks:
+            if pend_k.size:
+                due = pend_k <= k
+                if due.any():
+                    active = np.union1d(active, pend_a[due])
+                    pend_a, pend_k = pend_a[~due], pend_k[~due]
+            if active.size == 0:
+                if not pend_k.size:
+                    break
+                k = int(pend_k.min())
+                continue
+            if prices is None:
+                prices = tick_prices(inp.paths, b)
+            price = float(prices[k])
+            before = active
+            active = st.tick(rec, b, k, price, active)
+            # accounts that left step 1/2 (or whose position changed by overflow) get a fresh trigger
+            left = np.setdiff1d(before, active, assume_unique=True)
+            if st.changed_by_overflow:
+                ch = np.unique(np.asarray(st.changed_by_overflow, np.int64))
+                st.changed_by_overflow = []
+                ch = np.setdiff1d(ch, active)
+                left = np.union1d(left, ch)
+                # an account re-queued by overflow may still be pending this bar
+                keep = ~np.isin(pend_a, ch)
+                pend_a, pend_k = pend_a[keep], pend_k[keep]
+            if left.size:
+                live = left[st.alive[left]]
+                for d, side in ((-1, 1), (1, -1)):
+                    books[d].remove(left)
+                    ls = live[(st.side[live] == side) & ~st.exempt[live]]
+                    if not ls.size:
+                        continue
+                    trig = st.trigger(ls)
+                    kk = first_cross(inp.paths, np.full(ls.size, b), np.nan_to_num(trig, nan=-1.0 if d == -1 else np.inf),
+                                     d, k + 1) if k + 1 < inp.n_ticks else np.full(ls.size, -1)
+                    kk = np.where(np.isfinite(trig), kk, -1)
+                    now = kk >= 0
+                    if now.any():
+                        pend_a = np.concatenate([pend_a, ls[now]])
+                        pend_k = np.concatenate([pend_k, kk[now]])
+                    books[d].put(ls[~now], trig[~now])
+            k += 1
+        rec.bar_fund[b] = st.fund
+        b += 1
+    return _finish(st, rec, inp, "ftx", params)
+
+
+# --------------------------------------------------------------------------------------
+# totals
+# --------------------------------------------------------------------------------------
+def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> SeriesResult:
+    ev = rec.events_frame()
+    if venue == "binance":
+        rep = binance.reported_mask(np.floor(ev["t_s"].to_numpy()).astype(np.int64) if len(ev) else np.zeros(0),
+                                    np.arange(len(ev))) if len(ev) else np.zeros(0, bool)
+    else:
+        rep = ftx.reported_mask(ev["t_s"].to_numpy() if len(ev) else np.zeros(0))
+    ev["reported"] = rep
+    liq = {m: float(ev.loc[ev.mechanism == m, "notional_usd"].sum()) if len(ev) else 0.0 for m in MECHS}
+    if venue == "binance":
+        blp_pnl, takeover = 0.0, 0.0
+        cp = st.adl_counterparty_usd
+    else:
+        blp_pnl, takeover = st.blp_pnl()
+        cp = st.counterparty_usd
+    fund_end = st.fund
+    totals = {
+        "liquidated_usd": float(sum(liq[m] for m in MECHS)),
+        "reported_liquidated_usd": float(ev.loc[ev.reported, "notional_usd"].sum()) if len(ev) else 0.0,
+        "liquidated_step1_usd": liq["step1"], "liquidated_step2_blp_usd": liq["step2_blp"],
+        "liquidated_overflow_usd": liq["overflow"], "liquidated_ioc_usd": liq["ioc"],
+        "liquidated_fund_usd": liq["fund"], "adl_usd": liq["adl"],
+        "accounts": int(len(st.qty)), "accounts_liquidated": int(st.liquidated.sum()),
+        "accounts_touched": int(ev["account"].nunique()) if len(ev) else 0,
+        "blp_takeover_usd": float(takeover), "blp_pnl_usd": float(blp_pnl),
+        "fund_start_usd": float(st.fund_start), "fund_min_usd": float(min(st.fund_min, fund_end)),
+        "fund_end_usd": float(fund_end),
+        "exempt_deficit_usd": float(st.exempt_deficit()),
+        "user_loss_usd": float(ev["user_loss_usd"].sum()) if len(ev) else 0.0,
+        "counterparty_loss_usd": float(max(0.0, -cp)),
+        "events": int(len(ev)),
+    }
+    blp_loss = max(0.0, -totals["blp_pnl_usd"])
+    deficit = max(0.0, -fund_end)
+    totals.update(blp_loss_usd=blp_loss, fund_deficit_usd=deficit, house_loss_usd=blp_loss + deficit)
+    fund = pd.Series(rec.bar_fund).ffill().fillna(st.fund_start).to_numpy()
+    series = pd.DataFrame({"ts_s": inp.ts_s, "price": inp.close,
+                           **{f"liquidated_{m}_usd": rec.bar_liq[m] for m in MECHS},
+                           "fund_balance_usd": fund})
+    if len(ev):
+        bi = np.clip(np.searchsorted(inp.ts_s, ev["t_s"].to_numpy(), side="right") - 1, 0, inp.n_bars - 1)
+        series["reported_liquidated_usd"] = np.bincount(bi, weights=np.where(ev["reported"], ev["notional_usd"], 0.0),
+                                                        minlength=inp.n_bars)
+    else:
+        series["reported_liquidated_usd"] = 0.0
+    series["adl_usd"] = series["liquidated_adl_usd"]
+    series["blp_takeover_usd"] = series["liquidated_step2_blp_usd"]
+    return SeriesResult(venue, totals, ev, series, st.qty.copy(),
+                        (st.wallet if venue == "binance" else st.usd).copy())
