@@ -72,6 +72,7 @@ class Job:
     tail_api_url: str = ""
     lag: str = ""  # publication lag, e.g. "2m", "8h"
     timeout_s: float = 30.0
+    requires_env: str = ""  # skip the job (status "skipped", not a failure) when unset
 
     def series_keys(self) -> list[SeriesKey]:
         out = []
@@ -285,7 +286,7 @@ class TaskResult:
     rows_new: int = 0
     rows_dropped: int = 0
     bad_rows: int = 0
-    status: str = "ok"  # ok | up_to_date | temporary_failure | failed
+    status: str = "ok"  # ok | up_to_date | skipped | temporary_failure | failed
     error: str = ""
     not_in_archive: list[str] = field(default_factory=list)
 
@@ -408,6 +409,11 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
         for key in job.series_keys():
             res = TaskResult(job.name, key.dataset, key.venue, key.market, key.symbol,
                              key.timeframe, key.price_type, job.source)
+            if job.requires_env and not os.environ.get(job.requires_env):
+                res.status = "skipped"
+                res.error = f"skipped: ${job.requires_env} is not set"
+                plan.append((job, key, res, []))
+                continue
             start = utc(job.start)
             end = horizon(job, key, now)
             if job.end:
@@ -537,6 +543,9 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
             f"{rows} rows written, {fx.requests()} requests, {len(bad)} with problems, "
             f"{elapsed:.1f}s (summary: {summary_file})")
     print(line, file=out)
+    skipped = {r.job: r.error for r in results if r.status == "skipped"}
+    for name, why in skipped.items():
+        print(f"  job {name}: {why}", file=sys.stderr)
     for r in bad:
         print(f"  {r.status}: {r.symbol} {r.dataset} {r.timeframe} {r.price_type}: {r.error}",
               file=sys.stderr)

@@ -22,6 +22,7 @@ class Fault:
     times: int = 1
     retry_after: float | None = None
     hang_s: float = 2.0
+    after: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -38,6 +39,7 @@ class LoopbackServer:
     def __init__(self):
         self.log: list[Request] = []
         self.faults: list[Fault] = []
+        self.hangs_started = 0
         self._lock = threading.Lock()
         self._stop_hanging = threading.Event()
         outer = self
@@ -78,15 +80,20 @@ class LoopbackServer:
 
     # ---- faults and counting ----------------------------------------------------------
     def inject(self, prefix: str, kind: str, *, times: int = 1, retry_after: float | None = None,
-               hang_s: float = 2.0) -> None:
+               hang_s: float = 2.0, after: int = 0) -> None:
         with self._lock:
-            self.faults.append(Fault(prefix, kind, times, retry_after, hang_s))
+            self.faults.append(Fault(prefix, kind, times, retry_after, hang_s, after))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for f in self.faults:
                 if path.startswith(f.prefix) and f.times > 0:
+                    if f.after > 0:
+                        f.after -= 1
+                        continue
                     f.times -= 1
+                    if f.kind == "hang":
+                        self.hangs_started += 1
                     return f
         return None
 
