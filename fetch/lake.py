@@ -2,12 +2,15 @@
 
 Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning=true)`):
 
-    <root>/<dataset>/venue=<v>/market=<m>/symbol=<s>[/timeframe=<tf>][/price_type=<pt>]/month=YYYY-MM/data.parquet
+    <root>/<dataset>/venue=<v>/market=<m>/symbol=<s>[/timeframe=<tf>][/price_type=<pt>]/period=<P>/data.parquet
     <root>/<dataset>/.../symbol=<s>[...]/_coverage.json        (one manifest per series)
 
-- ohlcv partitions: venue, market, symbol, timeframe, price_type, month;
-  funding: venue, market, symbol, month; open_interest and liquidations: venue, market,
-  symbol, timeframe, month (liquidation single orders have timeframe "", i.e. `timeframe=`).
+- ohlcv partitions: venue, market, symbol, timeframe, price_type, period;
+  funding: venue, market, symbol, period; open_interest and liquidations: venue, market,
+  symbol, timeframe, period (liquidation single orders have timeframe "", i.e. `timeframe=`).
+- `period` is the time partition: `YYYY-MM` (a UTC month) for intraday series and single
+  orders, `YYYY` (a UTC year) for daily-or-coarser series and funding, which would
+  otherwise make a file of ~30 rows per month (see `period_of`).
 - Partition values are percent-encoded (every byte outside `A-Z a-z 0-9 - .`, so `/`, `_`
   and `%` too): `BTC/USDT:USDT` -> `BTC%2FUSDT%3AUSDT`, `../x` -> `..%2Fx`, `a/b` -> `a%2Fb`,
   `a_b` -> `a%5Fb`. No value can escape the lake or collide with another, and DuckDB
@@ -42,7 +45,7 @@ import pyarrow.parquet as pq
 
 from fetch import schema as S
 from fetch import timerange
-from fetch.validate import ValidationReport, validate
+from fetch.validate import ValidationReport, series_codes, validate
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ LAKE_ENV = "LIQREPLAY_LAKE"
 DEFAULT_LAKE = "lake"
 MANIFEST_NAME = "_coverage.json"
 DATA_NAME = "data.parquet"
+PERIOD_FORMATS = {"month": "%Y-%m", "year": "%Y"}
 _SAFE = "-."  # besides ASCII letters and digits, the only bytes left unencoded
 
 
@@ -61,6 +65,16 @@ def resolve_lake(arg: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path(DEFAULT_LAKE)
+
+
+def period_of(key: "SeriesKey") -> str:
+    """Time partition of a series: "year" for funding and timeframes of a day or more,
+    else "month"."""
+    if key.dataset == "funding":
+        return "year"
+    if key.timeframe and timerange.timeframe_delta(key.timeframe) >= timedelta(days=1):
+        return "year"
+    return "month"
 
 
 def encode_part(value: str) -> str:
@@ -203,8 +217,8 @@ class Lake:
                 "expected_rows": 0}
 
     def series_files(self, key: SeriesKey) -> list[Path]:
-        """The series' data files, month order (temp files excluded)."""
-        return sorted(self.series_dir(key).glob(f"month=*/{DATA_NAME}"))
+        """The series' data files, time order (temp files excluded)."""
+        return sorted(self.series_dir(key).glob(f"period=*/{DATA_NAME}"))
 
     # ---------------------------------------------------------------- write
     def write(self, dataset: str, frame: pd.DataFrame | pa.Table, *, source: str,
@@ -227,16 +241,16 @@ class Lake:
         if table.num_rows == 0:
             return result
         series_cols = list(S.SERIES_COLUMNS[dataset])
-        combos = table.select(series_cols).group_by(series_cols).aggregate([]).to_pylist()
-        for combo in combos:
-            mask = None
-            for col in series_cols:
-                m = pc.equal(table[col], combo[col])
-                mask = m if mask is None else pc.and_(mask, m)
-            part = table.filter(mask)
-            key = SeriesKey(dataset=dataset, **combo) if "price_type" in combo else SeriesKey(
-                dataset=dataset, price_type="", **combo)
-            result += self._write_series(key, part, source)
+        codes = series_codes(table, series_cols)
+        order = np.argsort(codes, kind="stable")  # stable: later rows still win inside a series
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        for a, b in zip(starts, list(starts[1:]) + [len(order)]):
+            part = table.take(pa.array(order[a:b]))
+            combo = {c: part[c][0].as_py() for c in series_cols}
+            if "price_type" not in combo:
+                combo["price_type"] = ""
+            result += self._write_series(SeriesKey(dataset=dataset, **combo), part, source)
         return result
 
     def _write_series(self, key: SeriesKey, table: pa.Table, source: str) -> WriteResult:
@@ -246,12 +260,12 @@ class Lake:
         data_cols = [f.name for f in S.schema_for(key.dataset) if f.name not in S.SERIES_COLUMNS[key.dataset]]
         file_schema = pa.schema([S.schema_for(key.dataset).field(c) for c in data_cols])
         table = table.select(data_cols)
-        months = pc.strftime(table["ts"], format="%Y-%m")
+        months = pc.strftime(table["ts"], format=PERIOD_FORMATS[period_of(key)])
         manifest = self._read_manifest(key)
         manifest["key"] = key.as_dict()
         changed_manifest = False
         for month in sorted(set(months.to_pylist())):
-            mdir = sdir / f"month={month}"
+            mdir = sdir / f"period={month}"
             final = mdir / DATA_NAME
             self._clean_temp(mdir)
             incoming = table.filter(pc.equal(months, month))
@@ -260,7 +274,7 @@ class Lake:
             merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
             merged = merged.sort_by([(c, "ascending") for c in keycols])
             n_new = merged.num_rows - old.num_rows
-            n_diff = _count_not_in(merged, old)
+            n_diff = 0 if merged.equals(old) else _count_not_in(merged, old)
             n_upd = n_diff - n_new
             res.rows_new += n_new
             res.rows_updated += n_upd

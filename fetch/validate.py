@@ -96,6 +96,18 @@ def find_gaps(ts, step: timedelta) -> tuple[list[tuple[pd.Timestamp, pd.Timestam
     return ranges, missing, expected
 
 
+def series_codes(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """Integer code per row identifying its series (the combination of `columns`)."""
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    if len(columns) == 1:
+        joined = pc.cast(table[columns[0]], pa.string())
+    else:
+        joined = pc.binary_join_element_wise(*[pc.cast(table[c], pa.string()) for c in columns], "\x1f")
+    enc = pc.dictionary_encode(joined).combine_chunks()
+    return np.asarray(enc.indices, dtype=np.int64)
+
+
 def _examples(table: pa.Table, mask: np.ndarray) -> list[dict]:
     rows = np.nonzero(mask)[0][:MAX_EXAMPLES]
     out = []
@@ -192,15 +204,18 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
 
     # order and duplicates, per series
     series_cols = list(S.SERIES_COLUMNS[dataset])
-    key = list(S.row_key(dataset, timeframe or "1d"))
-    df = table.select(series_cols + key).to_pandas()
-    grp = df.groupby(series_cols, sort=False, dropna=False)
-    ts_int = df["ts"].astype("int64")
-    d = ts_int.groupby([df[c] for c in series_cols], sort=False).diff()
-    report.non_monotonic = int((d < 0).sum())
-    report.duplicates = int(df.duplicated(series_cols + key).sum())
-    if grp.ngroups == 1:
-        tf = timeframe or (df["timeframe"].iloc[0] if "timeframe" in df.columns else "")
+    key = [c for c in S.row_key(dataset, timeframe or "1d") if c != "ts"]
+    codes = series_codes(table, series_cols)
+    ts = table["ts"].to_numpy().astype("datetime64[us]").astype("int64")
+    same = codes[1:] == codes[:-1]
+    report.non_monotonic = int(((ts[1:] < ts[:-1]) & same).sum())
+    dup_cols = [codes, ts] + [np.asarray(pc.dictionary_encode(table[c]).combine_chunks().indices)
+                              if not pa.types.is_floating(table[c].type) else _np(table[c]) for c in key]
+    order = np.lexsort(dup_cols[::-1])
+    stacked = np.stack([np.asarray(c, dtype="float64") for c in dup_cols])[:, order]
+    report.duplicates = int((stacked[:, 1:] == stacked[:, :-1]).all(axis=0).sum()) if len(order) > 1 else 0
+    if codes.size and codes.max() == 0:
+        tf = timeframe or (table["timeframe"][0].as_py() if "timeframe" in table.column_names else "")
         if tf and dataset != "funding":
             try:
                 step = timerange.timeframe_delta(tf)
@@ -208,5 +223,5 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
                 step = None
             if step is not None:
                 report.gaps, report.gap_rows, report.expected_rows = find_gaps(
-                    df["ts"].to_numpy(dtype="datetime64[us]"), step)
+                    ts.astype("datetime64[us]"), step)
     return table, report
