@@ -45,6 +45,7 @@ UTC = timezone.utc
 SOURCES = ("ccxt", "binance_vision", "tardis")
 DATASETS = ("ohlcv", "funding", "open_interest", "liquidations")
 DEFAULT_LAG = {"ccxt": "2m", "binance_vision": "8h", "tardis": "6h"}
+ARCHIVE_LATE_DAYS = 3  # an archive day missing longer than this is not "late" but absent
 
 
 class ConfigError(ValueError):
@@ -456,10 +457,16 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
                                      missing_days[0].day, tzinfo=UTC)
                     if first > a:
                         lake.mark_complete(key.dataset, key, a, min(first, b))
-                    res.status = "temporary_failure"
-                    res.error = (f"not in the archive yet: {missing_days[0]}"
-                                 + (f" … {missing_days[-1]}" if len(missing_days) > 1 else "")
-                                 + " (set tail = \"ccxt\" to take recent days from REST)")
+                    span = f"{missing_days[0]}" + (
+                        f" … {missing_days[-1]}" if len(missing_days) > 1 else "")
+                    if first < now - timedelta(days=ARCHIVE_LATE_DAYS):
+                        res.status = "failed"  # long published: the file will not come
+                        res.error = (f"the archive has no file for {key.symbol} {span}: check "
+                                     f"the symbol and the job's start date (listing date)")
+                    else:
+                        res.status = "temporary_failure"
+                        res.error = (f"not in the archive yet: {span} (set tail = \"ccxt\" "
+                                     f"to take recent days from REST)")
                     break
                 lake.mark_complete(key.dataset, key, a, b)
                 res.chunks_done += 1
