@@ -45,6 +45,7 @@ UTC = timezone.utc
 SOURCES = ("ccxt", "binance_vision", "tardis")
 DATASETS = ("ohlcv", "funding", "open_interest", "liquidations")
 DEFAULT_LAG = {"ccxt": "2m", "binance_vision": "8h", "tardis": "6h"}
+REST_OI_DAYS = 30  # Binance's openInterestHist serves only the last month
 ARCHIVE_LATE_DAYS = 3  # an archive day missing longer than this is not "late" but absent
 
 
@@ -437,6 +438,13 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
             progress.step(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}")
             try:
                 df = fetch_chunk(job, key, a, b, fx)
+                if (job.source == "ccxt" and key.dataset == "open_interest" and not len(df)
+                        and a < now - timedelta(days=REST_OI_DAYS)):
+                    raise SourceError(
+                        f"{job.exchange} returned no open interest for {key.symbol} "
+                        f"{a:%Y-%m-%d}: Binance's REST keeps only ~{REST_OI_DAYS} days of it; "
+                        f"use source = \"binance_vision\" (daily metrics files) for older "
+                        f"dates", temporary=False)
                 missing_days = list(df.attrs.get("missing_days", []))
                 res.bad_rows += int(df.attrs.get("bad_rows", 0))
                 frames = [df]

@@ -156,3 +156,23 @@ def test_fetch_cli_user_errors_are_one_clear_line(fapi, tmp_path, capsys):
     assert liqreplay(["fetch", "NOPEUSDT", "--timerange", "20221101-20221102", "--api-url",
                       fapi.url, "--lake", lake], stages=("fetch.cli",)) == 2
     assert "unknown symbol 'NOPEUSDT'" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_rest_open_interest_older_than_a_month_is_not_marked_complete(tmp_path):
+    """Binance's openInterestHist is empty beyond ~30 days: say so, do not mark it complete."""
+    from tests.fetch.servers.fapi import BarBook, FapiServer
+
+    with FapiServer(BarBook().add_synthetic("BTCUSDT", "2022-11-01", "2022-11-03")) as srv:
+        cfg = tmp_path / "oi.toml"
+        cfg.write_text(f'[[job]]\nsource = "ccxt"\ndataset = "open_interest"\nsymbols = ["BTCUSDT"]\n'
+                       f'timeframes = ["5m"]\nstart = "2022-10-01"\nend = "2022-10-02"\napi_url = "{srv.url}"\n')
+        lake = tmp_path / "lake"
+        assert run(cfg, str(lake), fetchers=fx()) == EXIT_PERSON
+        s = json.loads((lake / "_refresh" / "summary.json").read_text())
+        assert "binance_vision" in s["tasks"][0]["error"]
+        key = SeriesKey("open_interest", "binance", "perp", "BTCUSDT", "5m", "")
+        assert Lake(lake).complete(key) == []
+        cfg.write_text(cfg.read_text().replace("2022-10-01", "2022-11-01").replace("2022-10-02", "2022-11-02"))
+        now = datetime(2022, 11, 20, tzinfo=UTC)
+        assert run(cfg, str(lake), now=now, fetchers=fx(now)) == EXIT_OK
+        assert len(rows(lake, key)) == 288
