@@ -75,6 +75,7 @@ class Job:
     lag: str = ""  # publication lag, e.g. "2m", "8h"
     timeout_s: float = 30.0
     requires_env: str = ""  # skip the job (status "skipped", not a failure) when unset
+    verify_checksum: bool = True  # binance_vision: False reads zips that have no .CHECKSUM
 
     def series_keys(self) -> list[SeriesKey]:
         out = []
@@ -309,14 +310,15 @@ class Fetchers:
                                         rate_limit_ms=self.rate_limit_ms)
         return self._cache[k]
 
-    def vision(self, api_url: str, timeout_s: float):
+    def vision(self, api_url: str, timeout_s: float, verify_checksum: bool = True):
         from fetch.sources.binance_vision import BinanceVision
 
-        k = ("vision", api_url)
+        k = ("vision", api_url, verify_checksum)
         if k not in self._cache:
             self._cache[k] = BinanceVision(api_url or None, timeout_s=timeout_s, retry=self.retry,
                                            sleep=self.sleep,
-                                           today=(self.now.date() if self.now else None))
+                                           today=(self.now.date() if self.now else None),
+                                           require_checksum=verify_checksum)
         return self._cache[k]
 
     def tardis(self, api_url: str):
@@ -345,7 +347,7 @@ def fetch_chunk(job: Job, key: SeriesKey, a: datetime, b: datetime,
         raise SourceError("ccxt has no liquidation history: use binance_vision "
                           "(local copies) or tardis", temporary=False)
     if job.source == "binance_vision":
-        bv = fx.vision(job.api_url, job.timeout_s)
+        bv = fx.vision(job.api_url, job.timeout_s, job.verify_checksum)
         if key.dataset == "ohlcv":
             df = bv.fetch_klines(key.symbol, key.timeframe, a, b, market=key.market,
                                  price_type=key.price_type)

@@ -103,8 +103,11 @@ def plan_files(start: datetime, end: datetime, today: date, *, monthly_ok: bool 
 class BinanceVision:
     def __init__(self, base_url: str | None = None, *, timeout_s: float = 60.0,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
-                 today: date | None = None):
+                 today: date | None = None, require_checksum: bool = True):
         self.base = (base_url or DEFAULT_BASE).rstrip("/")
+        # False: a zip without a .CHECKSUM beside it (e.g. a user's own copy of the withdrawn
+        # liquidationSnapshot files) is read with a warning; a mismatching one is still refused
+        self.require_checksum = require_checksum
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy(attempts=4)
         self.sleep = sleep
@@ -153,8 +156,12 @@ class BinanceVision:
             try:
                 want = self._get(rel + ".CHECKSUM").decode().split()[0].strip().lower()
             except NotInArchive:
+                if not self.require_checksum:
+                    log.warning("binance vision %s: no .CHECKSUM beside it; read unverified", rel)
+                    return data
                 raise ChecksumError(f"binance vision {rel}: no .CHECKSUM file beside it; "
-                                    f"refusing an unverified archive") from None
+                                    f"refusing an unverified archive (verify_checksum = false "
+                                    f"reads local copies that have none)") from None
             got = hashlib.sha256(data).hexdigest()
             if got == want:
                 return data

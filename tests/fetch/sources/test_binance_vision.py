@@ -155,3 +155,17 @@ def test_real_spot_daily_file_parses_to_the_real_bars(shared_data):
     np.testing.assert_allclose(df["close"].to_numpy(), day["close"].to_numpy())
     np.testing.assert_allclose(df["volume_quote"].to_numpy(), day["quote_volume"].to_numpy())
     assert (df["ts"].to_numpy() == day["ts"].to_numpy()).all()
+
+
+def test_local_liquidation_copies_without_checksum_opt_in(tmp_path):
+    srv = VisionServer()
+    srv.httpd.server_close()
+    t0 = int(pd.Timestamp("2022-11-08", tz="UTC").value // 10**6)
+    rel = srv.add_liquidations("BTCUSDT", date(2022, 11, 8), [(t0 + 1000, "SELL", 0.5, 19000.0)])
+    del srv.files[rel + ".CHECKSUM"]
+    root = srv.write_tree(tmp_path / "mine")
+    with pytest.raises(ChecksumError, match="no .CHECKSUM"):
+        BinanceVision(str(root)).fetch_liquidations("BTCUSDT", utc("2022-11-08"), utc("2022-11-09"))
+    liq = BinanceVision(str(root), require_checksum=False).fetch_liquidations(
+        "BTCUSDT", utc("2022-11-08"), utc("2022-11-09"))
+    assert len(liq) == 1 and liq["side"].iloc[0] == "long"
