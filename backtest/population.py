@@ -151,8 +151,8 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
 
     venue "ftx" | "binance"; symbol e.g. "BTC-PERP" / "BTCUSDT"; oi_usd the open interest at
     the window start (each side's notional at `start_price` equals it); entry_bars a frame with
-    columns close and volume_quote (ts optional): the bars of the entry lookback before the
-    window (the caller selects `population.entry_lookback_days`); date: the window start (for
+    columns close and volume_quote (ts optional): the bars before the window; with a ts
+    column only the last `population.entry_lookback_days` days are used; date: the window start (for
     the dated leverage caps and brackets); start_price default: the last close of entry_bars;
     collateral_prices: FTX collateral coin prices at the start (the position's own coin
     defaults to start_price; USD is 1); n_accounts default `population.n_accounts`.
@@ -167,6 +167,11 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     for col in ("close", "volume_quote"):
         if col not in entry_bars.columns:
             raise ValueError(f"entry_bars needs a {col!r} column")
+    if "ts" in entry_bars.columns and len(entry_bars) > 1:
+        # keep the `population.entry_lookback_days` before the last bar (a longer frame is trimmed)
+        days = float(params.get("population.entry_lookback_days"))
+        ts = pd.to_datetime(entry_bars["ts"], utc=True)
+        entry_bars = entry_bars.loc[(ts >= ts.max() - pd.Timedelta(days=days)).to_numpy()]
     close = entry_bars["close"].to_numpy(dtype=float)
     vol = entry_bars["volume_quote"].to_numpy(dtype=float)
     if np.any(~np.isfinite(close)) or np.any(close <= 0):

@@ -272,7 +272,8 @@ def is_liquidatable(side, qty, entry_price, wallet_balance, mark, brackets: Brac
 # liquidation
 # ---------------------------------------------------------------------------------------
 def liquidation_outcome(side, qty, entry_price, wallet_balance, fill_price, fee_rate, *,
-                        mark=None, fund_balance_usd=None, adl_enabled=True) -> dict[str, np.ndarray]:
+                        mark=None, fund_balance_usd=None, adl_enabled=True,
+                        close_qty=None) -> dict[str, np.ndarray]:
     """[vec] Liquidate whole positions: an IOC at the bankruptcy price filling at `fill_price`
     (the path price minus impact, computed by the caller).
 
@@ -290,6 +291,10 @@ def liquidation_outcome(side, qty, entry_price, wallet_balance, fill_price, fee_
     accounts' gain vs mark), market_usd (what the market counterparties gain vs mark on the
     filled part: impact), fund_balance_after_usd (if a balance was given).
     Money: user + fund + adl_counterparty + market == 0 on every event.
+
+    close_qty (partial liquidation, see liquidation_qty): only that part is liquidated, carrying
+    the pro-rata share wallet*close_qty/qty of the wallet (as if it were its own isolated
+    position: same bankruptcy price); `wallet_left_usd` is what stays with the rest.
     """
     s = _side(side)
     q = _positive("qty", qty)
@@ -298,8 +303,14 @@ def liquidation_outcome(side, qty, entry_price, wallet_balance, fill_price, fee_
     fp = _positive("fill_price", fill_price)
     fr = _nonneg("fee_rate", fee_rate)
     mk = fp if mark is None else _positive("mark", mark)
-    s, q, ep, wb, fp, fr, mk = (np.array(a, dtype=float, ndmin=1) for a in np.broadcast_arrays(
-        s, q, ep, wb, fp, fr, mk))
+    cq = q if close_qty is None else _nonneg("close_qty", close_qty)
+    s, q, ep, wb, fp, fr, mk, cq = (np.array(a, dtype=float, ndmin=1) for a in np.broadcast_arrays(
+        s, q, ep, wb, fp, fr, mk, cq))
+    if np.any(cq > q * (1 + 1e-12)):
+        raise ValueError("close_qty must not exceed qty")
+    wb_left = wb * (1.0 - cq / q)
+    wb = wb - wb_left
+    q = cq
     bp = ep - s * wb / q  # may be <= 0 for a 1x long: the fill is then always "better"
     per_coin = s * (fp - bp)  # >0 surplus per coin
     q_mkt = q.copy()
@@ -330,10 +341,31 @@ def liquidation_outcome(side, qty, entry_price, wallet_balance, fill_price, fee_
         "adl_notional_usd": q_adl * np.maximum(bp, 0.0),
         "adl_counterparty_usd": adl_cp,
         "market_usd": market,
+        "wallet_left_usd": wb_left,
     }
     if fund_balance_usd is not None:
         out["fund_balance_after_usd"] = bal_after
     return out
+
+
+def liquidation_qty(qty, mark, brackets: Brackets, params: Params | None = None, *, min_tier: int = 3):
+    """[vec] Quantity the engine sends at a trigger.
+
+    `binance.partial_liquidation` false (default): the whole position. True: positions whose
+    notional at `mark` is in tier >= min_tier (1-based) are reduced only to the cap of the tier
+    below (Binance's gradual liquidation of large positions; the exact 2022 rule is
+    unpublished, this is the documented assumption); the rest stays open and is checked again.
+    """
+    q = _nonneg("qty", qty)
+    m = _positive("mark", mark)
+    if not bool(_params(params).get("binance.partial_liquidation")):
+        return _out(np.array(q, dtype=float), qty, mark)
+    n = q * m
+    tier = brackets.tier(n) + 1
+    lower_cap = brackets.caps[np.maximum(tier - 2, 0)]
+    partial = tier >= min_tier
+    keep = np.where(partial, np.minimum(lower_cap, n) / m, 0.0)
+    return _out(np.clip(q - keep, 0.0, q), qty, mark)
 
 
 def adl_scores(upnl_usd, wallet_usd, mm_usd):

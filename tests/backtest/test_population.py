@@ -138,3 +138,16 @@ def test_bad_input(params, bars):
     with pytest.raises(binance.BracketError):
         make_population("binance", "DOGEUSDT", oi_usd=1e9, entry_bars=bars, date=D, params=nofb,
                         rng=np.random.default_rng(0))
+
+
+def test_entry_lookback_trims_older_bars(params):
+    ts = pd.date_range("2022-05-01", periods=30 * 24, freq="1h", tz="UTC")
+    close = np.where(ts < ts.max() - pd.Timedelta(days=14), 50_000.0, 30_000.0)
+    frame = pd.DataFrame({"ts": ts, "close": close, "volume_quote": 1e6})
+    p = make_population("binance", "BTCUSDT", oi_usd=1e9, entry_bars=frame, date=D, params=params,
+                        rng=np.random.default_rng(0), start_price=30_000.0)
+    assert np.all(p.entry_price == 30_000.0)
+    longer = params.with_overrides({"population.entry_lookback_days": 30})
+    p = make_population("binance", "BTCUSDT", oi_usd=1e9, entry_bars=frame, date=D, params=longer,
+                        rng=np.random.default_rng(0), start_price=30_000.0)
+    assert np.any(p.entry_price == 50_000.0)

@@ -192,3 +192,24 @@ def test_leverage_caps_by_date():
 def test_bad_input_raises(btc, call):
     with pytest.raises(ValueError):
         call(btc)
+
+
+def test_partial_liquidation_parameter(btc):
+    assert binance.liquidation_qty(100.0, 20_000, btc) == 100.0  # default: the whole position
+    p = load_params(overrides={"binance.partial_liquidation": True})
+    # 2M notional is tier 4: reduced to the tier-3 cap (1M) -> 50 BTC sent
+    assert binance.liquidation_qty(100.0, 20_000, btc, p) == pytest.approx(50.0)
+    # tier 1-2 positions go whole
+    assert binance.liquidation_qty(np.array([1.0, 10.0]), 20_000, btc, p).tolist() == [1.0, 10.0]
+
+
+def test_partial_outcome_is_a_pro_rata_split():
+    whole = binance.liquidation_outcome(1, 100.0, 20_000, 200_000, 18_200.0, 0.0125, mark=18_294.36)
+    half = binance.liquidation_outcome(1, 100.0, 20_000, 200_000, 18_200.0, 0.0125, mark=18_294.36,
+                                       close_qty=50.0)
+    assert half["bankruptcy_price"][0] == pytest.approx(whole["bankruptcy_price"][0])
+    assert half["wallet_left_usd"][0] == pytest.approx(100_000)
+    for k in ("user_loss_usd", "fund_delta_usd", "market_usd", "notional_usd"):
+        assert half[k][0] == pytest.approx(whole[k][0] / 2)
+    with pytest.raises(ValueError, match="close_qty"):
+        binance.liquidation_outcome(1, 1.0, 20_000, 1_000, 19_000.0, 0.01, close_qty=2.0)
