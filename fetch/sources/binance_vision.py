@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE = "https://data.binance.vision"
 KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time",
                  "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+_SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_]{1,39}")
+KLINE_TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
+                    "1d", "3d", "1w", "1mo")
 KLINE_KIND = {"trade": "klines", "mark": "markPriceKlines", "index": "indexPriceKlines"}
 
 
@@ -187,6 +191,9 @@ class BinanceVision:
     def _files(self, prefix: str, symbol: str, stem: str, start, end, *,
                monthly_ok=True, daily_ok=True):
         """Yield (kind, day, bytes|None) for the planned files; None when not in the archive."""
+        if not _SYMBOL_RE.fullmatch(symbol or ""):
+            raise SourceError(f"binance vision: {symbol!r} is not a Binance symbol id (letters "
+                              f"and digits, e.g. BTCUSDT)", temporary=False)
         today = self.today or datetime.utcnow().date()
         for kind, d in plan_files(start, end, today, monthly_ok=monthly_ok, daily_ok=daily_ok):
             tag = d.strftime("%Y-%m") if kind == "monthly" else d.isoformat()
@@ -215,6 +222,9 @@ class BinanceVision:
                               temporary=False)
         if market == "spot" and price_type != "trade":
             raise SourceError("spot has no mark/index price klines", temporary=False)
+        if timeframe not in KLINE_TIMEFRAMES:
+            raise SourceError(f"binance vision has no {timeframe!r} klines (one of "
+                              f"{', '.join(KLINE_TIMEFRAMES)})", temporary=False)
         prefix = "spot" if market == "spot" else "futures/um"
         kind = KLINE_KIND[price_type]
         stem = kind + "/{sym}/" + timeframe + "/{sym}-" + timeframe + "-{tag}.zip"

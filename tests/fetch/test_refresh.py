@@ -266,3 +266,22 @@ def test_example_and_demo_configs_parse():
     demo = load_config(REPO / "fetch" / "demo_refresh.toml")
     assert ex.jobs and demo.jobs
     assert {j.source for j in demo.jobs} >= {"binance_vision", "tardis"}
+
+
+def test_progress_line_drawn_on_a_terminal_only():
+    import io
+
+    from fetch.refresh import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(2, stream=stream)
+        p.step("BTCUSDT ohlcv 1m trade 2022-11-01")
+        p.step("BTCUSDT ohlcv 1m trade 2022-11-02")
+        p.close()
+    assert tty.getvalue().count("\r") == 2 and "[2/2]" in tty.getvalue()
+    assert pipe.getvalue() == ""

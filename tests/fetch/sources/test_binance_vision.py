@@ -169,3 +169,16 @@ def test_local_liquidation_copies_without_checksum_opt_in(tmp_path):
     liq = BinanceVision(str(root), require_checksum=False).fetch_liquidations(
         "BTCUSDT", utc("2022-11-08"), utc("2022-11-09"))
     assert len(liq) == 1 and liq["side"].iloc[0] == "long"
+
+
+def test_path_unsafe_symbol_cannot_leave_the_mirror(tmp_path):
+    secret = tmp_path / "x-1m-2022-11-01.zip"
+    secret.write_bytes(b"not yours")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    bv = BinanceVision(str(mirror), today=date(2022, 12, 1))
+    for sym in ("../x", "BTC/USDT:USDT", "", "btc usdt"):
+        with pytest.raises(SourceError, match="not a Binance symbol id"):
+            bv.fetch_klines(sym, "1m", utc("2022-11-01"), utc("2022-11-02"))
+    with pytest.raises(SourceError, match="no '7m' klines"):
+        bv.fetch_klines("BTCUSDT", "7m", utc("2022-11-01"), utc("2022-11-02"))
