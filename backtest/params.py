@@ -102,9 +102,10 @@ def _flatten_overrides(tree: dict, known: dict[str, dict], prefix: str = "") -> 
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Params:
-    """Frozen parameter set. `_leaves` maps dotted key -> leaf dict (value/dated/source/range)."""
+    """Frozen parameter set. `_leaves` maps dotted key -> leaf dict (value/dated/source/range).
+    Identity-hashable (usable as a cache key); compare sets with .hash()."""
 
     _leaves: dict[str, dict]
     path: str = str(DEFAULT_PATH)

@@ -146,7 +146,7 @@ def _draw_leverage(n: int, cap, params: Params, rng: np.random.Generator) -> np.
 def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.DataFrame, date,
                     params: Params, rng: np.random.Generator, start_price: float | None = None,
                     collateral_prices: dict[str, float] | None = None,
-                    n_accounts: int | None = None) -> Population:
+                    n_accounts: int | None = None, long_share: float | None = None) -> Population:
     """A reproducible population for one (venue, symbol, window).
 
     venue "ftx" | "binance"; symbol e.g. "BTC-PERP" / "BTCUSDT"; oi_usd the open interest at
@@ -155,7 +155,9 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     column only the last `population.entry_lookback_days` days are used; date: the window start (for
     the dated leverage caps and brackets); start_price default: the last close of entry_bars;
     collateral_prices: FTX collateral coin prices at the start (the position's own coin
-    defaults to start_price; USD is 1); n_accounts default `population.n_accounts`.
+    defaults to start_price; USD is 1); n_accounts default `population.n_accounts`;
+    long_share (share of accounts that are long) default `population.long_share` (pass the
+    lake's long/short account ratio here when there is one).
     """
     v = venue.lower()
     if v not in VENUES:
@@ -185,7 +187,7 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     if n < 2:
         raise ValueError("population.n_accounts must be >= 2")
     sigma = float(params.get("population.notional_sigma"))
-    long_share = float(params.get("population.long_share"))
+    long_share = float(params.get("population.long_share") if long_share is None else long_share)
     if sigma < 0 or not (0 < long_share < 1):
         raise ValueError("population.notional_sigma must be >= 0 and long_share in (0, 1)")
 

@@ -161,6 +161,22 @@ def margin_thresholds(leverage, imf_factor, size_coin, *, params: Params | None 
             _out(acmf, leverage, imf_factor, size_coin))
 
 
+def account_thresholds(notional_usd, imf, mmf, *, params: Params | None = None):
+    """Account IMF, MMF, ACMF of a multi-position account: notional-weighted means of the
+    positions' IMF and MMF (arrays over its positions); ACMF from the account MMF."""
+    p = _params(params)
+    n = np.abs(_finite("notional_usd", notional_usd)).reshape(-1)
+    i = np.broadcast_to(np.asarray(imf, float), n.shape)
+    m = np.broadcast_to(np.asarray(mmf, float), n.shape)
+    tot = n.sum()
+    if tot <= 0:
+        raise ValueError("an account with no open notional has no margin thresholds")
+    a_imf = float((n * i).sum() / tot)
+    a_mmf = float((n * m).sum() / tot)
+    a_acmf = max(a_mmf * float(p.get("ftx.acmf_ratio")), a_mmf - float(p.get("ftx.acmf_offset")))
+    return a_imf, a_mmf, a_acmf
+
+
 def effective_weight(balance_coin, weight, imf_factor, *, numerator: float = 1.1):
     """[vec] min(w, 1.1 / (1 + imfFactor*sqrt(b))) for b >= 0; 1.0 for a negative balance
     (a borrow counts at full value)."""

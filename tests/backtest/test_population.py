@@ -151,3 +151,11 @@ def test_entry_lookback_trims_older_bars(params):
     p = make_population("binance", "BTCUSDT", oi_usd=1e9, entry_bars=frame, date=D, params=longer,
                         rng=np.random.default_rng(0), start_price=30_000.0)
     assert np.any(p.entry_price == 50_000.0)
+
+
+def test_long_share_keyword(params, bars):
+    p = make_population("ftx", "BTC-PERP", oi_usd=1e9, entry_bars=bars, date=D, params=params,
+                        rng=np.random.default_rng(0), start_price=22_000.0, long_share=0.7)
+    assert (p.side == 1).sum() == 3_500
+    n = p.notional_usd(22_000.0)
+    assert n[p.side == 1].sum() == pytest.approx(n[p.side == -1].sum())

@@ -204,3 +204,11 @@ def test_collateral_transfer_and_exempt():
 def test_bad_input_raises(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_account_thresholds_notional_weighted():
+    # a 20x BTC position ($3M) and a $1M position with IMF 10%, MMF 6%
+    imf, mmf, acmf = ftx.account_thresholds(np.array([3e6, -1e6]), np.array([0.05, 0.10]), np.array([0.03, 0.06]))
+    assert (imf, mmf, acmf) == pytest.approx((0.0625, 0.0375, 0.01875))
+    with pytest.raises(ValueError):
+        ftx.account_thresholds(np.array([0.0]), 0.05, 0.03)
