@@ -107,24 +107,17 @@ def _date(date: Any) -> dt.date:
 
 def _balance_for_value(value_usd: np.ndarray, price: float, weight: float, imf_factor: float,
                        numerator: float) -> np.ndarray:
-    """Coin balance b >= 0 with b*price*min(w, num/(1+f*sqrt(b))) == value (monotone: bisection)."""
-    v = np.asarray(value_usd, float)
-    lo = np.zeros_like(v)
-    hi = np.maximum(v / (price * min(weight, 1.0)) * 2.0, 1e-12)
-    def g(b):
-        return b * price * np.minimum(weight, numerator / (1.0 + imf_factor * np.sqrt(b)))
-    # the haircut can make hi too small: grow it until g(hi) >= v (cap: very large balances)
-    for _ in range(60):
-        short = g(hi) < v
-        if not short.any():
-            break
-        hi = np.where(short, hi * 4.0, hi)
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        below = g(mid) < v
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    """Coin balance b >= 0 with b*price*min(w, num/(1+f*sqrt(b))) == value (closed form).
+
+    Where the plain weight binds, b = v/(P*w); otherwise (the size haircut binds) with
+    x = sqrt(b): num*P*x^2 - v*f*x - v = 0, x = (v*f + sqrt((v*f)^2 + 4*num*P*v)) / (2*num*P).
+    """
+    v = np.maximum(np.asarray(value_usd, float), 0.0)
+    b_plain = v / (price * weight)
+    plain_ok = weight <= numerator / (1.0 + imf_factor * np.sqrt(b_plain))
+    vf = v * imf_factor
+    x = (vf + np.sqrt(vf * vf + 4.0 * numerator * price * v)) / (2.0 * numerator * price)
+    return np.where(plain_ok, b_plain, x * x)
 
 
 def _draw_leverage(n: int, cap, params: Params, rng: np.random.Generator) -> np.ndarray:

@@ -159,3 +159,14 @@ def test_long_share_keyword(params, bars):
     assert (p.side == 1).sum() == 3_500
     n = p.notional_usd(22_000.0)
     assert n[p.side == 1].sum() == pytest.approx(n[p.side == -1].sum())
+
+
+def test_collateral_balance_inverts_ftx_valuation():
+    from backtest.population import _balance_for_value
+    # MODEL.md 3.2 backwards: $2,089,604.52 of FTT at $22 is 100,000 FTT (haircut binds)
+    b = _balance_for_value(np.array([2_089_604.5160201294, 1_000.0]), 22.0, 0.95, 0.0005, 1.1)
+    assert b[0] == pytest.approx(100_000, rel=1e-12)
+    assert b[1] == pytest.approx(1_000 / (22 * 0.95), rel=1e-12)  # small: the plain weight binds
+    v = np.logspace(0, 10, 50)
+    back = ftx.collateral_value(_balance_for_value(v, 25.0, 0.95, 0.0005, 1.1), 25.0, 0.95, 0.0005)
+    assert np.allclose(back, v, rtol=1e-10)
