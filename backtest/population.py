@@ -4,8 +4,9 @@ make_population draws N accounts for one (venue, market, window):
 - notional: lognormal(0, sigma) scaled so that long notional == short notional == oi_usd at
   the start price (the optional exempt account takes `exempt_notional_share` of its side);
 - leverage: a mixture, `leverage_low_share` uniform on [1, 5]x and the rest log-uniform from
-  5x to the venue's cap on that date (FTX 101x/20x; Binance 20x from 2021-07-27 and the
-  bracket's cap for the notional), times `leverage_scale`, clipped to [1, cap];
+  5x to the venue's cap on that date (FTX 101x/20x and 1/(imfFactor*sqrt(size)); Binance 20x
+  from 2021-07-27 and the bracket's cap for the notional), times `leverage_scale`, clipped
+  to [1, cap];
 - entry price: the close of a bar drawn with probability proportional to its quote volume;
 - wallet: the margin at entry, qty*entry/leverage. Accounts that would already be past their
   liquidation trigger at the start price are topped up so their equity at the start price is
@@ -214,7 +215,11 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
 
     # leverage caps
     if v == "ftx":
-        cap = np.full(n_all, ftx.max_leverage(d, params))
+        # the venue cap, and 1/IMF of the size term (a large position cannot be opened at 20x)
+        size_imf = ftx.imf_factor_for(symbol, params) * np.sqrt(qty)
+        with np.errstate(divide="ignore"):
+            cap = np.minimum(ftx.max_leverage(d, params), np.where(size_imf > 0, 1.0 / size_imf, np.inf))
+        cap = np.maximum(cap, 1.0)
     else:
         cap = np.asarray(binance.max_leverage(symbol, d, qty * entry, params), float)
         cap = np.broadcast_to(cap, (n_all,)).copy()
@@ -267,7 +272,8 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
         imf, mmf, _ = ftx.margin_thresholds(acct_lev, ftx.imf_factor_for(symbol, params), qty, params=params)
         tav = tav_at(wallet)
         bad = (tav < np.asarray(mmf) * qty * p0) & ~exempt
-        wallet = np.where(bad, wallet + (qty * p0 / lev - tav), wallet)
+        target = np.maximum(qty * p0 / lev, np.asarray(imf) * qty * p0)
+        wallet = np.where(bad, wallet + (target - tav), wallet)
         meta["n_topped_up"] = int(bad.sum())
         account_leverage = acct_lev
     else:
@@ -279,7 +285,8 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
         mm = np.asarray(binance.maintenance_margin(qty * p0, br), float)
         mb = wallet + side * qty * (p0 - entry)
         bad = (mm >= mb) & ~exempt
-        wallet = np.where(bad, wallet + (qty * p0 / lev - mb), wallet)
+        target = np.maximum(qty * p0 / lev, 2.0 * mm)
+        wallet = np.where(bad, wallet + (target - mb), wallet)
         meta["n_topped_up"] = int(bad.sum())
         account_leverage = lev.copy()
 

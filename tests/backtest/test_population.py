@@ -170,3 +170,20 @@ def test_collateral_balance_inverts_ftx_valuation():
     v = np.logspace(0, 10, 50)
     back = ftx.collateral_value(_balance_for_value(v, 25.0, 0.95, 0.0005, 1.1), 25.0, 0.95, 0.0005)
     assert np.allclose(back, v, rtol=1e-10)
+
+
+def test_large_positions_respect_size_imf_and_start_solvent(bars):
+    # few accounts, huge OI: positions of thousands of BTC, where IMF's size term binds
+    p = load_params(overrides={"population.n_accounts": 50, "population.leverage_scale": 2.0})
+    f = make_population("ftx", "BTC-PERP", oi_usd=5e9, entry_bars=bars, date=D, params=p,
+                        rng=np.random.default_rng(3), start_price=22_000.0)
+    assert f.qty_coin.max() > 5_000
+    imf, mmf, _ = ftx.margin_thresholds(f.account_leverage, 0.002, f.qty_coin)
+    assert np.all(f.leverage <= 1 / (0.002 * np.sqrt(f.qty_coin)) + 1e-9)
+    _, mf = ftx.account_tav_mf(f.side, f.qty_coin, f.entry_price, 22_000.0, f.wallet_usd,
+                               f.collateral_value_usd(params=p))
+    assert np.all(mf >= mmf - 1e-12)
+    b = make_population("binance", "BTCUSDT", oi_usd=5e9, entry_bars=bars, date=D, params=p,
+                        rng=np.random.default_rng(3), start_price=22_000.0)
+    br = binance.brackets_for("BTCUSDT", D)
+    assert not np.any(binance.is_liquidatable(b.side, b.qty_coin, b.entry_price, b.wallet_usd, 22_000.0, br))
