@@ -435,7 +435,14 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
                 res.status = "up_to_date"
             plan.append((job, key, res, todo))
     progress = Progress(sum(len(t) for *_, t in plan))
+    down: dict[tuple[str, str], str] = {}  # source endpoint -> why it failed (this run)
     for job, key, res, todo in plan:
+        endpoint = (job.source + (":" + job.exchange if job.source != "binance_vision" else ""),
+                    job.api_url)
+        if todo and endpoint in down:
+            res.status = "temporary_failure"
+            res.error = f"not tried: the source failed earlier in this run ({down[endpoint]})"
+            continue
         for a, b in todo:
             progress.step(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}")
             try:
@@ -484,6 +491,8 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
                 res.status = "temporary_failure" if exc.temporary else "failed"
                 res.error = str(exc)
                 log.error("%s", exc)
+                if exc.temporary:  # network down, rate limited: spare the other series
+                    down[endpoint] = str(exc)[:200]
                 break
             except Exception as exc:  # validation refusal, schema errors: a person must look
                 if type(exc).__name__ not in ("ValidationError", "SchemaError"):
@@ -560,12 +569,20 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
             f"{rows} rows written, {fx.requests()} requests, {len(bad)} with problems, "
             f"{elapsed:.1f}s (summary: {summary_file})")
     print(line, file=out)
-    skipped = {r.job: r.error for r in results if r.status == "skipped"}
-    for name, why in skipped.items():
-        print(f"  job {name}: {why}", file=sys.stderr)
+    skipped: dict[str, list[str]] = {}
+    for r in results:
+        if r.status == "skipped" and r.job not in skipped.get(r.error, []):
+            skipped.setdefault(r.error, []).append(r.job)
+    for why, names in skipped.items():
+        print(f"  {len(names)} job(s) {why}: {', '.join(names)}", file=sys.stderr)
+    not_tried = [r for r in bad if r.error.startswith("not tried")]
     for r in bad:
-        print(f"  {r.status}: {r.symbol} {r.dataset} {r.timeframe} {r.price_type}: {r.error}",
-              file=sys.stderr)
+        if r not in not_tried:
+            print(f"  {r.status}: {r.symbol} {r.dataset} {r.timeframe} {r.price_type}: "
+                  f"{r.error}", file=sys.stderr)
+    if not_tried:
+        print(f"  {len(not_tried)} more series not tried: their source failed earlier in this "
+              f"run (details in {summary_file})", file=sys.stderr)
     return code
 
 

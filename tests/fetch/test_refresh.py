@@ -285,3 +285,12 @@ def test_progress_line_drawn_on_a_terminal_only():
         p.close()
     assert tty.getvalue().count("\r") == 2 and "[2/2]" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_source_down_spares_the_other_series(fapi, tmp_path, sleeps, capsys):
+    fapi.inject("/fapi/v1/klines", "503", times=1000)
+    cfg = config(tmp_path, fapi.url, start="2022-11-01", end="2022-11-02",
+                 symbols=("BTCUSDT", "ETHUSDT"))
+    assert run(cfg, str(tmp_path / "lake"), fetchers=fx(sleeps)) == EXIT_TEMPFAIL
+    assert fapi.count("/fapi/v1/klines") == 3  # BTCUSDT's three attempts; ETHUSDT not tried
+    assert "1 more series not tried" in capsys.readouterr().err
