@@ -115,6 +115,8 @@ def make_exchange(exchange_id: str = DEFAULT_EXCHANGE, *, api_url: str | None = 
         raise SourceError(f"unknown ccxt exchange {exchange_id!r} (see ccxt.exchanges)",
                           temporary=False) from None
     config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True}
+    if exchange_id == "binance":  # the lake's venue "binance" market "spot": spot markets only
+        options = {"fetchMarkets": {"types": ["spot"]}, **(options or {})}
     if rate_limit_ms is not None:
         config["rateLimit"] = rate_limit_ms
     if options:
@@ -221,7 +223,10 @@ class CcxtSource:
         m = self.market(symbol)
         step = TIMEFRAME_MS[timeframe]
         start_ms, end_ms = to_ms(start), to_ms(end)
-        binance_raw = self.ex.id.startswith("binance") and m.get("linear", m.get("spot"))
+        if m.get("spot") and price_type != "trade":
+            raise SourceError(f"{self.exchange_id} {m['id']}: spot markets have no "
+                              f"{price_type} price bars", temporary=False)
+        binance_raw = self.ex.id.startswith("binance") and bool(m.get("spot") or m.get("linear"))
         rows: dict[int, list] = {}
         since = start_ms
         derived = False

@@ -163,3 +163,13 @@ def test_real_btcusdt_bars_round_trip(shared_data):
                  ("volume_base", "volume"), ("volume_quote", "quote_volume")):
         np.testing.assert_allclose(df[a].to_numpy(), want[b].to_numpy(), rtol=1e-9)
     assert (df["ts"].to_numpy() == want["ts"].to_numpy()).all()
+
+
+def test_binance_spot_through_the_same_loop(fapi):
+    src = CcxtSource("binance", api_url=fapi.url, timeout_s=2.0, rate_limit_ms=1, retry=FAST)
+    df = src.fetch_ohlcv("BTCUSDT", "1h", utc("2022-11-01"), utc("2022-11-02"))
+    assert len(df) == 24 and set(df["market"]) == {"spot"} and set(df["venue"]) == {"binance"}
+    assert fapi.count("/api/v3/klines") == 1 and fapi.count("/fapi/") == 0
+    assert (df["volume_quote"] > df["volume_base"]).all()  # the kline's own quote volume
+    with pytest.raises(SourceError, match="spot markets have no mark price bars"):
+        src.fetch_ohlcv("BTCUSDT", "1h", utc("2022-11-01"), utc("2022-11-02"), price_type="mark")
