@@ -36,6 +36,8 @@ import pandas as pd
 
 from fetch import timerange
 from fetch.lake import Lake, SeriesKey, resolve_lake
+from fetch.schema import SchemaError
+from fetch.validate import ValidationError
 from fetch.sources.ccxt_source import (CcxtSource, RetryPolicy, SourceError, utc, venue_of)
 
 log = logging.getLogger(__name__)
@@ -457,7 +459,7 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
                 missing_days = list(df.attrs.get("missing_days", []))
                 res.bad_rows += int(df.attrs.get("bad_rows", 0))
                 frames = [df]
-                if missing_days and job.tail == "ccxt":
+                if missing_days and job.tail == "ccxt" and key.dataset != "liquidations":
                     frames += _tail_fill(job, key, missing_days, fx)
                     missing_days = []
                 frames = [f for f in frames if len(f)]
@@ -494,9 +496,7 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
                 if exc.temporary:  # network down, rate limited: spare the other series
                     down[endpoint] = str(exc)[:200]
                 break
-            except Exception as exc:  # validation refusal, schema errors: a person must look
-                if type(exc).__name__ not in ("ValidationError", "SchemaError"):
-                    raise
+            except (ValidationError, SchemaError) as exc:  # refused data: a person must look
                 res.status = "failed"
                 res.error = f"{type(exc).__name__}: {exc}"
                 log.error("%s %s: %s", key.symbol, key.dataset, res.error)
@@ -548,6 +548,11 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
     fx = fetchers or Fetchers(now=now)
     try:
         results = refresh(lake, cfg.jobs, now=now, fetchers=fx)
+    except Exception as exc:  # a bug or the disk: say so in one line, keep the traceback in the log
+        log.debug("refresh crashed", exc_info=True)
+        print(f"refresh: needs a person: {type(exc).__name__}: {exc} (run with -v for the "
+              f"traceback)", file=sys.stderr)
+        return EXIT_PERSON
     finally:
         lock.release()
     code = exit_code(results)

@@ -294,3 +294,14 @@ def test_source_down_spares_the_other_series(fapi, tmp_path, sleeps, capsys):
     assert run(cfg, str(tmp_path / "lake"), fetchers=fx(sleeps)) == EXIT_TEMPFAIL
     assert fapi.count("/fapi/v1/klines") == 3  # BTCUSDT's three attempts; ETHUSDT not tried
     assert "1 more series not tried" in capsys.readouterr().err
+
+
+def test_mostly_bad_data_refused_needs_a_person(fapi, tmp_path, capsys):
+    fapi.inject("/fapi/v1/klines", "malformed_all", times=1)
+    cfg = config(tmp_path, fapi.url, start="2022-11-01", end="2022-11-02")
+    lake = tmp_path / "lake"
+    assert run(cfg, str(lake), fetchers=fx()) == EXIT_PERSON
+    assert "ValidationError" in capsys.readouterr().err
+    assert Lake(lake).series_files(KEY) == [] and Lake(lake).complete(KEY) == []
+    assert run(cfg, str(lake), fetchers=fx()) == EXIT_OK  # the source is fine again
+    assert len(lake_rows(lake)) == 1440

@@ -3,7 +3,7 @@
 Faults are queued per path prefix: `server.inject("/fapi/v1/klines", "429", times=2,
 retry_after=1)`; each matching request consumes one. Kinds: "429", "418" (with
 Retry-After), "500", "503", "hang" (sleeps `hang_s` before answering: a client timeout),
-"malformed" (handler-specific bad payload). Every request is logged in `server.log`.
+"malformed" (handler-specific: one bad row), "malformed_all" (every row bad). Every request is logged in `server.log`.
 """
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ class LoopbackServer:
                                   b"Internal Server Error", head)
             if fault.kind == "hang":
                 self._stop_hanging.wait(fault.hang_s)
-            if fault.kind == "malformed":
-                malformed = True
+            if fault.kind in ("malformed", "malformed_all"):
+                malformed = fault.kind
         try:
             status, headers, body = self.route(parts.path, query, malformed=malformed)
         except Exception as exc:  # a bug in a test server must show, not hang the client

@@ -143,7 +143,9 @@ class FapiServer(LoopbackServer):
                 rows = [[r[0]] + [f"{float(x) * f:.8f}" for x in r[1:5]] + ["0", r[6], "0", 0,
                                                                           "0", "0", "0"]
                         for r in rows]
-            if malformed and rows:
+            if malformed == "malformed_all":
+                rows = [[r[0], "not-a-price", "1", "1", "1"] for r in rows]
+            elif malformed and rows:
                 rows[len(rows) // 2] = [rows[len(rows) // 2][0], "not-a-price", "1", "1", "1"]
             return json_response(rows)
         if path == "/fapi/v1/fundingRate":
