@@ -1,0 +1,102 @@
+"""Read a results directory (Contract 3) into the one object the report works from.
+
+The report reads only what `liqreplay run` wrote: summary.json, summary.parquet,
+series.parquet, sweep.parquet (optional), through `backtest.results.load_results`.
+Anything missing or malformed ends in `backtest.console.UserError` (one line naming the fix).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from backtest.console import UserError
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("run_id", "windows", "rows")
+ROW_KEYS = ("window", "venue", "market", "house_loss_usd", "liquidated_usd")
+SERIES_KEYS = ("window", "venue", "market", "ts", "price")
+
+
+@dataclass
+class ReportInput:
+    """Everything the report shows, already validated."""
+
+    directory: Path
+    summary: dict
+    rows: pd.DataFrame
+    series: pd.DataFrame
+    sweep: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)  # what was missing, said on the page
+
+    @property
+    def windows(self) -> list[dict]:
+        return list(self.summary.get("windows") or [])
+
+
+def _attr(obj, *names):
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _read(directory: Path):
+    """(summary, rows, series, sweep) through the replay's own loader."""
+    from backtest.results import load_results  # noqa: PLC0415
+
+    if not (directory / "summary.json").exists():
+        raise UserError(f"{directory} has no summary.json: not a results directory "
+                        "(make one with `liqreplay run --out DIR`)")
+    try:
+        res = load_results(directory)
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise UserError(f"{directory}/summary.json or its tables are not valid ({exc}); "
+                        "re-run `liqreplay run --out DIR`") from exc
+    except (OSError, ImportError) as exc:  # unreadable file, or a Parquet engine problem
+        raise UserError(f"{directory} cannot be read ({type(exc).__name__}: {exc}); "
+                        "re-run `liqreplay run --out DIR`") from exc
+    except Exception as exc:  # pyarrow's own errors: still one line
+        raise UserError(f"{directory} is not a readable results directory ({type(exc).__name__}: {exc}); "
+                        "re-run `liqreplay run --out DIR`") from exc
+    return (_attr(res, "summary"), _attr(res, "rows"), _attr(res, "series"), _attr(res, "sweep"))
+
+
+def load(directory: Path | str) -> ReportInput:
+    """Validate and load a results directory; raise UserError naming the fix."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise UserError(f"results directory {directory} does not exist "
+                        "(make one with `liqreplay run --out DIR`)")
+    if not directory.is_dir():
+        raise UserError(f"{directory} is a file, not a results directory")
+    summary, rows, series, sweep = _read(directory)
+    if not isinstance(summary, dict):
+        raise UserError(f"{directory}/summary.json does not hold an object; re-run `liqreplay run`")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise UserError(f"{directory}/summary.json lacks {', '.join(missing)}: "
+                        "written by an older or foreign tool; re-run `liqreplay run`")
+    notes: list[str] = []
+    if rows is None or len(rows) == 0:
+        rows = pd.DataFrame(summary.get("rows") or [])
+    if len(rows):
+        absent = [k for k in ROW_KEYS if k not in rows.columns]
+        if absent:
+            raise UserError(f"{directory}: result rows lack {', '.join(absent)}; re-run `liqreplay run`")
+    if series is None or (len(series) == 0 and "ts" not in series.columns):
+        notes.append("series.parquet is absent: no time-series charts.")
+        series = pd.DataFrame(columns=list(SERIES_KEYS))
+    else:
+        absent = [k for k in SERIES_KEYS if k not in series.columns]
+        if absent:
+            raise UserError(f"{directory}/series.parquet lacks {', '.join(absent)}; re-run `liqreplay run`")
+    if summary.get("sweep") is None:
+        sweep = None
+    return ReportInput(directory=directory, summary=summary, rows=rows.reset_index(drop=True),
+                       series=series, sweep=sweep, notes=notes)
