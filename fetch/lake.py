@@ -182,10 +182,8 @@ def _dump_json(path: Path, obj) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        with open(tmp, "w") as fh:
+        with open(tmp, "w") as fh:  # no fsync: a lost or torn manifest is rebuilt from the files
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -212,7 +210,10 @@ class Lake:
     def _read_manifest(self, key: SeriesKey) -> dict:
         path = self._manifest_path(key)
         if path.exists():
-            return json.loads(path.read_text())
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                log.warning("unreadable manifest %s: rebuilding it from the data files", path)
         return {"key": key.as_dict(), "files": {}, "complete": [], "gaps": [], "gap_rows": 0,
                 "expected_rows": 0}
 
@@ -260,15 +261,18 @@ class Lake:
         data_cols = [f.name for f in S.schema_for(key.dataset) if f.name not in S.SERIES_COLUMNS[key.dataset]]
         file_schema = pa.schema([S.schema_for(key.dataset).field(c) for c in data_cols])
         table = table.select(data_cols)
-        months = pc.strftime(table["ts"], format=PERIOD_FORMATS[period_of(key)])
+        unit = "M" if period_of(key) == "month" else "Y"
+        periods = np.asarray(table["ts"].to_numpy().astype("datetime64[us]").astype(f"datetime64[{unit}]"))
+        period_names = {p: str(p) for p in np.unique(periods)}
         manifest = self._read_manifest(key)
         manifest["key"] = key.as_dict()
         changed_manifest = False
-        for month in sorted(set(months.to_pylist())):
+        known_ts: dict[str, pa.ChunkedArray] = {}
+        for pval, month in sorted(period_names.items(), key=lambda kv: kv[1]):
             mdir = sdir / f"period={month}"
             final = mdir / DATA_NAME
             self._clean_temp(mdir)
-            incoming = table.filter(pc.equal(months, month))
+            incoming = table.filter(pa.array(periods == pval))
             incoming = _dedupe(incoming, keycols)
             old = pq.read_table(final, schema=file_schema) if final.exists() else file_schema.empty_table()
             merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
@@ -285,11 +289,12 @@ class Lake:
             if n_diff:
                 self._atomic_write(merged, final)
                 res.files.append(final)
+            known_ts[month] = merged["ts"]
             manifest["files"][month] = _file_info(final, merged, source if n_diff else (info or {}).get("source", source))
             changed_manifest = True
         res.rows_written = res.rows_new + res.rows_updated
         if changed_manifest:
-            self._refresh_series_stats(key, manifest)
+            self._refresh_series_stats(key, manifest, known_ts)
             _dump_json(self._manifest_path(key), manifest)
         return res
 
@@ -317,8 +322,11 @@ class Lake:
         """Move a fully written temp file into place (one rename: atomic)."""
         os.replace(tmp, final)
 
-    def _refresh_series_stats(self, key: SeriesKey, manifest: dict) -> None:
-        """Recompute rows, first/last ts and gaps of a series from its files' ts column."""
+    def _refresh_series_stats(self, key: SeriesKey, manifest: dict,
+                              known_ts: dict[str, pa.ChunkedArray] | None = None) -> None:
+        """Recompute rows, first/last ts and gaps of a series from its files' ts column
+        (`known_ts`: the ts of periods just written, so they are not read back)."""
+        known_ts = known_ts or {}
         files = self.series_files(key)
         # drop manifest entries whose file vanished, add ones written by a crashed run
         present = {f.parent.name.split("=", 1)[1]: f for f in files}
@@ -327,6 +335,9 @@ class Lake:
                 del manifest["files"][month]
         ts_parts = []
         for month, f in present.items():
+            if month in known_ts and month in manifest["files"]:
+                ts_parts.append(known_ts[month])
+                continue
             t = pq.read_table(f, columns=["ts"])
             if month not in manifest["files"]:
                 manifest["files"][month] = _file_info(f, t, "unknown")
@@ -354,14 +365,19 @@ class Lake:
     # ---------------------------------------------------------------- coverage
     def mark_complete(self, dataset: str, key: SeriesKey, start: datetime, end: datetime) -> None:
         """Record in the manifest that [start, end) of the series is complete."""
+        self.mark_complete_many(dataset, key, [(start, end)])
+
+    def mark_complete_many(self, dataset: str, key: SeriesKey, intervals) -> None:
+        """`mark_complete` for several [start, end) intervals in one manifest update."""
         if key.dataset != dataset:
             raise ValueError(f"key is for {key.dataset}, not {dataset}")
-        s, e = _utc(start), _utc(end)
-        if e <= s:
+        new = [(_utc(a), _utc(b)) for a, b in intervals]
+        new = [(a, b) for a, b in new if b > a]
+        if not new:
             return
         manifest = self._read_manifest(key)
         ivs = [(_utc(a), _utc(b)) for a, b in manifest.get("complete", [])]
-        merged = _merge_intervals(ivs + [(s, e)])
+        merged = _merge_intervals(ivs + new)
         manifest["complete"] = [[_iso(a), _iso(b)] for a, b in merged]
         _dump_json(self._manifest_path(key), manifest)
 
@@ -396,10 +412,34 @@ class Lake:
             return []
         out = []
         for path in sorted(self.root.glob(f"*/**/{MANIFEST_NAME}")):
-            m = json.loads(path.read_text())
+            try:
+                m = json.loads(path.read_text())
+            except ValueError:
+                m = self.rebuild_manifest(self.key_from_dir(path.parent))
             m["_path"] = str(path.parent.relative_to(self.root))
             out.append(m)
         return out
+
+    def key_from_dir(self, folder: Path) -> SeriesKey:
+        """The SeriesKey of a series folder (inverse of `series_dir`)."""
+        rel = Path(folder).relative_to(self.root)
+        fields = {"dataset": rel.parts[0]}
+        for part in rel.parts[1:]:
+            col, _, val = part.partition("=")
+            fields[col] = decode_part(val)
+        if "price_type" not in fields:
+            fields["price_type"] = ""
+        return SeriesKey(**fields)
+
+    def rebuild_manifest(self, key: SeriesKey) -> dict:
+        """Recreate a series manifest from its data files (complete intervals are lost:
+        they will be fetched again). Used when a manifest is unreadable."""
+        log.warning("rebuilding the manifest of %s from its files", key)
+        manifest = {"key": key.as_dict(), "files": {}, "complete": [], "gaps": [], "gap_rows": 0,
+                    "expected_rows": 0}
+        self._refresh_series_stats(key, manifest)
+        _dump_json(self._manifest_path(key), manifest)
+        return manifest
 
     def series(self) -> list[SeriesKey]:
         return [SeriesKey(**m["key"]) for m in self.manifests()]

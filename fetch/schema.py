@@ -101,6 +101,14 @@ ROW_KEY: dict[str, tuple[str, ...]] = {
 }
 LIQUIDATION_ORDER_KEY: tuple[str, ...] = ("ts", "side", "price", "qty")
 
+# Columns a frame may omit (they become nulls); any other absent column is an error.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ohlcv": (),
+    "funding": ("mark_price",),
+    "open_interest": ("oi_usd", "source"),
+    "liquidations": ("source",),
+}
+
 MARKETS = ("spot", "perp", "future")
 PRICE_TYPES = ("trade", "mark", "index")
 SIDES = ("long", "short")
@@ -156,8 +164,9 @@ def to_canonical(frame: pd.DataFrame | pa.Table, dataset: str) -> pa.Table:
     - ohlcv: `volume_quote` is derived as volume_base * close where missing (column absent
       or null), `volume_base` as volume_quote / close where missing; `price_type`
       defaults to "trade";
-    - nullable columns absent from the input (funding mark_price, open_interest oi_usd,
-      source) become nulls; liquidations `notional_usd` defaults to qty * price;
+    - optional columns absent from the input (OPTIONAL_COLUMNS: funding mark_price,
+      open_interest oi_usd and source, liquidations source) become nulls; liquidations
+      `notional_usd` defaults to qty * price and `timeframe` to "" (single orders);
     - a missing required column raises SchemaError naming it.
     """
     schema = schema_for(dataset)
@@ -196,7 +205,7 @@ def to_canonical(frame: pd.DataFrame | pa.Table, dataset: str) -> pa.Table:
     arrays = []
     for field in schema:
         if field.name not in cols:
-            if field.nullable and field.name not in ("ts",):
+            if field.name in OPTIONAL_COLUMNS[dataset]:
                 arrays.append(pa.nulls(n, field.type))
                 continue
             raise SchemaError(

@@ -197,7 +197,7 @@ def _col(t: pa.Table, path, *names: str) -> pa.ChunkedArray:
 
 
 def _const(n: int, value: str) -> pa.Array:
-    return pa.array([value] * n, pa.string()) if n else pa.array([], pa.string())
+    return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
 def _symbols(t: pa.Table, entry: dict, path) -> pa.ChunkedArray | pa.Array:
@@ -456,19 +456,20 @@ def _mark_runs(lake: Lake, key: SeriesKey, table: pa.Table) -> None:
     ts = np.unique(table["ts"].to_numpy().astype("datetime64[us]"))
     if ts.size == 0:
         return
+    first, last = pd.Timestamp(ts[0], tz="UTC"), pd.Timestamp(ts[-1], tz="UTC")
     if key.dataset == "funding":
         iv = table["interval_hours"].to_numpy()
         step = pd.Timedelta(hours=float(np.nanmax(iv)) if iv.size else 8.0)
-        lo = pd.Timestamp(ts[0], tz="UTC").floor("h")
-        lake.mark_complete(key.dataset, key, lo, pd.Timestamp(ts[-1], tz="UTC").floor("h") + step)
+        lake.mark_complete(key.dataset, key, first.floor("h"), last.floor("h") + step)
         return
     if not key.timeframe:  # single orders: the span they cover
-        lake.mark_complete(key.dataset, key, pd.Timestamp(ts[0], tz="UTC"), pd.Timestamp(ts[-1], tz="UTC"))
+        lake.mark_complete(key.dataset, key, first, last)
         return
     step = timerange.timeframe_delta(key.timeframe)
     gaps, _, _ = find_gaps(ts, step)
-    start = pd.Timestamp(ts[0], tz="UTC")
+    runs, start = [], first
     for gap_start, gap_end in gaps:
-        lake.mark_complete(key.dataset, key, start, gap_start)
+        runs.append((start, gap_start))
         start = gap_end
-    lake.mark_complete(key.dataset, key, start, pd.Timestamp(ts[-1], tz="UTC") + step)
+    runs.append((start, last + step))
+    lake.mark_complete_many(key.dataset, key, runs)
