@@ -54,8 +54,7 @@ class Catalog:
         self.lake = Lake(self.root)
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
-        self._views: set[str] = set()
-        self._ensure_views()
+        self._views: set[str] = set()  # created on first `sql()`; named queries read files directly
 
     # ------------------------------------------------------------ views
     def _glob(self, dataset: str) -> str:
@@ -72,7 +71,7 @@ class Catalog:
             path = self._glob(ds).replace("'", "''")
             self.con.sql(
                 f"CREATE OR REPLACE VIEW {ds} AS SELECT * FROM read_parquet('{path}', "
-                f"hive_partitioning = true, hive_types = {{{hive_types}}}, union_by_name = true)"
+                f"hive_partitioning = true, hive_types = {{{hive_types}}})"
             )
             self._views.add(ds)
 
@@ -90,8 +89,8 @@ class Catalog:
             return None
         glob = str(self.root / dataset / pattern).replace("'", "''")
         hive_types = ", ".join(f"'{c}': VARCHAR" for c in PARTITION_COLUMNS[dataset])
-        return (f"read_parquet('{glob}', hive_partitioning = true, hive_types = {{{hive_types}}}, "
-                f"union_by_name = true)")
+        # no union_by_name: it would open every file's footer at bind time (no pruning)
+        return f"read_parquet('{glob}', hive_partitioning = true, hive_types = {{{hive_types}}})"
 
     def _query(self, sql: str, params: list) -> pd.DataFrame:
         return self.con.sql(sql, params=params).to_arrow_table().to_pandas()
@@ -206,27 +205,33 @@ class Catalog:
 
     # ------------------------------------------------------------ derivatives data
     def open_interest(self, venue, symbol, at, *, market="perp") -> dict | None:
-        """Latest open interest known at `at`: the sample with the greatest ts whose close
-        (ts + timeframe) is <= `at`. dict: ts, as_of (= ts + timeframe), timeframe,
+        """Latest open interest known at `at`: of the samples whose close (ts + timeframe)
+        is <= `at`, the one with the latest close, any timeframe. dict: ts, as_of (= ts + timeframe), timeframe,
         oi_base, oi_usd (None if unknown), source. None when there is none."""
         src = self._src("open_interest", venue=venue, market=market, symbol=symbol)
         if src is None:
             return None
         at = to_utc(at)
-        df = self._query(
-            f"SELECT ts, timeframe, oi_base, oi_usd, source FROM {src} WHERE venue = ? AND market = ? "
-            "AND symbol = ? AND ts <= ? ORDER BY ts DESC LIMIT 64",
-            [venue, market, symbol, at],
-        )
-        for r in df.itertuples():
-            step = timeframe_delta(r.timeframe) if r.timeframe else timedelta(0)
-            as_of = r.ts + step
-            if as_of <= pd.Timestamp(at):
-                return {
-                    "ts": r.ts, "as_of": as_of, "timeframe": r.timeframe, "oi_base": float(r.oi_base),
-                    "oi_usd": None if pd.isna(r.oi_usd) else float(r.oi_usd), "source": r.source,
+        tfs = self._query(f"SELECT DISTINCT timeframe FROM {src} WHERE venue = ? AND market = ? AND symbol = ?",
+                          [venue, market, symbol])["timeframe"]
+        best = None
+        for tf in tfs:
+            step = timeframe_delta(tf) if tf else timedelta(0)
+            df = self._query(
+                f"SELECT ts, timeframe, oi_base, oi_usd, source FROM {src} WHERE venue = ? AND market = ? "
+                f"AND symbol = ? AND timeframe = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+                [venue, market, symbol, tf, at - step],
+            )
+            if df.empty:
+                continue
+            r = df.iloc[0]
+            as_of = r["ts"] + step
+            if best is None or as_of > best["as_of"]:
+                best = {
+                    "ts": r["ts"], "as_of": as_of, "timeframe": r["timeframe"], "oi_base": float(r["oi_base"]),
+                    "oi_usd": None if pd.isna(r["oi_usd"]) else float(r["oi_usd"]), "source": r["source"],
                 }
-        return None
+        return best
 
     def funding(self, venue, symbol, start, end, *, market="perp") -> pd.DataFrame:
         """Funding settlements with ts in [start, end): ts (as stamped: Binance is a few ms
