@@ -57,6 +57,9 @@ def cmd_import(args) -> int:
                              bad_row_threshold=args.max_bad)
     except (ImportError_, ValidationError) as exc:
         raise UserError(str(exc)) from None
+    for f in summary.files:
+        if f.issues:
+            print(f"  {f.file}: {f.issues}")
     mismatched = [f for f in summary.files if f.matches is False]
     for f in mismatched:
         print(f"  row count differs: {f.file}: read {f.rows}, manifest says {f.expected_rows}")

@@ -88,6 +88,7 @@ class FileImport:
     rows: int
     expected_rows: int | None = None
     series: int = 0
+    issues: str = ""  # validation findings (bad rows dropped, duplicates, order), "" if clean
 
     @property
     def matches(self) -> bool | None:
@@ -403,13 +404,14 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
         raw = _read_any(path)
         table = convert(raw, entry, path, _source_name(entry))
         # a mostly-bad file is refused here, before anything is written
-        validate(table, entry["kind"], bad_row_threshold=bad_row_threshold)
+        _, report = validate(table, entry["kind"], bad_row_threshold=bad_row_threshold)
         expected = entry.get("rows")
         series_cols = list(S.SERIES_COLUMNS[entry["kind"]])
         nser = table.select(series_cols).group_by(series_cols).aggregate([]).num_rows
         summary.files.append(FileImport(
             file=entry["file"], dataset=entry["kind"], rows=raw.num_rows,
-            expected_rows=int(expected) if expected not in (None, "") else None, series=nser))
+            expected_rows=int(expected) if expected not in (None, "") else None, series=nser,
+            issues="" if report.ok else report.summary()))
         summary.rows_read += raw.num_rows
         tables.setdefault(entry["kind"], []).append(table)
         bar.step(entry["file"])

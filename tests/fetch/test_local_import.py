@@ -222,3 +222,24 @@ def test_cli_status_on_empty_lake_uses_env(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIQREPLAY_LAKE", str(tmp_path / "empty"))
     assert main(["data", "status"]) == 0
     assert "lake is empty" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_rows_per_file(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    x = _ohlc(4)
+    x["high"] = [101.0, 50.0, 103.0, 104.0]       # row 1: high below low
+    pq.write_table(pa.table({**x, "volume": [1.0] * 4}), d / "x.parquet")
+    (d / "datasets.csv").write_text(HEADER + "x.parquet,ohlcv,binance,spot,X,1h,base,,4\n")
+    assert main(["import", str(d), "--lake", str(tmp_path / "lake")]) == 0
+    out = capsys.readouterr().out
+    assert "x.parquet: 4 rows; 1 bad rows dropped" in out and "OHLC inconsistent: 1" in out
+    assert "1 invalid dropped" in out and "3 written" in out
+
+
+def test_progress_only_on_a_terminal(manifest_dir, tmp_path, capsys):
+    import_dir(manifest_dir, Lake(tmp_path / "a"), progress=None)   # stderr is not a TTY here
+    assert capsys.readouterr().err == ""
+    import_dir(manifest_dir, Lake(tmp_path / "b"), progress=True)
+    err = capsys.readouterr().err
+    assert "reading 6/6" in err and "writing ohlcv" in err
