@@ -6,8 +6,6 @@ source files (distinct timestamps per series), independently of the importer.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -33,24 +31,24 @@ def test_every_file_read_with_the_manifest_row_count(imported_lake, manifest):
 
 def _expected_series_rows(shared_data, manifest) -> dict[tuple, int]:
     """(dataset, venue, market, symbol, timeframe) -> distinct row keys, from the raw files."""
-    keys: dict[tuple, set] = defaultdict(set)
+    parts = []
     for r in manifest.itertuples():
-        t = pq.read_table(shared_data / r.file).to_pandas()
-        if r.symbol == "*":
-            syms = t[r.symbol_column]
-        else:
-            syms = pd.Series([r.symbol] * len(t))
+        t = pq.read_table(shared_data / r.file, columns=["ts"] + ([r.symbol_column] if r.symbol == "*" else []))
+        df = pd.DataFrame({"ts": t["ts"].to_pandas()})
+        df["symbol"] = t[r.symbol_column].to_pandas().astype(str) if r.symbol == "*" else r.symbol
         if r.market == "mixed":  # FTX names: BTC-PERP -> perp; BTC-USD -> spot BTC/USD
-            markets = syms.map(lambda s: "perp" if s.endswith("-PERP") else "spot")
-            syms = syms.map(lambda s: s if s.endswith("-PERP") else s.replace("-", "/"))
+            perp = df["symbol"].str.endswith("-PERP")
+            df["market"] = perp.map({True: "perp", False: "spot"})
+            df.loc[~perp, "symbol"] = df.loc[~perp, "symbol"].str.replace("-", "/")
         else:
-            markets = pd.Series([r.market] * len(t))
-        tf = "" if r.kind == "funding" else r.timeframe
+            df["market"] = r.market
+        df["dataset"], df["venue"] = r.kind, r.venue
+        df["timeframe"] = "" if r.kind == "funding" else r.timeframe
         sides = ("long", "short") if r.kind == "liquidations" else ("",)
-        for m, s, ts in zip(markets, syms, t["ts"]):
-            for side in sides:
-                keys[(r.kind, r.venue, m, s, tf)].add((ts, side))
-    return {k: len(v) for k, v in keys.items()}
+        parts += [df.assign(side=side) for side in sides]
+    allrows = pd.concat(parts, ignore_index=True).drop_duplicates()
+    counts = allrows.groupby(["dataset", "venue", "market", "symbol", "timeframe"]).size()
+    return {k: int(v) for k, v in counts.items()}
 
 
 def test_coverage_table_matches_the_manifest(imported_lake, shared_data, manifest):
