@@ -29,12 +29,11 @@ def register(subparsers) -> None:
 
     d = subparsers.add_parser("data", help="inspect the lake")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
-    s = dsub.add_parser("status", help="coverage per series: rows, first/last ts, gap %, gap ranges")
+    s = dsub.add_parser("status", help="coverage per series: rows, first/last ts, gap %%, gap ranges")
     _add_lake(s)
     s.add_argument("--dataset", choices=["ohlcv", "funding", "open_interest", "liquidations"], default=None)
     s.add_argument("--gaps", type=int, default=3, metavar="N", help="gap ranges shown per series (default 3)")
     s.set_defaults(func=cmd_status)
-    _add_lake(d)
     d.set_defaults(func=_data_help(d))
 
 

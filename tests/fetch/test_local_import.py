@@ -243,3 +243,11 @@ def test_progress_only_on_a_terminal(manifest_dir, tmp_path, capsys):
     import_dir(manifest_dir, Lake(tmp_path / "b"), progress=True)
     err = capsys.readouterr().err
     assert "reading 6/6" in err and "writing ohlcv" in err
+
+
+def test_cli_help_texts_render(capsys):
+    assert main(["data"]) == 2
+    assert "status" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    assert "--lake" in capsys.readouterr().out
