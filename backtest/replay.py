@@ -466,6 +466,12 @@ class FtxState:
         lev_set = pop.account_leverage if pop.account_leverage is not None else pop.leverage
         self.lev_set = np.asarray(lev_set, float)
         self.imf_factor = ftx.imf_factor_for(symbol, params)
+        self.mmf = np.zeros(n)
+        self.acmf = np.zeros(n)
+        if n:
+            self._requalify(np.arange(n))
+        self.changed_by_overflow: list = []
+        self._pool = {1: None, -1: None}      # top opposing accounts per side (overflow)
         self.alive = self.qty > 0
         self.liquidated = np.zeros(n, dtype=bool)
         self.fund = float(params.get("ftx.insurance_fund_start_usd"))
@@ -485,9 +491,16 @@ class FtxState:
         self.takeover_usd = 0.0
 
     # thresholds ----------------------------------------------------------------------
-    def thresholds(self, idx):
+    def _requalify(self, idx):
+        """Recompute MMF/ACMF of accounts whose size changed (IMF depends on the size)."""
+        if idx.size == 0:
+            return
         _, mmf, acmf = ftx.margin_thresholds(self.lev_set[idx], self.imf_factor, self.qty[idx], params=self.p)
-        return np.asarray(mmf, float).reshape(-1), np.asarray(acmf, float).reshape(-1)
+        self.mmf[idx] = np.asarray(mmf, float).reshape(-1)
+        self.acmf[idx] = np.asarray(acmf, float).reshape(-1)
+
+    def thresholds(self, idx):
+        return self.mmf[idx], self.acmf[idx]
 
     def trigger(self, idx) -> np.ndarray:
         """Mark at which MF == MMF (the step-1 entry)."""
@@ -549,6 +562,7 @@ class FtxState:
         self.usd[a] += s * q * (fill - self.entry[a]) - out["fee_usd"]
         self.qty[a] -= q
         self._close_out(a)
+        self._requalify(a[self.qty[a] > 0])
         rec.add(bar, "step1", t_s, a, s, q, fill, price, out["notional_usd"], -out["user_pnl_usd"], 0.0)
 
     def _step2(self, rec, bar, t_s, price, acc, mf, acmf, tav):
@@ -601,13 +615,50 @@ class FtxState:
             w = oq[ov] / cq[ov]
             rec.add(bar, "overflow", t_s, a[ov], s[ov], oq[ov], blp[ov], price, oq[ov] * price,
                     ul[ov] * w, fd[ov] * w)
-            for j in np.nonzero(ov)[0]:
-                self._overflow(a[j], s[j], oq[j], blp[j], price)
+            for sd in (1, -1):
+                m = s[ov] == sd
+                if m.any():
+                    qq = oq[ov][m]
+                    avg = float(np.sum(qq * blp[ov][m]) / np.sum(qq))
+                    self._overflow(sd, float(np.sum(qq)), avg, price)
         self._close_out(a)
+        self._requalify(a[self.qty[a] > 0])
 
-    def _overflow(self, acc, side, qty, price_close, mark):
-        """Close `qty` against the top-n largest opposing accounts at the BLP price."""
-        opp = np.nonzero(self.alive & (self.side == -side) & (self.qty > 0))[0]
+    exact_overflow = False   # the oracle sets True: every opposing account, no pool
+
+    def _opposing_pool(self, side: int, need: float) -> np.ndarray:
+        """The largest opposing accounts, enough to serve `need` exactly as overflow_allocate
+        over all of them would (their sizes only shrink, so a pool stays exact while every
+        member is at least as large as the largest account left outside it)."""
+        opp_side = -side
+        if self.exact_overflow:
+            return np.nonzero(self.alive & (self.side == opp_side) & (self.qty > 0))[0]
+        pool = self._pool[opp_side]
+        if pool is not None:
+            idx, outside_max = pool
+            idx = idx[self.alive[idx] & (self.qty[idx] > 0)]
+            if idx.size and self.qty[idx].min() >= outside_max and self.qty[idx].sum() >= need:
+                self._pool[opp_side] = (idx, outside_max)
+                return idx
+        cand = np.nonzero(self.alive & (self.side == opp_side) & (self.qty > 0))[0]
+        K = max(64, 8 * self.top_n)
+        while True:
+            if cand.size <= K:
+                idx, outside_max = cand, 0.0
+            else:
+                part = np.argpartition(-self.qty[cand], K)
+                idx = np.sort(cand[part[:K]])
+                outside_max = float(self.qty[cand[part[K:]]].max())
+            if idx.size == cand.size or self.qty[idx].sum() >= need * 1.5:
+                break
+            K *= 4
+        self._pool[opp_side] = (idx, outside_max)
+        return idx
+
+    def _overflow(self, side, qty, price_close, mark):
+        """Close `qty` (the tick's overflow of one side, at its qty-weighted BLP price) against
+        the top-n largest opposing accounts, pro rata (ftx.overflow_allocate)."""
+        opp = self._opposing_pool(side, qty)
         if opp.size == 0:
             return
         take = ftx.overflow_allocate(self.qty[opp], float(qty), self.top_n)
@@ -620,6 +671,7 @@ class FtxState:
         self.counterparty_usd += float(np.sum(so * q * (price_close - mark)))
         self.changed_by_overflow.extend(o.tolist())
         self._close_out(o)
+        self._requalify(o[self.qty[o] > 0])
 
     def _close_out(self, a):
         gone = a[self.qty[a] <= 1e-12]
@@ -701,6 +753,8 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
                 continue
             if prices is None:
                 prices = tick_prices(inp.paths, b)
+                suffix = {-1: np.minimum.accumulate(prices[::-1])[::-1],
+                          1: np.maximum.accumulate(prices[::-1])[::-1]}
             price = float(prices[k])
             before = active
             active = st.tick(rec, b, k, price, active)
@@ -722,9 +776,7 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
                     if not ls.size:
                         continue
                     trig = st.trigger(ls)
-                    kk = first_cross(inp.paths, np.full(ls.size, b), np.nan_to_num(trig, nan=-1.0 if d == -1 else np.inf),
-                                     d, k + 1) if k + 1 < inp.n_ticks else np.full(ls.size, -1)
-                    kk = np.where(np.isfinite(trig), kk, -1)
+                    kk = _next_cross(inp, b, prices, suffix, k + 1, trig, d)
                     now = kk >= 0
                     if now.any():
                         pend_a = np.concatenate([pend_a, ls[now]])
@@ -734,6 +786,27 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
         rec.bar_fund[b] = st.fund
         b += 1
     return _finish(st, rec, inp, "ftx", params)
+
+
+def _next_cross(inp: PathInput, bar: int, prices, suffix, k_from: int, trig, d: int) -> np.ndarray:
+    """First tick >= k_from of this bar where the path reaches `trig` (direction d), -1 if
+    never; nan triggers never fire. Same answer as path.first_cross on the same prices."""
+    out = np.full(trig.size, -1, dtype=np.int64)
+    if k_from >= inp.n_ticks or trig.size == 0:
+        return out
+    ok = np.isfinite(trig)
+    ext = suffix[d][k_from]
+    reach = ok & ((trig >= ext) if d == -1 else (trig <= ext))
+    if not reach.any():
+        return out
+    t = trig[reach]
+    seg = prices[k_from:]
+    if t.size * seg.size <= 200_000:
+        hit = (seg[None, :] <= t[:, None]) if d == -1 else (seg[None, :] >= t[:, None])
+        out[reach] = k_from + np.argmax(hit, axis=1)
+    else:
+        out[reach] = first_cross(inp.paths, np.full(t.size, bar), t, d, k_from)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -788,3 +861,62 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
     series["blp_takeover_usd"] = series["liquidated_step2_blp_usd"]
     return SeriesResult(venue, totals, ev, series, st.qty.copy(),
                         (st.wallet if venue == "binance" else st.usd).copy())
+
+
+# --------------------------------------------------------------------------------------
+# one (window, venue, market) from loaded data -> row + frames
+# --------------------------------------------------------------------------------------
+def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
+    """One seeded generator per (window, venue, market), stable across runs and processes."""
+    import zlib
+    key = zlib.crc32(f"{window_id}|{venue}|{coin}".encode())
+    return np.random.default_rng(np.random.SeedSequence([int(seed), key]))
+
+
+def path_input(sd, params: Params) -> PathInput:
+    return PathInput.from_bars(sd.bars, sd.bar_seconds, tick_s=float(params.get("ftx.tick_s")),
+                               sigma_1m=sd.sigma_1m, adv_usd=sd.adv_usd,
+                               funding=sd.funding if sd.venue == "binance" else None)
+
+
+def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | None = None,
+               collateral_prices: dict[str, float] | None = None, deterministic: bool = False):
+    """Replay one loaded SeriesData. Returns (row, series frame, events frame)."""
+    rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
+    date = sd.window.start.date()
+    lb = float(params.get("population.entry_lookback_days"))
+    eb = sd.entry_bars
+    if "ts" in eb and len(eb):
+        cut = sd.window.start - pd.Timedelta(days=lb)
+        sel = eb[pd.to_datetime(eb["ts"], utc=True) >= cut]
+        eb = sel if len(sel) else eb
+    pop = make_population_for(sd, params, rng, eb, date, n_accounts, collateral_prices)
+    inp = path_input(sd, params)
+    if sd.venue == "binance":
+        res = run_binance(inp, pop, params, symbol=sd.symbol, date=date)
+    else:
+        res = run_ftx(inp, pop, params, symbol=sd.symbol, date=date, rng=None if deterministic else rng,
+                      hedge=hedge)
+    row = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin, "symbol": sd.symbol,
+           **res.totals, "open_interest_usd": float(sd.oi_usd), "open_interest_coin": float(sd.oi_coin),
+           "oi_source": sd.oi_source, "timeframe": sd.timeframe, "price_source": sd.price_source,
+           "adv_usd": float(sd.adv_usd), "adv_source": sd.adv_source, "bars": int(inp.n_bars),
+           "gaps_pct": float(sd.gaps_pct), "start_price": float(sd.start_price),
+           "end_price": float(inp.close[-1]), "n_topped_up": int(pop.meta.get("n_topped_up", 0) or 0),
+           "funding_prints": int(len(inp.funding_bar))}
+    key = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin}
+    series = res.series.assign(**key)
+    series.insert(0, "ts", pd.to_datetime(series.pop("ts_s"), unit="s", utc=True))
+    ev = res.events.assign(**key)
+    if len(ev):
+        ev.insert(0, "ts", pd.to_datetime(ev.pop("t_s"), unit="s", utc=True))
+    else:
+        ev = ev.drop(columns=["t_s"]).assign(ts=pd.Series([], dtype="datetime64[ns, UTC]"))
+    return row, series, ev
+
+
+def make_population_for(sd, params, rng, entry_bars, date, n_accounts, collateral_prices):
+    from backtest.population import make_population
+    return make_population(sd.venue, sd.symbol, oi_usd=float(sd.oi_usd), entry_bars=entry_bars, date=date,
+                           params=params, rng=rng, start_price=float(sd.start_price),
+                           collateral_prices=collateral_prices, n_accounts=n_accounts)

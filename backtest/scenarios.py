@@ -295,6 +295,22 @@ class SeriesLoader:
                 break
         return df
 
+    def coin_prices(self, window: Window, coins=("BTC", "ETH", "FTT", "SOL", "BNB")) -> dict[str, float]:
+        """Last close before the window start of each coin (Binance spot, else perp), for
+        valuing FTX collateral; coins the lake lacks are left out."""
+        out: dict[str, float] = {}
+        start = window.start - pd.Timedelta(days=3)
+        for coin in coins:
+            for market in ("spot", "perp"):
+                try:
+                    df = self.catalog.bars("binance", market, f"{coin}USDT", start, window.start)
+                except Exception:  # noqa: BLE001
+                    continue
+                if len(df):
+                    out[coin] = float(df.sort_values("ts")["close"].iloc[-1])
+                    break
+        return out
+
     # -- everything for one series ----------------------------------------------------
     def load(self, window: Window, venue: str, coin: str, *, timeframe: str | None = None,
              source: tuple[PriceSource, str, int, float] | None = None) -> SeriesData:

@@ -1,0 +1,141 @@
+"""`liqreplay bench`: the replay on a synthetic year of 1-minute bars, 2 venues x 2 markets.
+
+Prints, per population size: wall time (population build + replay), peak memory (the
+process's max RSS), liquidation events and events per second; then the fast replay against
+the naive oracle on the same small workload; the last line is machine-readable:
+
+    bench: accounts=1000000 series=4 bars=525600 wall_s=... peak_mb=... events_per_s=... oracle_speedup=...
+
+The synthetic path is a seeded random walk (1-minute volatility 0.08% BTC / 0.11% ETH) with
+a crash and a squeeze every two months, so that a large share of the population is
+liquidated over the year. Nothing here is asserted by tests: the figures go in the report.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import resource
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from backtest.params import load_params
+from backtest.population import make_population
+from backtest.reference import reference_binance, reference_ftx
+from backtest.replay import PathInput, run_binance, run_ftx
+
+MARKETS = {"BTC": (40000.0, 0.0008, 2.0e9, 3.0e9), "ETH": (3000.0, 0.0011, 1.0e9, 2.0e9)}  # price, sigma, OI, ADV
+VENUES = {"ftx": "{c}-PERP", "binance": "{c}USDT"}
+START = pd.Timestamp("2022-01-01", tz="UTC")
+
+
+def synthetic_bars(coin: str, n_bars: int, seed: int) -> pd.DataFrame:
+    p0, sig, _, adv = MARKETS[coin]
+    rng = np.random.default_rng([seed, 1 if coin == "BTC" else 2])
+    r = rng.normal(0.0, sig, n_bars)
+    # a crash (-18% over 45 min) and a squeeze (+12% over 30 min) every ~60 days
+    for start in range(30 * 1440, n_bars - 120, 60 * 1440):
+        r[start:start + 45] += np.log(0.82) / 45
+        r[start + 20 * 1440:start + 20 * 1440 + 30] += np.log(1.12) / 30
+    close = p0 * np.exp(np.cumsum(r))
+    open_ = np.concatenate([[p0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, sig * 0.6, (2, n_bars)))
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    vol = adv / 1440.0 * rng.lognormal(0.0, 0.5, n_bars)
+    ts = pd.date_range(START, periods=n_bars, freq="1min")
+    return pd.DataFrame({"ts": ts, "open": open_, "high": high, "low": low, "close": close, "volume_quote": vol})
+
+
+def _entry_bars(bars: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """14 days of hourly closes before the path (a reflected walk ending at the start price)."""
+    rng = np.random.default_rng([seed, 99])
+    n = 14 * 24
+    p0 = float(bars["open"].iloc[0])
+    back = p0 * np.exp(np.cumsum(rng.normal(0, 0.006, n)))[::-1]
+    return pd.DataFrame({"ts": pd.date_range(START - pd.Timedelta(hours=n), periods=n, freq="1h"),
+                         "close": back, "volume_quote": np.full(n, 1e8)})
+
+
+def _maxrss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
+
+
+def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, oracle: bool = False):
+    """Run the 4 series; returns (population_s, replay_s, events, liquidated accounts, totals)."""
+    date = dt.date(2022, 1, 1)
+    pop_s = rep_s = 0.0
+    events = liq = 0
+    totals = []
+    for coin, (bars, inp, eb) in bars_by_coin.items():
+        for venue, fmt in VENUES.items():
+            sym = fmt.format(c=coin)
+            rng = np.random.default_rng([seed, hash((venue, coin)) & 0xFFFF])
+            t0 = time.perf_counter()
+            pop = make_population(venue, sym, oi_usd=MARKETS[coin][2], entry_bars=eb, date=date, params=params,
+                                  rng=rng, start_price=float(bars["open"].iloc[0]), n_accounts=n_accounts,
+                                  collateral_prices={"BTC": 40000.0, "ETH": 3000.0, "FTT": 30.0, "SOL": 100.0})
+            t1 = time.perf_counter()
+            if venue == "binance":
+                f = reference_binance if oracle else run_binance
+                res = f(inp, pop, params, symbol=sym, date=date)
+            else:
+                f = reference_ftx if oracle else run_ftx
+                res = f(inp, pop, params, symbol=sym, date=date, rng=None)
+            t2 = time.perf_counter()
+            pop_s += t1 - t0
+            rep_s += t2 - t1
+            events += len(res.events)
+            liq += res.totals["accounts_liquidated"]
+            totals.append((venue, coin, res))
+    return pop_s, rep_s, events, liq, totals
+
+
+def _inputs(n_bars: int, seed: int, params, slice_from: int = 0) -> dict:
+    out = {}
+    for coin in MARKETS:
+        bars = synthetic_bars(coin, slice_from + n_bars, seed).iloc[slice_from:].reset_index(drop=True)
+        inp = PathInput.from_bars(bars, 60, tick_s=float(params.get("ftx.tick_s")), sigma_1m=MARKETS[coin][1],
+                                  adv_usd=MARKETS[coin][3])
+        out[coin] = (bars, inp, _entry_bars(bars, seed))
+    return out
+
+
+def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 200, oracle_bars: int = 240,
+              seed: int = 7) -> int:
+    params = load_params()
+    n_bars = int(round(days * 1440))
+    t0 = time.perf_counter()
+    data = _inputs(n_bars, seed, params)
+    print(f"synthetic path: {len(MARKETS)} markets x {len(VENUES)} venues, {n_bars:,} one-minute bars each, "
+          f"engine tick {params.get('ftx.tick_s')} s ({time.perf_counter() - t0:.1f}s to build)")
+    print(f"{'accounts/series':>15} {'pop_s':>7} {'replay_s':>8} {'wall_s':>7} {'peak_mb':>8} {'events':>10} "
+          f"{'events/s':>10} {'liquidated':>10}")
+    results = []
+    for n in sizes:
+        pop_s, rep_s, ev, liq, _ = run_workload(data, n, params, seed)
+        wall = pop_s + rep_s
+        peak = _maxrss_mb()
+        eps = ev / rep_s if rep_s > 0 else float("nan")
+        results.append((n, wall, peak, eps))
+        print(f"{n:>15,} {pop_s:>7.2f} {rep_s:>8.2f} {wall:>7.2f} {peak:>8.0f} {ev:>10,} {eps:>10,.0f} {liq:>10,}")
+        sys.stdout.flush()
+    if len(results) > 1:
+        (n0, w0, _, _), (n1, w1, _, _) = results[0], results[-1]
+        print(f"scaling: {n1 / n0:.0f}x accounts -> {w1 / w0:.1f}x wall time")
+
+    # the oracle on the same small workload (a slice around the first crash), same run
+    crash = 30 * 1440 - oracle_bars // 3
+    small = _inputs(oracle_bars, seed, params, slice_from=max(0, min(crash, n_bars - oracle_bars)))
+    f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed)
+    o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True)
+    same = all(len(a[2].events) == len(b[2].events) for a, b in zip(ftot, otot))
+    speed = o_rep / f_rep if f_rep > 0 else float("nan")
+    print(f"oracle: {oracle_accounts} accounts x 4 series x {oracle_bars} bars: fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "
+          f"speedup {speed:.1f}x, events {f_ev} vs {o_ev} ({'same' if same else 'DIFFERENT'})")
+    n, wall, peak, eps = results[-1]
+    print(f"bench: accounts={n} series=4 bars={n_bars} wall_s={wall:.2f} peak_mb={peak:.0f} "
+          f"events_per_s={eps:.0f} oracle_speedup={speed:.1f}")
+    return 0
