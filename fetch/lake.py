@@ -23,7 +23,12 @@ Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning
   write into that folder. A write that changes nothing touches no file.
 - The manifest `_coverage.json` of a series records its files (rows, first/last ts,
   bytes, sha256), the intervals marked complete, and the gaps found at write time, so
-  `missing()`, `coverage()` and `snapshot_id` read no data.
+  `missing()`, `coverage()` and `snapshot_id` read no data. Data files are fsynced before
+  the rename; manifests are replaced atomically but not fsynced: a manifest lost or torn
+  by a power cut is rebuilt from the data files (`rebuild_manifest`; its complete
+  intervals are then empty, so the next refresh fetches those ranges again).
+- One writer per lake at a time (the refresh job holds a lock); readers never see a
+  partial file.
 """
 from __future__ import annotations
 
@@ -155,7 +160,7 @@ class WriteResult:
 
 
 def _iso(ts) -> str:
-    return pd.Timestamp(ts).tz_convert("UTC").isoformat() if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts, tz="UTC").isoformat()
+    return pd.Timestamp(_utc(ts)).isoformat()
 
 
 def _utc(value) -> datetime:
