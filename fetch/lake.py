@@ -272,7 +272,7 @@ class Lake:
         manifest = self._read_manifest(key)
         manifest["key"] = key.as_dict()
         changed_manifest = False
-        known_ts: dict[str, pa.ChunkedArray] = {}
+        known_ts: dict[str, pa.Table] = {}
         for pval, month in sorted(period_names.items(), key=lambda kv: kv[1]):
             mdir = sdir / f"period={month}"
             final = mdir / DATA_NAME
@@ -294,7 +294,7 @@ class Lake:
             if n_diff:
                 self._atomic_write(merged, final)
                 res.files.append(final)
-            known_ts[month] = merged["ts"]
+            known_ts[month] = merged
             manifest["files"][month] = _file_info(final, merged, source if n_diff else (info or {}).get("source", source))
             changed_manifest = True
         res.rows_written = res.rows_new + res.rows_updated
@@ -328,9 +328,11 @@ class Lake:
         os.replace(tmp, final)
 
     def _refresh_series_stats(self, key: SeriesKey, manifest: dict,
-                              known_ts: dict[str, pa.ChunkedArray] | None = None) -> None:
+                              known_ts: dict[str, pa.Table] | None = None) -> None:
         """Recompute rows, first/last ts and gaps of a series from its files' ts column
-        (`known_ts`: the ts of periods just written, so they are not read back)."""
+        (`known_ts`: the tables of periods just written, so they are not read back).
+        Funding gaps: a settlement missing where the next one comes later than the longer
+        of the two rows' interval_hours (+1 minute: Binance stamps settlements a few ms late)."""
         known_ts = known_ts or {}
         files = self.series_files(key)
         # drop manifest entries whose file vanished, add ones written by a crashed run
@@ -338,19 +340,20 @@ class Lake:
         for month in list(manifest["files"]):
             if month not in present:
                 del manifest["files"][month]
+        cols = ["ts", "interval_hours"] if key.dataset == "funding" else ["ts"]
         ts_parts = []
         for month, f in present.items():
             if month in known_ts and month in manifest["files"]:
-                ts_parts.append(known_ts[month])
+                ts_parts.append(known_ts[month].select(cols))
                 continue
-            t = pq.read_table(f, columns=["ts"])
+            t = pq.read_table(f, columns=cols)
             if month not in manifest["files"]:
                 manifest["files"][month] = _file_info(f, t, "unknown")
-            ts_parts.append(t["ts"])
+            ts_parts.append(t)
         if not ts_parts:
             return
-        ts = pa.chunked_array([c for p in ts_parts for c in p.chunks], type=S.TS)
-        ts_np = np.unique(ts.to_numpy().astype("datetime64[us]"))
+        allts = pa.concat_tables(ts_parts).sort_by("ts")
+        ts_np = np.unique(allts["ts"].to_numpy().astype("datetime64[us]"))
         manifest["rows"] = int(sum(v["rows"] for v in manifest["files"].values()))
         manifest["first_ts"] = _iso(pd.Timestamp(ts_np[0], tz="UTC"))
         manifest["last_ts"] = _iso(pd.Timestamp(ts_np[-1], tz="UTC"))
@@ -364,6 +367,17 @@ class Lake:
             manifest["gaps"] = [[_iso(a), _iso(b)] for a, b in gaps]
             manifest["gap_rows"] = int(missing_rows)
             manifest["expected_rows"] = int(expected)
+        elif key.dataset == "funding" and len(ts_np) > 1:
+            t_us = allts["ts"].to_numpy().astype("datetime64[us]").astype("int64")
+            iv_us = (allts["interval_hours"].to_numpy(zero_copy_only=False) * 3_600_000_000).astype("int64")
+            diff = np.diff(t_us)
+            # an interval change (8h -> 2h -> 8h) is not a gap: compare with the longer of the two
+            late = np.flatnonzero(diff > np.maximum(iv_us[:-1], iv_us[1:]) + 60_000_000)
+            missing = [max(1, int(round(diff[i] / iv_us[i])) - 1) for i in late]
+            manifest["gaps"] = [[_iso(pd.Timestamp(t_us[i] + iv_us[i], unit="us", tz="UTC")),
+                                 _iso(pd.Timestamp(t_us[i + 1], unit="us", tz="UTC"))] for i in late]
+            manifest["gap_rows"] = int(sum(missing))
+            manifest["expected_rows"] = int(len(ts_np) + sum(missing))
         else:
             manifest["gaps"], manifest["gap_rows"], manifest["expected_rows"] = [], 0, int(len(ts_np))
 

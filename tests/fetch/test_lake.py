@@ -250,3 +250,16 @@ def test_torn_manifest_is_rebuilt_from_the_files(tmp_path, bars):
     manifest.write_text("")
     assert lake.write("ohlcv", bars("BTC/USDT:USDT", periods=1, start="2022-06-02"), source="t").rows_new == 1
     assert lake.coverage().iloc[0]["rows"] == 9
+
+
+def test_funding_gaps_follow_the_interval(tmp_path):
+    lake = Lake(tmp_path)
+    ts = pd.to_datetime(["2022-11-09 00:00:00.004", "2022-11-09 08:00:00.013", "2022-11-10 00:00:00.002",
+                         "2022-11-10 04:00:00.009", "2022-11-10 06:00:00.001"], utc=True)
+    lake.write("funding", pd.DataFrame({"venue": "binance", "market": "perp", "symbol": "SOLUSDT", "ts": ts,
+                                        "rate": 0.0001, "interval_hours": [8.0, 8.0, 4.0, 2.0, 2.0]}), source="t")
+    cov = lake.coverage().iloc[0]
+    # 16:00 on Nov 9 is missing (one settlement); the 4h -> 2h changes are not gaps
+    assert cov["gaps"] == [(datetime(2022, 11, 9, 16, 0, 0, 13000, tzinfo=UTC),
+                            datetime(2022, 11, 10, 0, 0, 0, 2000, tzinfo=UTC))]
+    assert cov["gap_pct"] == pytest.approx(100 / 6)
