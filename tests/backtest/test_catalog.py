@@ -177,3 +177,16 @@ def test_empty_lake(tmp_path):
     assert cat.open_interest("binance", "BTCUSDT", T("2022-05-01")) is None
     assert cat.adv_usd("binance", "perp", "BTCUSDT", T("2022-05-01")) is None
     assert cat.series().empty
+
+
+def test_single_order_liquidations_round_trip(lake):
+    lake.write("liquidations", pd.DataFrame({
+        "venue": "ftx", "market": "perp", "symbol": "BTC-PERP", "timeframe": "",
+        "ts": pd.to_datetime(["2022-11-08 10:00:00.123456", "2022-11-08 10:00:00.123456"], utc=True),
+        "side": ["long", "long"], "qty": [0.5, 0.25], "price": [19000.0, 18990.0], "source": "tardis"}),
+        source="t")
+    cat = Catalog(lake.root)
+    got = cat.liquidations("ftx", "BTC-PERP", T("2022-11-08"), T("2022-11-09"), timeframe="")
+    assert len(got) == 2 and set(got["timeframe"]) == {""}
+    assert sorted(got["notional_usd"]) == [0.25 * 18990.0, 0.5 * 19000.0]
+    assert got["ts"].iloc[0] == T("2022-11-08 10:00:00.123456")
