@@ -79,6 +79,9 @@ class ImportError_(ValueError):
     """A file or manifest that cannot be imported; the message names the file and the fix."""
 
 
+LocalImportError = ImportError_
+
+
 @dataclass
 class FileImport:
     """One source file: rows read, and the row count the manifest expected (if given)."""
@@ -338,6 +341,11 @@ def scan_freqtrade(directory: Path) -> list[tuple[Path, dict]]:
             continue
         market = "perp" if (in_futures or candle in ("futures", "mark", "index", "funding_rate")) else "spot"
         tf = m.group("tf")
+        try:
+            timerange.timeframe_delta(tf)
+        except timerange.TimeRangeError:
+            log.warning("skipping %s: timeframe %s has no fixed length", path, tf)
+            continue
         entry = {
             "kind": "funding" if candle == "funding_rate" else "ohlcv",
             "venue": venue, "market": market,
