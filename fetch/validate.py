@@ -225,3 +225,10 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
                 report.gaps, report.gap_rows, report.expected_rows = find_gaps(
                     ts.astype("datetime64[us]"), step)
     return table, report
+
+
+def check(frame, dataset: str, *, bad_row_threshold: float = 0.5, timeframe: str | None = None) -> ValidationReport:
+    """Conform `frame` (DataFrame or Arrow table) to the canonical schema and return only
+    the report (raises ValidationError when mostly bad, SchemaError when not conformable)."""
+    table = S.to_canonical(frame, dataset)
+    return validate(table, dataset, bad_row_threshold=bad_row_threshold, timeframe=timeframe)[1]

@@ -86,3 +86,12 @@ def test_funding_and_liquidation_checks():
                                        "qty": [1.0, 0.0, 1.0], "price": [10.0, 10.0, 10.0]}), "liquidations")
     t, rep = validate(liq, "liquidations")
     assert rep.problems == {"side not long/short": 1} and t.num_rows == 2
+
+
+def test_check_returns_the_report_only(bars):
+    from fetch.validate import ValidationReport, check
+
+    df = bars(periods=4)
+    df.loc[1, "low"] = 1e9
+    rep = check(df, "ohlcv")
+    assert isinstance(rep, ValidationReport) and rep.rows_dropped == 1 and rep.problems["OHLC inconsistent"] == 1
