@@ -206,7 +206,8 @@ class Lake:
     def series_dir(self, key: SeriesKey) -> Path:
         """Folder of a series; always inside the root (values are percent-encoded)."""
         path = self.root / key.relpath()
-        assert self.root.resolve() in path.resolve().parents
+        if self.root.resolve() not in path.resolve().parents:  # cannot happen: values are encoded
+            raise ValueError(f"series path {path} escapes the lake {self.root}")
         return path
 
     def _manifest_path(self, key: SeriesKey) -> Path:
