@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 STAGE_CLIS = ("fetch.cli", "backtest.cli", "reports.cli")
@@ -48,6 +49,11 @@ def main(argv: list[str] | None = None, stages: tuple[str, ...] = STAGE_CLIS) ->
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `liqreplay data status | head`: the reader left; stop quietly, no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

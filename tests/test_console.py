@@ -33,3 +33,30 @@ def test_user_error_is_one_line(capsys):
         del sys.modules["fake_stage_cli"]
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["liqreplay boom: bad date 2022-13-01: use YYYYMMDD"]
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    """`liqreplay data status | head` must not print a traceback when head exits."""
+    import subprocess, sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys, types\n"
+        "from backtest import console\n"
+        "def register(sub):\n"
+        "    p = sub.add_parser('spew')\n"
+        "    def spew(args):\n"
+        "        for i in range(200000):\n"
+        "            print('row', i)\n"
+        "    p.set_defaults(func=spew)\n"
+        "m = types.ModuleType('spew_cli'); m.register = register; sys.modules['spew_cli'] = m\n"
+        "sys.exit(console.main(['spew'], stages=('spew_cli',)))\n"
+    )
+    proc = subprocess.run(
+        f"{sys.executable} -c \"$CODE\" | head -n 1",
+        shell=True, cwd=repo, capture_output=True, text=True,
+        env={"CODE": code, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)},
+    )
+    assert proc.stdout == "row 0\n"
+    assert "Traceback" not in proc.stderr, proc.stderr
