@@ -39,7 +39,7 @@ LOSS_PARTS = [  # who bore it: (column, label, pattern, colour)
     ("fund_paid_usd", "Insurance fund", "\\", "#54a24b"),
     ("counterparty_loss_usd", "Opposing traders (ADL / close-out)", "x", "#7a3d99"),
 ]
-BUCKETS = ["1min", "5min", "15min", "30min", "1h", "2h", "4h", "6h", "12h", "1D", "7D"]
+BUCKETS = ["1min", "5min", "15min", "30min", "1h", "2h", "6h", "12h", "1D", "7D"]  # each a multiple of the last
 FLOW_RE = re.compile(r"^liquidated_(.+)_usd$")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Arial, sans-serif"
 AXIS = {"showgrid": True, "gridcolor": "#eee", "linecolor": "#888", "zerolinecolor": "#bbb",
@@ -80,32 +80,57 @@ def flow_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if FLOW_RE.match(c) and c != "reported_liquidated_usd"]
 
 
-def choose_bucket(start, end, max_points: int) -> str:
+def choose_bucket(start, end, max_points: int, min_step: pd.Timedelta | None = None) -> str:
     span = pd.Timestamp(end) - pd.Timestamp(start)
     for b in BUCKETS:
-        if span / pd.Timedelta(b) <= max_points:
+        if span / pd.Timedelta(b) <= max_points and (min_step is None or pd.Timedelta(b) >= min_step):
             return b
     return BUCKETS[-1]
 
 
-def bucket_series(frame: pd.DataFrame, max_points: int = 1200) -> tuple[pd.DataFrame, str]:
+def native_step(frame: pd.DataFrame) -> pd.Timedelta | None:
+    """The coarsest bar spacing among the window's series (e.g. FTX 1d next to Binance 1h)."""
+    if frame.empty:
+        return None
+    steps = []
+    for _, g in frame.groupby(["venue", "market"], sort=False, observed=True):
+        d = pd.to_datetime(g["ts"], utc=True).sort_values().diff().dropna()
+        d = d[d > pd.Timedelta(0)]
+        if len(d):
+            steps.append(d.median())
+    return max(steps) if steps else None
+
+
+def bucket_series(frame: pd.DataFrame, max_points: int = 1200,
+                  min_step: pd.Timedelta | None = None) -> tuple[pd.DataFrame, str]:
     """Down-sample one window's series for drawing: flows summed, levels last, per bucket.
 
     Cumulative charts stay exact at bucket ends (the sum of the flows is unchanged); the
-    fund's in-bucket minimum is kept as `fund_low_usd` so a dip is not hidden.
+    fund's in-bucket minimum is kept as `fund_low_usd` so a dip is not hidden. Buckets are
+    multiples of each other, so a bucketed frame can be bucketed again more coarsely.
     """
     if frame.empty:
         return frame, "1min"
     ts = pd.to_datetime(frame["ts"], utc=True)
-    bucket = choose_bucket(ts.min(), ts.max(), max_points)
+    bucket = choose_bucket(ts.min(), ts.max(), max_points, min_step)
+    ns = ts.to_numpy(dtype="datetime64[ns]").view("int64")
+    step = pd.Timedelta(bucket).value
     flows = flow_columns(frame) + [c for c in ("reported_liquidated_usd", "adl_usd") if c in frame]
     levels = [c for c in ("price", "blp_pnl_cum_usd", "fund_balance_usd") if c in frame]
+    order = np.argsort(ns, kind="stable")
+    work = pd.DataFrame({
+        "venue": pd.Categorical(frame["venue"].to_numpy()[order]),
+        "market": pd.Categorical(frame["market"].to_numpy()[order]),
+        "_b": (ns[order] // step) * step,
+        **{c: frame[c].to_numpy(dtype="float64")[order] for c in flows + levels}})
     agg = {c: "sum" for c in flows} | {c: "last" for c in levels}
-    work = frame.assign(ts=ts.dt.floor(bucket)).sort_values("ts", kind="stable")
     if "fund_balance_usd" in frame:
-        work = work.assign(fund_low_usd=work["fund_balance_usd"])
+        work["fund_low_usd"] = work["fund_balance_usd"]
         agg["fund_low_usd"] = "min"
-    out = work.groupby(["venue", "market", "ts"], sort=True, observed=True).agg(agg).reset_index()
+    out = work.groupby(["venue", "market", "_b"], sort=True, observed=True).agg(agg).reset_index()
+    out.insert(2, "ts", pd.to_datetime(out.pop("_b").to_numpy(), unit="ns", utc=True))
+    out["venue"] = out["venue"].astype(str)
+    out["market"] = out["market"].astype(str)
     return out, bucket
 
 
@@ -124,8 +149,20 @@ def _ref(kind: str, k: int) -> str:
     return kind if k == 1 else f"{kind}{k}"
 
 
+def _iso(ms: float) -> str:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+
+
+def time_range(series: pd.DataFrame) -> tuple[str, str] | None:
+    """The x range of a window's charts: set explicitly so an empty panel cannot stretch it."""
+    if series.empty:
+        return None
+    x = _ms(series["ts"])
+    return _iso(np.nanmin(x)), _iso(np.nanmax(x))
+
+
 def grid(rows: int, cols: int = 1, *, titles=(), vspace=0.08, hspace=0.12, col_widths=None,
-         shared_x=True, shared_y=False, date_x=True) -> dict:
+         shared_x=True, shared_y=False, date_x=True, x_range=None) -> dict:
     """A layout with a rows x cols grid of axes (axis k = (row-1)*cols + col), like make_subplots."""
     layout: dict = {"annotations": []}
     h = (1 - vspace * (rows - 1)) / rows
@@ -143,6 +180,8 @@ def grid(rows: int, cols: int = 1, *, titles=(), vspace=0.08, hspace=0.12, col_w
             ya = {**AXIS, "domain": [max(0.0, top - h), top], "anchor": _ref("x", k)}
             if date_x:
                 xa["type"] = "date"
+                if x_range:
+                    xa["range"] = list(x_range)
             if shared_x and rows > 1 and k > cols:
                 xa["matches"] = _ref("x", j)
             if shared_x and rows > 1 and i < rows:
@@ -182,6 +221,13 @@ def _label_end(labels: list, x, y, text, k: int = 1):
                    "yshift": (0, 12, -12, 24, -24)[n % 5], "xref": _ref("x", k), "yref": _ref("y", k)})
 
 
+def _zero_line(k: int, x_range) -> dict:
+    """A flat zero line for a panel with nothing to draw (its axes then still show)."""
+    return {"type": "scatter", "mode": "lines", "x": list(x_range or ()), "y": [0, 0],
+            "xaxis": _ref("x", k), "yaxis": _ref("y", k), "showlegend": False, "hoverinfo": "skip",
+            "name": "zero", "line": {"color": "#999", "width": 1, "dash": "dot"}}
+
+
 def _note(k: int, text: str) -> dict:
     """A centred message inside panel k (e.g. 'no liquidations')."""
     return {"text": text, "x": 0.5, "y": 0.5, "xref": f"{_ref('x', k)} domain",
@@ -211,7 +257,7 @@ def price_figure(series: pd.DataFrame, price_sources: dict[tuple[str, str], str]
     if series.empty:
         return empty_figure(title, "no price series for this window")
     markets = sorted(series["market"].unique())
-    layout = grid(len(markets), titles=[esc(m) for m in markets])
+    layout = grid(len(markets), titles=[esc(m) for m in markets], x_range=time_range(series))
     data, labels = [], []
     for k, market in enumerate(markets, start=1):
         for venue, g in series[series["market"] == market].groupby("venue", sort=True):
@@ -236,7 +282,10 @@ def liquidations_figure(series: pd.DataFrame, title: str, bucket: str) -> dict:
     if not groups or not mechs:
         return empty_figure(title, "no liquidation series for this window")
     names = [f"{venue_style(v)['label']} {m}" for v, m, _ in groups]
-    layout = grid(len(groups), titles=[esc(n) for n in names], vspace=0.06)
+    width_ms = pd.Timedelta(bucket) / pd.Timedelta(milliseconds=1)
+    x_all = _ms(series["ts"])
+    layout = grid(len(groups), titles=[esc(n) for n in names], vspace=0.06,
+                  x_range=(_iso(np.nanmin(x_all)), _iso(np.nanmax(x_all) + width_ms)))
     data, shown = [], set()
     for k, (venue, market, g) in enumerate(groups, start=1):
         x = _ms(g["ts"])
@@ -249,6 +298,7 @@ def liquidations_figure(series: pd.DataFrame, title: str, bucket: str) -> dict:
             label, pattern = MECHANISMS.get(key, (key, "+"))
             data.append({"type": "bar", "x": arr(x), "y": arr(y), "name": esc(label), "legendgroup": esc(key),
                          "showlegend": key not in shown, "xaxis": _ref("x", k), "yaxis": _ref("y", k),
+                         "offset": 0, "width": width_ms,  # a bar spans its bucket [start, start + width)
                          "marker": {"color": MECH_COLORS.get(key, "#777"), "pattern": {"shape": pattern},
                                     "line": {"width": 0}},
                          "hovertemplate": "%{y:$,.3s}"})
@@ -256,6 +306,7 @@ def liquidations_figure(series: pd.DataFrame, title: str, bucket: str) -> dict:
             drawn = True
         if not drawn:
             layout["annotations"].append(_note(k, "no liquidations"))
+            data.append(_zero_line(k, layout["xaxis"].get("range")))
         layout[_ax("y", k)]["title"] = {"text": f"USD per {bucket}"}
     return figure(data, layout, title, 170 * len(groups) + 110, barmode="stack", bargap=0)
 
@@ -266,7 +317,8 @@ def reported_figure(series: pd.DataFrame, title: str) -> dict:
         return empty_figure(title, "no reported-vs-actual series for this window")
     venues = sorted(series["venue"].unique())
     mechs = flow_columns(series)
-    layout = grid(len(venues), titles=[esc(venue_style(v)["label"]) for v in venues], vspace=0.1)
+    layout = grid(len(venues), titles=[esc(venue_style(v)["label"]) for v in venues], vspace=0.1,
+                  x_range=time_range(series))
     markets = sorted(series["market"].unique())
     data, labels = [], []
     for k, venue in enumerate(venues, start=1):
@@ -297,7 +349,7 @@ def house_figure(series: pd.DataFrame, title: str) -> dict:
     panels = [p for p in panels if p[0] in series.columns]
     if series.empty or not panels:
         return empty_figure(title, "no BLP / fund / ADL series for this window")
-    layout = grid(len(panels), titles=[t for _, t, _ in panels])
+    layout = grid(len(panels), titles=[t for _, t, _ in panels], x_range=time_range(series))
     markets = sorted(series["market"].unique())
     data, labels, in_legend = [], [], set()
     for k, (col, _, cumulative) in enumerate(panels, start=1):
@@ -320,6 +372,7 @@ def house_figure(series: pd.DataFrame, title: str) -> dict:
             drawn = True
         if not drawn:
             layout["annotations"].append(_note(k, "zero throughout (no venue used this mechanism)"))
+            data.append(_zero_line(k, layout["xaxis"].get("range")))
     layout["annotations"] += labels
     return figure(data, layout, title, 220 * len(panels) + 90)
 

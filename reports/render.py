@@ -259,11 +259,13 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
     rows = inp.rows
     win_views = []
     mech = tables["liquidations"]
+    by_window = dict(tuple(series.groupby(series["window"].astype(str), sort=False))) if len(series) else {}
     for i, w in enumerate(ran_windows(inp)):
         wid = str(w["id"])
-        sub = series[series["window"].astype(str) == wid]
+        sub = by_window.get(wid, series.iloc[0:0])
         part, bucket = F.bucket_series(sub, MAX_POINTS)
-        bars, bar_bucket = F.bucket_series(sub, MAX_BARS)
+        # bars: one width for all panels, never finer than the coarsest series' bars
+        bars, bar_bucket = F.bucket_series(part, MAX_BARS, F.native_step(sub))  # buckets nest
         r = rows[rows["window"].astype(str) == wid]
         sources = {(v, m): str(p) for v, m, p in zip(r["venue"], r["market"],
                                                      r.get("price_source", pd.Series("own", index=r.index)))}
@@ -272,6 +274,9 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
         win_views.append({
             "id": wid, "anchor": f"w{i}", "label": lab, "start": w.get("start"), "end": w.get("end"),
             "whole_year": is_year(w), "bucket": bucket, "substitutions": subs,
+            "notes": [str(n) for n in (w.get("notes") or [])],
+            "timeframes": sorted({f"{F.venue_style(v)['label']} {m}: {t}" for v, m, t in zip(
+                r["venue"], r["market"], r.get("timeframe", pd.Series("?", index=r.index)))}),
             "figs": [
                 add(f"fig-w{i}-price", F.price_figure(part, sources, F.esc(f"{lab}: price paths")),
                     "Both venues' paths, one panel per market. A dotted path named 'substituted' is another "
@@ -302,6 +307,8 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
     ctx["tornado_table"] = table_view(tables["tornado"], tables_href)
     for name in ("calibration", "parameters", "coverage", "windows", "cross_venue", "results"):
         ctx[f"{name}_table"] = table_view(tables[name], tables_href)
+    if s.get("command"):
+        ctx["meta"].append(("command", s.get("command")))
     subs_all = sorted({f"{wv['label']} — {x}" for wv in win_views for x in wv["substitutions"]})
     ctx["limitations"] = LIMITATIONS
     ctx["substitutions"] = subs_all
