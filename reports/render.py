@@ -194,12 +194,17 @@ def _headline(answer: pd.DataFrame, who: pd.DataFrame) -> dict:
         h["cards"].append(("Binance house loss, crash windows", F.money(b)))
         ratio = f / b if b and np.isfinite(b) and b > 0 else np.nan
         h["cards"].append(("FTX ÷ Binance", fmt_cell("ratio", ratio)[0]))
-        worst = crash.sort_values("ftx_house_loss_per_1b_oi", ascending=False).iloc[0]
-        h["sentences"].append(
-            f"Summed over {len(crash)} crash window{'s' if len(crash) != 1 else ''}, the modelled FTX house "
-            f"(BLPs + insurance fund) lost {F.money(f)} against Binance's {F.money(b)}. "
-            f"Per $1B of open interest FTX's worst window was {worst['window_label']} at "
-            f"{F.money(worst['ftx_house_loss_per_1b_oi'])} (Binance: {F.money(worst['binance_house_loss_per_1b_oi'])}).")
+        text = (f"Summed over {len(crash)} crash window{'s' if len(crash) != 1 else ''}, the modelled FTX house "
+                f"(BLPs + insurance fund) lost {F.money(f)} against Binance's {F.money(b)}. ")
+        per = crash["ftx_house_loss_per_1b_oi"].astype("float64")
+        if per.notna().any() and per.max() > 0:
+            worst = crash.loc[per.idxmax()]
+            text += (f"Per $1B of open interest FTX's worst window was {worst['window_label']} at "
+                     f"{F.money(worst['ftx_house_loss_per_1b_oi'])} "
+                     f"(Binance: {F.money(worst['binance_house_loss_per_1b_oi'])}).")
+        elif not (f or b):
+            text += "No crash window left the house of either venue with a loss at these parameters."
+        h["sentences"].append(text)
     if len(year):
         y = year.iloc[0]
         h["cards"].append(("Whole year 2022 (24/7): FTX vs Binance",
