@@ -96,6 +96,9 @@ def load(directory: Path | str) -> ReportInput:
         absent = [k for k in SERIES_KEYS if k not in series.columns]
         if absent:
             raise UserError(f"{directory}/series.parquet lacks {', '.join(absent)}; re-run `liqreplay run`")
+        if len(series) and "blp_pnl_cum_usd" not in series.columns:
+                notes.append("series.parquet has no blp_pnl_cum_usd: the BLP cumulative P&L charts are missing; "
+                         "each window's end-of-window BLP P&L is in the tables (blp_pnl_usd).")
     if summary.get("sweep") is None:
         sweep = None
     return ReportInput(directory=directory, summary=summary, rows=rows.reset_index(drop=True),

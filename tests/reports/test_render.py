@@ -265,3 +265,14 @@ def test_load_rejects_series_without_columns(results_dir, tmp_path):
     pd.DataFrame({"window": ["x"]}).to_parquet(d / "series.parquet")
     with pytest.raises(UserError, match="series.parquet lacks"):
         load(d)
+
+
+def test_missing_blp_series_is_said_on_the_page(results_dir, tmp_path):
+    import shutil
+    d = tmp_path / "r"
+    shutil.copytree(results_dir, d)
+    s = pd.read_parquet(d / "series.parquet").drop(columns=["blp_pnl_cum_usd"])
+    s.to_parquet(d / "series.parquet")
+    page = R.render(load(d))
+    assert "no blp_pnl_cum_usd" in page
+    assert "BLP cumulative P&amp;L (USD)" not in page.split('id="report-figures"')[1].split("</script>")[0]
