@@ -58,9 +58,17 @@ def window_labels(inp: ReportInput) -> dict[str, str]:
 
 
 def ran_windows(inp: ReportInput) -> list[dict]:
-    """Windows that ran and have rows; crash windows first, the whole year last."""
+    """Windows that ran and have rows, by start time; crash windows first, the whole year last."""
     have = set(inp.rows["window"].astype(str)) if len(inp.rows) else set()
     ran = [w for w in inp.windows if w.get("status", "ran") == "ran" and str(w.get("id")) in have]
+
+    def start(w):
+        try:
+            return pd.to_datetime(w.get("start"), utc=True)
+        except (TypeError, ValueError):
+            return pd.Timestamp.max.tz_localize("UTC")
+
+    ran = sorted(ran, key=start)  # in time order, whatever order the run listed them
     return [w for w in ran if not is_year(w)] + [w for w in ran if is_year(w)]
 
 
