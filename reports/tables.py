@@ -64,9 +64,10 @@ def ran_windows(inp: ReportInput) -> list[dict]:
 
     def start(w):
         try:
-            return pd.to_datetime(w.get("start"), utc=True)
+            t = pd.to_datetime(w.get("start"), utc=True)
         except (TypeError, ValueError):
-            return pd.Timestamp.max.tz_localize("UTC")
+            t = None
+        return pd.Timestamp.max.tz_localize("UTC") if t is None or pd.isna(t) else t
 
     ran = sorted(ran, key=start)  # in time order, whatever order the run listed them
     return [w for w in ran if not is_year(w)] + [w for w in ran if is_year(w)]
