@@ -44,7 +44,7 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
 def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
                   rng: np.random.Generator | None = None, hedge: PathInput | None = None) -> SeriesResult:
     st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge)
-    st.exact_overflow = True
+    st.oracle = True
     rec = Recorder(inp.n_bars)
     for b in range(inp.n_bars):
         prices = tick_prices(inp.paths, b)

@@ -474,6 +474,9 @@ class FtxState:
         self._pool = {1: None, -1: None}      # top opposing accounts per side (overflow)
         self.alive = self.qty > 0
         self.liquidated = np.zeros(n, dtype=bool)
+        self.prob = float(params.get("ftx.step1.probability"))
+        self.next_fire = -1
+        self.in_step2 = False
         self.fund = float(params.get("ftx.insurance_fund_start_usd"))
         self.fund_start = self.fund
         self.fund_min = self.fund
@@ -510,21 +513,58 @@ class FtxState:
         live = self.qty[idx] > 0
         out = np.full(idx.size, np.nan)
         if live.any():
-            j = idx[live]
-            out[live] = np.asarray(ftx.price_at_margin_fraction(
-                self.side[j], self.qty[j], self.entry[j], self.usd[j], self.coin_bal[j], self.coin_w_eff[j],
-                mmf[live]), float).reshape(-1)
+            out[live] = self.price_at_mf(idx[live], mmf[live])
         return out
 
-    def tav_mf(self, idx, price):
-        cv = self.coin_bal[idx] * price * self.coin_w_eff[idx]
-        tav, mf = ftx.account_tav_mf(self.side[idx], self.qty[idx], self.entry[idx], price, self.usd[idx], cv)
-        return np.asarray(tav, float).reshape(-1), np.asarray(mf, float).reshape(-1)
+    def price_at_mf(self, idx, target) -> np.ndarray:
+        """Mark at which MF == target (ftx.price_at_margin_fraction; inline on the fast path,
+        same operations in the same order)."""
+        if self.oracle:
+            return np.asarray(ftx.price_at_margin_fraction(
+                self.side[idx], self.qty[idx], self.entry[idx], self.usd[idx], self.coin_bal[idx],
+                self.coin_w_eff[idx], target), float).reshape(-1)
+        s, q = self.side[idx], self.qty[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            num = s * q * self.entry[idx] - self.usd[idx]
+            den = self.coin_bal[idx] * self.coin_w_eff[idx] + s * q - target * q
+            m = num / den
+        return np.where(np.isfinite(m) & (m > 0) & (q > 0), m, np.nan)
 
-    # one tick over a set of accounts (sorted ascending) -----------------------------
+    def trig_dir(self, idx) -> np.ndarray:
+        """Which way the price must move for the account's MF to fall: -1 down (MF rises
+        with the price: a long, or a short whose same-coin collateral outweighs it with a
+        USD debt), +1 up. MF(m) = (usd - side*q*entry)/(q*m) + const."""
+        return np.where(self.usd[idx] - self.side[idx] * self.qty[idx] * self.entry[idx] < 0, -1, 1)
+
+    def tav_mf(self, idx, price):
+        """(TAV, MF) at `price`. The oracle asks the engine (ftx.account_tav_mf); the fast path
+        evaluates the same expression inline (bit-identical: same operations in the same
+        order; the parity tests hold the two together)."""
+        cv = self.coin_bal[idx] * price * self.coin_w_eff[idx]
+        if self.oracle:
+            tav, mf = ftx.account_tav_mf(self.side[idx], self.qty[idx], self.entry[idx], price, self.usd[idx], cv)
+            return np.asarray(tav, float).reshape(-1), np.asarray(mf, float).reshape(-1)
+        q = self.qty[idx]
+        tav = self.usd[idx] + cv + self.side[idx] * q * (price - self.entry[idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mf = np.where(q > 0, tav / (q * price), np.inf)
+        return tav, mf
+
+    def fires(self, j: int) -> bool:
+        """Does the market's step-1 engine fire at absolute tick j? Deterministic mode: always
+        (expected values). Otherwise a Bernoulli(ftx.step1.probability) clock per market,
+        drawn as geometric gaps (memoryless, so a clock left behind is redrawn from j)."""
+        if self.rng is None:
+            return True
+        if self.next_fire < j:
+            self.next_fire = j + int(self.rng.geometric(self.prob)) - 1
+        return self.next_fire == j
+
     def tick(self, rec: Recorder, bar: int, k: int, price: float, acc: np.ndarray) -> np.ndarray:
         """Apply the FTX state machine at one tick to `acc` (accounts with MF < MMF or about to
-        be checked). Returns the accounts that are in step 1/2 after the tick (still active)."""
+        be checked). Returns the accounts that are in step 1/2 after the tick (still active);
+        `self.in_step2` says whether any of them is in step 2."""
+        self.in_step2 = False
         if acc.size == 0:
             return acc
         inp = self.inp
@@ -537,18 +577,46 @@ class FtxState:
             i2 = st >= ftx.STEP2
             self._step2(rec, bar, t_s, price, s2, mf[i2], acmf[i2], tav[i2])
         s1 = acc[st == ftx.STEP1]
-        if s1.size:
+        if s1.size and self.fires(bar * inp.n_ticks + k):
             self._step1(rec, bar, t_s, price, s1)
         # still in step 1/2?
         live = acc[self.qty[acc] > 0]
         if live.size == 0:
             return live
         _, mf2 = self.tav_mf(live, price)
-        mmf2, _ = self.thresholds(live)
+        mmf2, acmf2 = self.thresholds(live)
+        self.in_step2 = bool(np.any(mf2 < acmf2))
         return live[mf2 < mmf2]
 
+    def quiet_until(self, acc: np.ndarray, prices: np.ndarray, k_from: int, k_to: int) -> int:
+        """First tick in [k_from, k_to) at which an account of `acc` (all in step 1) may change
+        state on price alone (recover above MMF or fall below ACMF); k_to if none."""
+        if k_from >= k_to or acc.size == 0:
+            return k_from
+        up = self.price_at_mf(acc, self.mmf[acc])
+        dn = self.price_at_mf(acc, self.acmf[acc])
+        dirs = self.trig_dir(acc)
+        lg, sh = dirs == -1, dirs == 1
+        lo_hit, hi_hit = -np.inf, np.inf     # price <= lo_hit or >= hi_hit changes a state
+        if lg.any():   # MF rises with price: recovers at price >= up, step 2 at price < dn
+            hi_hit = min(hi_hit, float(np.nan_to_num(up[lg], nan=np.inf).min()))
+            lo_hit = max(lo_hit, float(np.nan_to_num(dn[lg], nan=-np.inf).max()))
+        if sh.any():   # MF falls with price: recovers at price <= up, step 2 at price > dn
+            lo_hit = max(lo_hit, float(np.nan_to_num(up[sh], nan=-np.inf).max()))
+            hi_hit = min(hi_hit, float(np.nan_to_num(dn[sh], nan=np.inf).min()))
+        k = k_from
+        while k < k_to:                       # scan in chunks: the stop is usually near
+            e = min(k_to, k + 2048)
+            seg = prices[k:e]
+            hit = (seg <= lo_hit) | (seg >= hi_hit)
+            if hit.any():
+                return k + int(np.argmax(hit))
+            k = e
+        return k_to
+
     def _step1(self, rec, bar, t_s, price, acc):
-        q, _left = ftx.step1_order_qty(self.qty[acc], price, self.budget, self.p, rng=self.rng)
+        q, _left = ftx.step1_order_qty(self.qty[acc], price, self.budget, self.p,
+                                       rng=None if self.rng is None else _Fired(self.rng))
         q = np.asarray(q, float)
         m = q > 0
         if not m.any():
@@ -624,14 +692,14 @@ class FtxState:
         self._close_out(a)
         self._requalify(a[self.qty[a] > 0])
 
-    exact_overflow = False   # the oracle sets True: every opposing account, no pool
+    oracle = False   # the oracle sets True: engine calls everywhere, overflow over every account
 
     def _opposing_pool(self, side: int, need: float) -> np.ndarray:
         """The largest opposing accounts, enough to serve `need` exactly as overflow_allocate
         over all of them would (their sizes only shrink, so a pool stays exact while every
         member is at least as large as the largest account left outside it)."""
         opp_side = -side
-        if self.exact_overflow:
+        if self.oracle:
             return np.nonzero(self.alive & (self.side == opp_side) & (self.qty > 0))[0]
         pool = self._pool[opp_side]
         if pool is not None:
@@ -707,6 +775,20 @@ class FtxState:
         return float(np.asarray(ftx.exempt_deficit_usd(tav)).sum())
 
 
+class _Fired:
+    """The market already fired this tick (FtxState.fires): random() says so; the order and
+    jitter draws come from the series' generator."""
+
+    def __init__(self, rng):
+        self._rng = rng
+
+    def random(self, *a, **kw):
+        return 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._rng, name)
+
+
 def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
             rng: np.random.Generator | None = None, hedge: PathInput | None = None) -> SeriesResult:
     """Fast event-driven FTX replay over one path (rng None = deterministic step 1)."""
@@ -717,8 +799,10 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
 
     def build():
         bk = {}
-        for d, side in ((-1, 1), (1, -1)):
-            idx = np.nonzero(st.alive & ~st.exempt & (st.side == side))[0]
+        cand = np.nonzero(st.alive & ~st.exempt)[0]
+        dirs = st.trig_dir(cand)
+        for d in (-1, 1):
+            idx = cand[dirs == d]
             bk[d] = TriggerBook(idx, st.trigger(idx), d, n)
         return bk
 
@@ -770,9 +854,11 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
                 pend_a, pend_k = pend_a[keep], pend_k[keep]
             if left.size:
                 live = left[st.alive[left]]
-                for d, side in ((-1, 1), (1, -1)):
+                live = live[~st.exempt[live]]
+                ldir = st.trig_dir(live)
+                for d in (-1, 1):
                     books[d].remove(left)
-                    ls = live[(st.side[live] == side) & ~st.exempt[live]]
+                    ls = live[ldir == d]
                     if not ls.size:
                         continue
                     trig = st.trigger(ls)
@@ -783,6 +869,15 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
                         pend_k = np.concatenate([pend_k, kk[now]])
                     books[d].put(ls[~now], trig[~now])
             k += 1
+            # random mode: skip ticks where nothing can happen (all active accounts in step 1,
+            # the market not firing, no state change on price, no new entry)
+            if st.rng is not None and active.size and not st.in_step2 and k < inp.n_ticks:
+                j0 = b * inp.n_ticks
+                if st.next_fire < j0 + k:
+                    st.fires(j0 + k)   # draws the next firing tick from here
+                stop = min(inp.n_ticks, st.next_fire - j0, int(pend_k.min()) if pend_k.size else inp.n_ticks)
+                if stop > k:
+                    k = st.quiet_until(active, prices, k, stop)
         rec.bar_fund[b] = st.fund
         b += 1
     return _finish(st, rec, inp, "ftx", params)
