@@ -27,7 +27,7 @@ COINS = ("BTC", "ETH")
 TIMEFRAME_MINUTES = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120,
                      "4h": 240, "6h": 360, "8h": 480, "12h": 720, "1d": 1440}
 MIN_COVERAGE = 0.98      # a timeframe whose bars cover at least this share of the window is "complete"
-MIN_USABLE_COVERAGE = 0.5  # below this a series is treated as absent (a stand-in is tried)
+MIN_USABLE_COVERAGE = 0.9  # below this a series is treated as absent (a stand-in is tried)
 
 
 class DataUnavailable(Exception):
@@ -285,14 +285,17 @@ class SeriesLoader:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
         except Exception:  # noqa: BLE001
             tfs = []
+        best = None   # the finer timeframe covering most of the window (coarser on a tie)
         for finer, rows in tfs:
             if finer in TIMEFRAME_MINUTES and tf_minutes(finer) < tf_minutes(tf) and \
                     tf_minutes(tf) % tf_minutes(finer) == 0 and rows > 0:
-                fine = self.bars(src, start, end, finer)
-                res = resample_bars(fine, tf)
-                if len(res) > len(df):
-                    df = res
-                break
+                cov = rows * tf_minutes(finer)
+                if best is None or cov > best[1] or (cov == best[1] and tf_minutes(finer) > tf_minutes(best[0])):
+                    best = (finer, cov)
+        if best is not None:
+            res = resample_bars(self.bars(src, start, end, best[0]), tf)
+            if len(res) > len(df):
+                df = res
         return df
 
     def coin_prices(self, window: Window, coins=("BTC", "ETH", "FTT", "SOL", "BNB")) -> dict[str, float]:
