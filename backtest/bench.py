@@ -63,8 +63,10 @@ def _maxrss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
 
 
-def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, oracle: bool = False):
-    """Run the 4 series; returns (population_s, replay_s, events, liquidated accounts, totals)."""
+def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, oracle: bool = False,
+                 deterministic: bool = False):
+    """Run the 4 series; returns (population_s, replay_s, events, liquidated accounts, totals).
+    FTX step 1 runs in its random mode (the production mode) unless `deterministic`."""
     date = dt.date(2022, 1, 1)
     pop_s = rep_s = 0.0
     events = liq = 0
@@ -72,7 +74,7 @@ def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, orac
     for coin, (bars, inp, eb) in bars_by_coin.items():
         for venue, fmt in VENUES.items():
             sym = fmt.format(c=coin)
-            rng = np.random.default_rng([seed, hash((venue, coin)) & 0xFFFF])
+            rng = np.random.default_rng([seed, len(venue), len(coin), ord(coin[0])])
             t0 = time.perf_counter()
             pop = make_population(venue, sym, oi_usd=MARKETS[coin][2], entry_bars=eb, date=date, params=params,
                                   rng=rng, start_price=float(bars["open"].iloc[0]), n_accounts=n_accounts,
@@ -83,7 +85,8 @@ def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, orac
                 res = f(inp, pop, params, symbol=sym, date=date)
             else:
                 f = reference_ftx if oracle else run_ftx
-                res = f(inp, pop, params, symbol=sym, date=date, rng=None)
+                res = f(inp, pop, params, symbol=sym, date=date,
+                        rng=None if deterministic else np.random.default_rng([seed, 5]))
             t2 = time.perf_counter()
             pop_s += t1 - t0
             rep_s += t2 - t1
@@ -129,8 +132,8 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     # the oracle on the same small workload (a slice around the first crash), same run
     crash = 30 * 1440 - oracle_bars // 3
     small = _inputs(oracle_bars, seed, params, slice_from=max(0, min(crash, n_bars - oracle_bars)))
-    f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed)
-    o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True)
+    f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed, deterministic=True)
+    o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True, deterministic=True)
     same = all(len(a[2].events) == len(b[2].events) for a, b in zip(ftot, otot))
     speed = o_rep / f_rep if f_rep > 0 else float("nan")
     print(f"oracle: {oracle_accounts} accounts x 4 series x {oracle_bars} bars: fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "

@@ -762,10 +762,15 @@ class FtxState:
         slip = np.asarray(execution.sqrt_impact(h * L["qty"] * hedge_fill, hp.volume_quote[b], hp.sigma_1m,
                                                 float(self.p.get("execution.eta.binance")), hp.bar_minutes,
                                                 max_slippage=self.max_slip), float)
-        out = execution.hedge_pnl(L["side"], L["qty"], L["price"], L["mark"], hedge_fill,
+        # a takeover price at or below 0 (a short whose equity was below minus its notional)
+        # is outside hedge_pnl's domain: price at a floor and add the linear difference back
+        floor = 1e-9 * L["mark"]
+        tp = np.maximum(L["price"], floor)
+        correction = float(np.sum(L["side"] * L["qty"] * (tp - L["price"])))
+        out = execution.hedge_pnl(L["side"], L["qty"], tp, L["mark"], hedge_fill,
                                   self.inp.close[-1], hp.close[-1], hedge_ratio=h, slippage_frac=slip,
                                   fee_rate=float(self.p.get("execution.taker_fee.binance")))
-        return float(np.sum(out["total_usd"])) + self.blp_collateral_usd, self.takeover_usd
+        return float(np.sum(out["total_usd"])) + correction + self.blp_collateral_usd, self.takeover_usd
 
     def exempt_deficit(self) -> float:
         ex = np.nonzero(self.exempt & (self.qty > 0))[0]
