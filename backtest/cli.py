@@ -33,6 +33,7 @@ SWEEP_KEYS = (
 SWEEP_METRICS = ("house_loss_usd", "house_loss_usd_per_1b_oi", "liquidated_usd", "reported_liquidated_usd",
                  "blp_pnl_usd", "fund_end_usd", "adl_usd", "user_loss_usd")
 DEFAULT_SEED = 20221108
+RESULTS_VERSION = 2   # bump when a code change alters results: finished windows in .parts are recomputed
 
 
 def register(subparsers) -> None:
@@ -131,7 +132,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("results") / run_id
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
-    resume_key = {"params_hash": params.hash(), "seed": args.seed, "data_snapshot": snapshot,
+    resume_key = {"version": RESULTS_VERSION, "params_hash": params.hash(), "seed": args.seed, "data_snapshot": snapshot,
                   "n_accounts": n_accounts, "venues": list(venues), "markets": list(coins),
                   "deterministic": bool(args.deterministic), "scenarios": _file_hash(sc.source_file)}
 

@@ -490,6 +490,7 @@ class FtxState:
         # BLP lots
         self.lots: dict[str, list] = {k: [] for k in ("t_s", "side", "qty", "price", "mark")}
         self.blp_collateral_usd = 0.0
+        self.blp_collateral_bar = np.zeros(inp.n_bars)
         self.counterparty_usd = 0.0
         self.takeover_usd = 0.0
 
@@ -650,7 +651,9 @@ class FtxState:
         if np.any(tr["coin_qty"] > 0):
             sale = execution.collateral_sale(tr["coin_qty"], price, self.inp.volume_quote[bar], self.inp.sigma_1m,
                                              self.eta, self.inp.bar_minutes, self.fee, max_slippage=self.max_slip)
-            self.blp_collateral_usd += float(np.sum(tr["blp_gain_usd"] - sale["impact_usd"] - sale["fee_usd"]))
+            gain = float(np.sum(tr["blp_gain_usd"] - sale["impact_usd"] - sale["fee_usd"]))
+            self.blp_collateral_usd += gain
+            self.blp_collateral_bar[bar] += gain
         self.qty[a] -= cq
         self.fund += float(np.sum(out["fund_delta_usd"][m]))
         self.fund_min = min(self.fund_min, self.fund)
@@ -770,7 +773,29 @@ class FtxState:
         out = execution.hedge_pnl(L["side"], L["qty"], tp, L["mark"], hedge_fill,
                                   self.inp.close[-1], hp.close[-1], hedge_ratio=h, slippage_frac=slip,
                                   fee_rate=float(self.p.get("execution.taker_fee.binance")))
+        self._blp_lots_priced = (L, tp, hedge_fill, t_fill, out, h)
         return float(np.sum(out["total_usd"])) + correction + self.blp_collateral_usd, self.takeover_usd
+
+    def blp_pnl_by_bar(self) -> np.ndarray:
+        """The BLP book's cumulative P&L marked to market at each bar's close (FTX path for the
+        positions taken over; the hedge venue's path for hedges filled by then)."""
+        inp, hp = self.inp, self.hedge
+        out = np.cumsum(self.blp_collateral_bar)
+        if not self.lots["t_s"]:
+            return out
+        L, tp, hedge_fill, t_fill, res, h = self._blp_lots_priced
+        close_t = inp.ts_s + inp.bar_seconds                  # bar close times
+        hedge_close = hp.price_at_time(close_t - 1e-6)
+        s, q = L["side"], L["qty"]
+        lot_bar = np.searchsorted(close_t, L["t_s"], side="right")      # first bar whose close is after the lot
+        fill_bar = np.searchsorted(close_t, t_fill, side="right")
+        nb = inp.n_bars
+        def cum(values, at):
+            return np.cumsum(np.bincount(np.minimum(at, nb), weights=values, minlength=nb + 1)[:nb])
+        pos = inp.close * cum(s * q, lot_bar) - cum(s * q * tp, lot_bar)
+        hedge = -hedge_close * cum(s * h * q, fill_bar) + cum(s * h * q * hedge_fill, fill_bar) \
+            + cum(res["hedge_cost_usd"], fill_bar)
+        return out + pos + hedge
 
     def exempt_deficit(self) -> float:
         ex = np.nonzero(self.exempt & (self.qty > 0))[0]
@@ -959,6 +984,7 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
         series["reported_liquidated_usd"] = 0.0
     series["adl_usd"] = series["liquidated_adl_usd"]
     series["blp_takeover_usd"] = series["liquidated_step2_blp_usd"]
+    series["blp_pnl_cum_usd"] = st.blp_pnl_by_bar() if venue == "ftx" else 0.0
     return SeriesResult(venue, totals, ev, series, st.qty.copy(),
                         (st.wallet if venue == "binance" else st.usd).copy())
 

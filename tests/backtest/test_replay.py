@@ -134,3 +134,13 @@ def test_house_loss_definition():
     assert house_loss(-5.0, 10.0) == (5.0, 0.0, 5.0)
     assert house_loss(3.0, -2.0) == (0.0, 2.0, 2.0)
     assert house_loss(-1.0, -1.0) == (1.0, 1.0, 2.0)
+
+
+def test_blp_pnl_series_ends_at_the_blp_pnl():
+    params, pop, inp, sym = setup("ftx", 250, {"population.leverage_scale": 2.5})
+    res = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None, hedge=inp)
+    assert res.totals["blp_takeover_usd"] > 0
+    s = res.series["blp_pnl_cum_usd"].to_numpy()
+    assert s[-1] == pytest.approx(res.totals["blp_pnl_usd"], rel=1e-9, abs=1e-3)
+    first = int(np.argmax(res.series["blp_takeover_usd"].to_numpy() > 0))
+    assert (s[:first] == 0).all()
