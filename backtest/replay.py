@@ -214,21 +214,20 @@ class Recorder:
         n = np.size(account)
         if n == 0:
             return
-        b = lambda x: np.broadcast_to(np.asarray(x), (n,)).tolist()  # noqa: E731
-        self.ev["t_s"] += b(t_s)
-        self.ev["account"] += b(account)
-        self.ev["side"] += b(side)
-        self.ev["mechanism"] += [mech] * n
-        self.ev["qty_coin"] += b(qty)
-        self.ev["price"] += b(price)
-        self.ev["mark_price"] += b(mark)
-        self.ev["notional_usd"] += b(notional)
-        self.ev["user_loss_usd"] += b(user_loss)
-        self.ev["fund_delta_usd"] += b(fund_delta)
+        cols = (("t_s", t_s, np.float64), ("account", account, np.int64), ("side", side, np.int8),
+                ("qty_coin", qty, np.float64), ("price", price, np.float64), ("mark_price", mark, np.float64),
+                ("notional_usd", notional, np.float64), ("user_loss_usd", user_loss, np.float64),
+                ("fund_delta_usd", fund_delta, np.float64))
+        for name, v, dt in cols:
+            self.ev[name].append(np.array(np.broadcast_to(np.asarray(v, dtype=dt), (n,))))
+        self.ev["mechanism"].append(np.full(n, MECHS.index(mech), dtype=np.int8))
         self.bar_liq[mech][bar] += float(np.sum(notional))
 
     def events_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame({k: np.asarray(v) for k, v in self.ev.items()})
+        cols = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self.ev.items()}
+        mech = cols.pop("mechanism").astype(np.int64)
+        df = pd.DataFrame(cols)
+        df.insert(3, "mechanism", np.asarray(MECHS, dtype=object)[mech] if len(mech) else np.zeros(0, dtype=object))
         if len(df):
             df = df.sort_values(["t_s", "account"], kind="stable").reset_index(drop=True)
         return df
