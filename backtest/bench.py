@@ -71,6 +71,7 @@ def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, orac
     pop_s = rep_s = 0.0
     events = liq = 0
     totals = []
+    per_venue = {v: 0.0 for v in VENUES}
     for coin, (bars, inp, eb) in bars_by_coin.items():
         for venue, fmt in VENUES.items():
             sym = fmt.format(c=coin)
@@ -90,9 +91,11 @@ def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, orac
             t2 = time.perf_counter()
             pop_s += t1 - t0
             rep_s += t2 - t1
+            per_venue[venue] += t2 - t1
             events += len(res.events)
             liq += res.totals["accounts_liquidated"]
             totals.append((venue, coin, res))
+    run_workload.per_venue = per_venue
     return pop_s, rep_s, events, liq, totals
 
 
@@ -114,8 +117,8 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     data = _inputs(n_bars, seed, params)
     print(f"synthetic path: {len(MARKETS)} markets x {len(VENUES)} venues, {n_bars:,} one-minute bars each, "
           f"engine tick {params.get('ftx.tick_s')} s ({time.perf_counter() - t0:.1f}s to build)")
-    print(f"{'accounts/series':>15} {'pop_s':>7} {'replay_s':>8} {'wall_s':>7} {'peak_mb':>8} {'events':>10} "
-          f"{'events/s':>10} {'liquidated':>10}")
+    print(f"{'accounts/series':>15} {'pop_s':>7} {'replay_s':>8} {'(binance':>8} {'ftx)':>7} {'wall_s':>7} "
+          f"{'peak_mb':>8} {'events':>10} {'events/s':>10} {'liquidated':>10}")
     results = []
     for n in sizes:
         pop_s, rep_s, ev, liq, _ = run_workload(data, n, params, seed)
@@ -123,7 +126,9 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
         peak = _maxrss_mb()
         eps = ev / rep_s if rep_s > 0 else float("nan")
         results.append((n, wall, peak, eps))
-        print(f"{n:>15,} {pop_s:>7.2f} {rep_s:>8.2f} {wall:>7.2f} {peak:>8.0f} {ev:>10,} {eps:>10,.0f} {liq:>10,}")
+        pv = run_workload.per_venue
+        print(f"{n:>15,} {pop_s:>7.2f} {rep_s:>8.2f} {pv['binance']:>8.2f} {pv['ftx']:>7.2f} {wall:>7.2f} "
+              f"{peak:>8.0f} {ev:>10,} {eps:>10,.0f} {liq:>10,}")
         sys.stdout.flush()
     if len(results) > 1:
         (n0, w0, _, _), (n1, w1, _, _) = results[0], results[-1]
