@@ -78,10 +78,18 @@ class Scenarios:
     def symbol(self, venue: str, coin: str) -> str:
         return self.venues[venue]["symbol_format"].format(coin=coin)
 
+    def own_sources(self, venue: str, coin: str) -> list[PriceSource]:
+        """The venue's own series: its perp first, then its spot proxies (`same_venue`)."""
+        v = self.venues[venue]
+        out = [PriceSource(venue, v["lake_market"], v["symbol_format"].format(coin=coin))]
+        for ref in v.get("same_venue", []):
+            out.append(PriceSource(ref["venue"], ref["market"], ref["symbol_format"].format(coin=coin)))
+        return out
+
     def sources(self, venue: str, coin: str) -> list[PriceSource]:
         """Own series first, then the reference stand-ins in order."""
         v = self.venues[venue]
-        out = [PriceSource(venue, v["lake_market"], v["symbol_format"].format(coin=coin))]
+        out = self.own_sources(venue, coin)
         for ref in v.get("reference", []):
             out.append(PriceSource(ref["venue"], ref["market"], ref["symbol_format"].format(coin=coin)))
         return out
@@ -258,15 +266,37 @@ class SeriesLoader:
         return best
 
     def choose_source(self, window: Window, venue: str, coin: str) -> tuple[PriceSource, str, int, float]:
-        """The price series for (window, venue, coin): own bars if usable, else a stand-in."""
-        tried = []
-        for i, src in enumerate(self.sc.sources(venue, coin)):
+        """The price series for (window, venue, coin).
+
+        The venue's own series first (its perp, then its spot proxies): the finest usable one
+        wins, the perp on a tie. Without any, a stand-in: the series the `reference_follows`
+        venue itself runs on when set (both engines then see one path), else the first usable
+        entry of `reference`.
+        """
+        tried: list[str] = []
+
+        def usable(src: PriceSource):
             best = self._best_timeframe(src, window.start, window.end)
             if best is None or best[2] < MIN_USABLE_COVERAGE:
-                cov = 0.0 if best is None else best[2]
-                tried.append(f"{src.label()} ({cov:.0%} of the window)")
-                continue
+                tried.append(f"{src.label()} ({0.0 if best is None else best[2]:.0%} of the window)")
+                return None
             return src, best[0], best[1], best[2]
+
+        own = [(tf_minutes(c[1]), i, c) for i, src in enumerate(self.sc.own_sources(venue, coin))
+               if (c := usable(src)) is not None]
+        if own:
+            return min(own)[2]
+        follows = self.sc.venues[venue].get("reference_follows")
+        if follows and follows != venue:
+            try:
+                return self.choose_source(window, follows, coin)
+            except DataUnavailable as exc:
+                tried.append(f"{follows}'s own series ({exc.reason})")
+        else:
+            for ref in self.sc.venues[venue].get("reference", []):
+                src = PriceSource(ref["venue"], ref["market"], ref["symbol_format"].format(coin=coin))
+                if (c := usable(src)) is not None:
+                    return c
         raise DataUnavailable(window.id, venue, coin,
                               "no usable bars in the lake; tried " + ", ".join(tried)
                               + " (import or fetch them: `liqreplay import` / `liqreplay fetch`)")
@@ -337,10 +367,17 @@ class SeriesLoader:
             raise DataUnavailable(window.id, venue, coin, f"{src.label()} has non-positive or missing prices")
         substituted = (src.venue, src.market) != (venue, self.sc.venues[venue]["lake_market"]) or \
             src.symbol != own_symbol
-        price_source = f"substituted: {src.label()}" if substituted else "own"
-        if substituted:
+        proxy = substituted and src.venue == venue   # the venue's own spot bars, finer than its perp's
+        if proxy:
+            price_source = f"proxy: {src.label()}"
+            notes.append(f"window {window.id}, venue {venue}, market {coin}: {src.label()} {tf} bars "
+                         f"stand in for the coarser {own_symbol} bars as the mark-price path")
+        elif substituted:
+            price_source = f"substituted: {src.label()}"
             notes.append(f"window {window.id}, venue {venue}, market {coin}: no {venue} bars; "
                          f"{src.label()} stands in")
+        else:
+            price_source = "own"
 
         # ADV (own venue first; a stand-in's ADV otherwise, scaled to the venue default if any)
         lake_market = self.sc.venues[venue]["lake_market"]

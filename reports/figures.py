@@ -269,7 +269,8 @@ def price_figure(series: pd.DataFrame, price_sources: dict[tuple[str, str], str]
             data.append(_line(x, y, esc(name), k, dash="dot" if substituted else st["dash"],
                               color=st["color"], symbol=st["symbol"], legendgroup=esc(venue),
                               hovertemplate="%{y:,.2f}"))
-            _label_end(labels, x, y, esc(f"{st['label']}{' (substituted)' if substituted else ''}"), k)
+            tag = "" if not substituted else " (proxy)" if str(src).startswith("proxy") else " (substituted)"
+            _label_end(labels, x, y, esc(f"{st['label']}{tag}"), k)
         layout[_ax("y", k)]["title"] = {"text": "price (quote)"}
     layout["annotations"] += labels
     return figure(data, layout, title, 260 * len(markets) + 60)

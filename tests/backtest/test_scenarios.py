@@ -162,3 +162,23 @@ def test_fill_gaps_and_resample():
     h = resample_bars(m, "1h")
     assert len(h) == 2 and h.loc[0, "high"] == m.high[:60].max() and h.loc[1, "close"] == m.close.iloc[-1]
     assert h.loc[0, "volume_quote"] == 60.0
+
+
+def test_finer_own_spot_bars_proxy_for_coarse_perp_bars(sc):
+    """FTX perps are daily in the lake; FTX's own 1h spot bars give the finer mark path."""
+    w = sc.window("2022-06")
+    cat = FakeCatalog({
+        ("ftx", "perp", "BTC-PERP", "1d"): make_bars("2022-05-01", "2022-07-01", "1d"),
+        ("ftx", "spot", "BTC/USD", "1h"): make_bars("2022-05-01", "2022-07-01", "1h", seed=1),
+        ("binance", "perp", "BTCUSDT", "1h"): make_bars("2022-05-01", "2022-07-01", "1h", seed=2),
+    })
+    loader = SeriesLoader(cat, sc)
+    src, tf, _, _ = loader.choose_source(w, "ftx", "BTC")
+    assert (src.venue, src.market, src.symbol, tf) == ("ftx", "spot", "BTC/USD", "1h")
+    sd = loader.load(w, "ftx", "BTC")
+    assert sd.price_source == "proxy: ftx spot BTC/USD" and sd.symbol == "BTC-PERP"
+    assert any("stand in for the coarser BTC-PERP bars" in n for n in sd.notes)
+    # with no finer own series, the perp's own daily bars are kept (not another venue's)
+    del cat._bars[("ftx", "spot", "BTC/USD", "1h")]
+    src, tf, _, _ = loader.choose_source(w, "ftx", "BTC")
+    assert (src.venue, src.market, tf) == ("ftx", "perp", "1d")
