@@ -18,7 +18,6 @@ import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fetch import schema as S

@@ -13,33 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from backtest.checks import nonneg as _nonneg, positive as _positive, scalar_out as _out
+from backtest.checks import side as _check_side
 
 
-def _out(x, *inputs):
-    if all(np.ndim(i) == 0 for i in inputs):
-        return float(np.asarray(x))
-    return x
-
-
-def _nonneg(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(np.isnan(a)) or np.any(a < 0):
-        raise ValueError(f"{name} must be >= 0 (got a negative or NaN value)")
-    return a
-
-
-def _positive(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(~np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must be finite and > 0 (got zero, negative or non-finite)")
-    return a
-
-
-def _side(side) -> np.ndarray:
-    s = np.asarray(side)
-    if not np.all(np.isin(s, (-1, 1))):
-        raise ValueError("trade_side must be +1 (buy) or -1 (sell)")
-    return s.astype(float)
+def _trade_side(x):
+    return _check_side(x, "trade_side must be +1 (buy) or -1 (sell)")
 
 
 def sqrt_impact(notional_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes=1.0, *,
@@ -83,7 +62,7 @@ def fill_price(trade_side, path_price, slippage_frac, fee_rate=0.0):
 
     trade_side +1 buy (pays more), -1 sell (receives less). Use fill_breakdown for the parts.
     """
-    s = _side(trade_side)
+    s = _trade_side(trade_side)
     p = _positive("path_price", path_price)
     sl = _nonneg("slippage_frac", slippage_frac)
     f = _nonneg("fee_rate", fee_rate)
@@ -94,7 +73,7 @@ def fill_breakdown(trade_side, qty_coin, path_price, slippage_frac, fee_rate) ->
     """[vec] A taker trade's parts: exec_price = path*(1 + side*slip); impact_usd =
     qty*|exec - path| (to the market); fee_usd = qty*exec*fee; cash_usd = -side*qty*exec - fee
     (the trader's cash change: a buy pays, a sell receives)."""
-    s = _side(trade_side)
+    s = _trade_side(trade_side)
     q = _nonneg("qty_coin", qty_coin)
     p = _positive("path_price", path_price)
     sl = _nonneg("slippage_frac", slippage_frac)
@@ -121,7 +100,7 @@ def hedge_pnl(side_taken, qty_coin, takeover_price, mark_at_takeover, hedge_pric
     hedge_price_at_takeover, unhedged_move_usd = side*h*q*(hedge_fill - hedge_t) (the move
     while unhedged, informative: already inside position_move + hedge_move).
     """
-    s = _side(side_taken)
+    s = _trade_side(side_taken)
     q = _nonneg("qty_coin", qty_coin)
     tp = _positive("takeover_price", takeover_price)
     mt = _positive("mark_at_takeover", mark_at_takeover)

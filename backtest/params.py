@@ -13,6 +13,8 @@ leaf tables or with plain values; unknown keys are errors that name the key.
 """
 from __future__ import annotations
 
+import functools
+
 import copy
 import datetime as dt
 import hashlib
@@ -33,7 +35,7 @@ class ParamsError(UserError, ValueError):
     """A bad parameter file or key (the message names the key)."""
 
 
-def _as_date(d: Any) -> dt.date:
+def as_date(d: Any) -> dt.date:
     if isinstance(d, dt.datetime):
         return d.date()
     if isinstance(d, dt.date):
@@ -77,7 +79,7 @@ def _check_leaf(key: str, leaf: dict) -> dict:
         for row in dated:
             if not isinstance(row, dict) or set(row) != {"from", "value"}:
                 raise ParamsError(f"parameter {key}: each dated entry needs exactly 'from' and 'value'")
-            rows.append({"from": _as_date(row["from"]).isoformat(), "value": row["value"]})
+            rows.append({"from": as_date(row["from"]).isoformat(), "value": row["value"]})
         rows.sort(key=lambda r: r["from"])
         leaf["dated"] = rows
     if "range" in leaf:
@@ -134,7 +136,7 @@ class Params:
         rows = leaf["dated"]
         if date is None:
             return copy.deepcopy(rows[-1]["value"])
-        iso = _as_date(date).isoformat()
+        iso = as_date(date).isoformat()
         chosen = rows[0]
         for row in rows:
             if row["from"] <= iso:
@@ -252,3 +254,9 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
         user = _flatten_overrides(_read_toml(Path(path)), base._leaves)
         base = Params(base.with_overrides(user)._leaves, str(path))
     return base.with_overrides(overrides)
+
+
+@functools.lru_cache(maxsize=1)
+def default_params() -> Params:
+    """backtest/params.toml as loaded once (the engines' default when no Params is given)."""
+    return load_params()

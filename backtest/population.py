@@ -30,6 +30,7 @@ import pandas as pd
 
 from backtest.params import Params
 from backtest.venues import binance, ftx
+from backtest.params import as_date as _date
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +93,6 @@ class Population:
         for coin, bal in self.collateral.items():
             cols[f"collateral_{coin}"] = bal
         return pd.DataFrame(cols)
-
-
-def _date(date: Any) -> dt.date:
-    if isinstance(date, dt.datetime):
-        return date.date()
-    if isinstance(date, dt.date):
-        return date
-    if isinstance(date, str):
-        return dt.date.fromisoformat(date[:10])
-    if hasattr(date, "date"):
-        return date.date()
-    raise ValueError(f"bad date {date!r}")
 
 
 def _balance_for_value(value_usd: np.ndarray, price: float, weight: float, imf_factor: float,

@@ -38,7 +38,7 @@ import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote
 

@@ -508,7 +508,7 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
 def _source_name(job: Job) -> str:
     if job.source == "ccxt":
         return f"ccxt:{job.exchange}"
-    return job.source.replace("_", "-") + (f"+ccxt" if job.tail else "")
+    return job.source.replace("_", "-") + ("+ccxt" if job.tail else "")
 
 
 def exit_code(results: list[TaskResult]) -> int:

@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from backtest.params import Params, ParamsError, load_params
-
-_DEFAULT_PARAMS: Params | None = None
+from backtest.params import Params, ParamsError
+from backtest.checks import nonneg_finite as _nonneg, positive as _positive, scalar_out as _out, side as _side
+from backtest.params import as_date as _date
+from backtest.params import default_params as _default_params
 
 
 def _params(params: Params | None) -> Params:
-    global _DEFAULT_PARAMS
-    if params is not None:
-        return params
-    if _DEFAULT_PARAMS is None:
-        _DEFAULT_PARAMS = load_params()
-    return _DEFAULT_PARAMS
+    return params if params is not None else _default_params()
 
 
 class BracketError(ParamsError):
@@ -76,18 +71,6 @@ def make_brackets(symbol: str, caps, mmr, *, source: str = "", im_multiple: floa
         cum[i] = floors[i] * (mmr[i] - mmr[i - 1]) + cum[i - 1]
     max_lev = np.floor(1.0 / (im_multiple * mmr) + 1e-9)
     return Brackets(symbol, caps, mmr, cum, floors, np.maximum(max_lev, 1.0), source)
-
-
-def _date(date: Any) -> dt.date:
-    if isinstance(date, dt.datetime):
-        return date.date()
-    if isinstance(date, dt.date):
-        return date
-    if isinstance(date, str):
-        return dt.date.fromisoformat(date[:10])
-    if hasattr(date, "date"):
-        return date.date()
-    raise ValueError(f"bad date {date!r}")
 
 
 def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
@@ -156,34 +139,6 @@ def check_leverage(symbol: str, date, leverage, notional_usd=None, params: Param
 # ---------------------------------------------------------------------------------------
 # validation helpers
 # ---------------------------------------------------------------------------------------
-def _side(side) -> np.ndarray:
-    s = np.asarray(side)
-    if not np.all(np.isin(s, (-1, 1))):
-        raise ValueError("side must be +1 (long) or -1 (short)")
-    return s.astype(float)
-
-
-def _nonneg(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(~np.isfinite(a)) or np.any(a < 0):
-        raise ValueError(f"{name} must be finite and >= 0 (got a negative or non-finite value)")
-    return a
-
-
-def _positive(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(~np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must be finite and > 0 (got zero, negative or non-finite)")
-    return a
-
-
-def _out(x, *inputs):
-    """Return a python float when every input was a scalar."""
-    if all(np.ndim(i) == 0 for i in inputs):
-        return float(np.asarray(x))
-    return x
-
-
 # ---------------------------------------------------------------------------------------
 # margin
 # ---------------------------------------------------------------------------------------

@@ -17,77 +17,25 @@ on the closed part goes to fund and BLP/overflow counterparties); see step2_take
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import numpy as np
 
-from backtest.params import Params, load_params
+from backtest.params import Params
+from backtest.checks import finite as _finite, nonneg as _nonneg, positive as _positive, scalar_out as _out, side as _side
+from backtest.params import as_date as _date
+from backtest.params import default_params as _default_params
 
 NORMAL, REDUCE_ONLY, STEP1, STEP2, CLOSE_ALL = 0, 1, 2, 3, 4
 STATE_NAMES = {NORMAL: "normal", REDUCE_ONLY: "reduce_only", STEP1: "step1", STEP2: "step2",
                CLOSE_ALL: "close_all"}
 
-_DEFAULT_PARAMS: Params | None = None
-
-
 def _params(params: Params | None) -> Params:
-    global _DEFAULT_PARAMS
-    if params is not None:
-        return params
-    if _DEFAULT_PARAMS is None:
-        _DEFAULT_PARAMS = load_params()
-    return _DEFAULT_PARAMS
+    return params if params is not None else _default_params()
 
 
 class LeverageError(ValueError):
     """Leverage above FTX's cap on that date."""
-
-
-def _date(date: Any) -> dt.date:
-    if isinstance(date, dt.datetime):
-        return date.date()
-    if isinstance(date, dt.date):
-        return date
-    if isinstance(date, str):
-        return dt.date.fromisoformat(date[:10])
-    if hasattr(date, "date"):
-        return date.date()
-    raise ValueError(f"bad date {date!r}")
-
-
-def _side(side) -> np.ndarray:
-    s = np.asarray(side)
-    if not np.all(np.isin(s, (-1, 1))):
-        raise ValueError("side must be +1 (long) or -1 (short)")
-    return s.astype(float)
-
-
-def _nonneg(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(np.isnan(a)) or np.any(a < 0):
-        raise ValueError(f"{name} must be >= 0 (got a negative or NaN value)")
-    return a
-
-
-def _positive(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(~np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must be finite and > 0 (got zero, negative or non-finite)")
-    return a
-
-
-def _finite(name: str, x) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if np.any(~np.isfinite(a)):
-        raise ValueError(f"{name} must be finite")
-    return a
-
-
-def _out(x, *inputs):
-    if all(np.ndim(i) == 0 for i in inputs):
-        return float(np.asarray(x))
-    return x
 
 
 # ---------------------------------------------------------------------------------------
