@@ -541,7 +541,14 @@ class FtxState:
             oc["val"][h] = new
             changed.append(h)
             self.revaluations += 1
-        return np.unique(np.concatenate(changed)) if changed else np.zeros(0, np.int64)
+        if not changed:
+            return np.zeros(0, np.int64)
+        if len(changed) == 1:
+            return changed[0]                      # holders: sorted, unique (np.nonzero)
+        m = np.zeros(len(self.qty), dtype=bool)    # union without a sort
+        for h in changed:
+            m[h] = True
+        return np.nonzero(m)[0]
 
     def _transfer_other(self, bar: int, a: np.ndarray, cf: np.ndarray) -> None:
         """Step 2: the fraction `cf` of each other-coin balance passes to the BLP at the coin's
