@@ -197,6 +197,10 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
         log.warning("skipped: %s", p)
     rows, series, events, coverage = [], [], [], []
     cprices = loader.coin_prices(w) if "ftx" in venues and sds else {}
+    cpaths, cnotes = loader.collateral_paths(w, sorted(cprices)) if cprices else ({}, [])
+    notes += cnotes
+    for cp in cpaths.values():
+        notes.append(f"window {w.id}: collateral {cp.coin} revalued at {cp.t_s.size} steps ({cp.source} closes)")
     ran = []
     for v in venues:
         for c in coins:
@@ -208,7 +212,7 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
             hedge = path_input(hedge_sd, params) if hedge_sd is not None else None
             try:
                 row, se, ev = run_series(sd, params, seed, hedge=hedge, collateral_prices={**cprices, c: sd.start_price},
-                                         deterministic=deterministic)
+                                         deterministic=deterministic, collateral_paths=cpaths)
             except (ValueError, KeyError) as exc:
                 msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
                 log.warning(msg)
@@ -224,7 +228,7 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
             coverage.append({"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
                              "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source})
             ran.append(f"{v} {c}")
-    loaded[w.id] = {"series": sds, "cprices": cprices}
+    loaded[w.id] = {"series": sds, "cprices": cprices, "cpaths": cpaths}
     status = "ran" if rows else "skipped"
     reason = "" if not problems else "; ".join(problems)
     if not rows and not reason:
@@ -306,15 +310,18 @@ def _run_sweep(loader, windows, venues, coins, params, args, loaded, win_entries
             if w.id not in loaded:
                 from backtest.scenarios import load_window_series
                 sds, _ = load_window_series(loader, w, venues, coins)
-                loaded[w.id] = {"series": sds, "cprices": loader.coin_prices(w) if sds else {}}
+                cpr_ = loader.coin_prices(w) if sds else {}
+                loaded[w.id] = {"series": sds, "cprices": cpr_,
+                                "cpaths": loader.collateral_paths(w, sorted(cpr_))[0] if cpr_ else {}}
             sds, cpr = loaded[w.id]["series"], loaded[w.id]["cprices"]
+            cpaths = loaded[w.id].get("cpaths", {})
             for (v, c), sd in sds.items():
                 hedge_sd = sds.get(("binance", c)) if v == "ftx" else None
                 hedge = path_input(hedge_sd, p) if hedge_sd is not None else None
                 try:
                     row, _, _ = run_series(sd, p, args.seed, hedge=hedge, n_accounts=n_acc,
                                            collateral_prices={**cpr, c: sd.start_price},
-                                           deterministic=bool(args.deterministic))
+                                           deterministic=bool(args.deterministic), collateral_paths=cpaths)
                 except (ValueError, KeyError) as exc:
                     log.warning("sweep sample %d, window %s %s %s: %s", si, w.id, v, c, exc)
                     continue

@@ -156,3 +156,46 @@ def extreme_from(paths: BarPaths, bar: int, k: int, direction: int) -> float:
     later = pv[1:][kv[1:] > k]
     vals = np.concatenate([[p_k], later])
     return float(vals.min() if direction < 0 else vals.max())
+
+
+@dataclass
+class CollateralPath:
+    """A collateral coin's price as a step function (MODEL.md 3.2): `price[i]` holds from
+    `t_s[i]` (a bar's CLOSE time, epoch seconds) until the next step; before the first step
+    the window-start price applies. `volume_quote[i]` is that bar's quote volume (impact of a
+    BLP collateral sale), `bar_minutes` the bars' length, `sigma_1m` their 1-minute volatility."""
+
+    coin: str
+    t_s: np.ndarray
+    price: np.ndarray
+    volume_quote: np.ndarray
+    bar_minutes: float
+    sigma_1m: float = 0.001
+    source: str = ""
+
+    @classmethod
+    def from_bars(cls, coin: str, ts_open_s, close, volume_quote, bar_seconds: int, *, source: str = "") -> "CollateralPath":
+        """From bars (open times in epoch seconds): each close steps in at its bar's close time."""
+        t = np.asarray(ts_open_s, dtype=np.int64) + int(bar_seconds)
+        c = np.asarray(close, dtype=float)
+        v = np.asarray(volume_quote, dtype=float)
+        ok = np.isfinite(c) & (c > 0)
+        t, c, v = t[ok], c[ok], v[ok]
+        order = np.argsort(t, kind="stable")
+        t, c, v = t[order], c[order], v[order]
+        bm = bar_seconds / 60.0
+        r = np.diff(np.log(c)) if c.size > 2 else np.zeros(0)
+        sig = float(np.std(r) / np.sqrt(bm)) if r.size > 1 and np.std(r) > 0 else 0.001
+        return cls(coin, t, c, np.where(np.isfinite(v), v, 0.0), bm, sig, source)
+
+    def steps_by_bar(self, bar_open_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bar, step index): the engine bar at whose start each step takes effect (the first
+        bar opening at or after the step's time: a bar's value is never used before its
+        close), keeping the last step per bar; steps after the path's last bar are dropped."""
+        b = np.searchsorted(np.asarray(bar_open_s), self.t_s, side="left")
+        keep = b < len(bar_open_s)
+        b, i = b[keep], np.nonzero(keep)[0]
+        if b.size == 0:
+            return b.astype(np.int64), i
+        last = np.r_[b[1:] != b[:-1], True]
+        return b[last].astype(np.int64), i[last]

@@ -42,11 +42,13 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
 
 
 def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
-                  rng: np.random.Generator | None = None, hedge: PathInput | None = None) -> SeriesResult:
-    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge)
+                  rng: np.random.Generator | None = None, hedge: PathInput | None = None,
+                  collateral=None) -> SeriesResult:
+    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge, collateral=collateral)
     st.oracle = True
     rec = Recorder(inp.n_bars)
     for b in range(inp.n_bars):
+        st.revalue(b)      # other coins' collateral steps in at the bar's start
         prices = tick_prices(inp.paths, b)
         for k in range(inp.n_ticks):
             cand = np.nonzero(st.alive & ~st.exempt)[0]

@@ -27,7 +27,7 @@ import pandas as pd
 
 from backtest import execution
 from backtest.params import Params
-from backtest.path import BarPaths, bar_paths, first_cross, price_at, tick_prices
+from backtest.path import BarPaths, CollateralPath, bar_paths, first_cross, price_at, tick_prices
 from backtest.population import Population
 from backtest.venues import binance, ftx
 
@@ -433,10 +433,12 @@ def _binance_books(st: BinanceState) -> dict[int, TriggerBook]:
 # --------------------------------------------------------------------------------------
 class FtxState:
     """FTX accounts: cross-margined, one position in this market; USD + same-coin collateral
-    tracked exactly, other coins' weighted value folded into USD at window-start prices."""
+    tracked exactly, other coins' weighted value folded into USD and revalued at each step of
+    their price paths (`collateral`; without a path a coin keeps its window-start price)."""
 
     def __init__(self, pop: Population, inp: PathInput, params: Params, *, symbol: str, date,
-                 rng: np.random.Generator | None, hedge: PathInput | None):
+                 rng: np.random.Generator | None, hedge: PathInput | None,
+                 collateral: dict[str, CollateralPath] | None = None):
         self.p = params
         self.inp = inp
         self.hedge = hedge or inp
@@ -448,6 +450,12 @@ class FtxState:
         self.exempt = pop.exempt.astype(bool)
         n = len(self.qty)
         other = np.zeros(n)
+        # other coins' collateral (MODEL.md 3.2): its weighted value is folded into `usd` and
+        # revalued at each step of the coin's price path (revalue()); `ocoll` holds, per coin,
+        # the balances, effective weights (fixed: they depend on the balance only), the value
+        # currently folded in, the current price and the holders
+        self.ocoll: dict[str, dict] = {}
+        self.cpaths = {c: cp for c, cp in (collateral or {}).items() if c != self.coin}
         for c, bal in pop.collateral.items():
             if c == self.coin or c == "USD":
                 continue
@@ -455,9 +463,27 @@ class FtxState:
             price = pop.collateral_prices.get(c)
             if price is None or not np.isfinite(price) or price <= 0:
                 continue
-            other += np.asarray(ftx.collateral_value(bal, price, w, f), float)
+            bal = np.asarray(bal, float).copy()
+            w_eff = np.asarray(ftx.effective_weight(bal, w, f), float).reshape(-1) if n else np.zeros(0)
+            val = bal * float(price) * w_eff
+            other += val
+            cp = self.cpaths.get(c)
+            self.ocoll[c] = {"bal": bal, "w_eff": w_eff, "val": val, "price": float(price),
+                             "volume": np.nan,     # before the first step: the market's bar volume
+                             "holders": np.nonzero(bal != 0)[0]}
         self.usd = pop.wallet_usd.astype(float).copy() + other + \
             np.asarray(pop.collateral.get("USD", np.zeros(n)), float)
+        # revaluation schedule: engine bar -> [(coin, step index)]
+        sched: dict[int, list] = {}
+        for c, cp in self.cpaths.items():
+            if c not in self.ocoll:
+                continue
+            bars, steps = cp.steps_by_bar(inp.ts_s)
+            for b_, i_ in zip(bars.tolist(), steps.tolist()):
+                sched.setdefault(b_, []).append((c, i_))
+        self.reval_bars = np.asarray(sorted(sched), np.int64)
+        self._reval = sched
+        self.revaluations = 0
         self.coin_bal = np.asarray(pop.collateral.get(self.coin, np.zeros(n)), float).copy()
         w, _, f = ftx.collateral_weights(self.coin, params)
         self.coin_w_eff = np.asarray(ftx.effective_weight(self.coin_bal, w, f), float).reshape(-1) \
@@ -490,8 +516,68 @@ class FtxState:
         self.lots: dict[str, list] = {k: [] for k in ("t_s", "side", "qty", "price", "mark")}
         self.blp_collateral_usd = 0.0
         self.blp_collateral_bar = np.zeros(inp.n_bars)
+        self.blp_collateral_other_usd = 0.0
         self.counterparty_usd = 0.0
         self.takeover_usd = 0.0
+
+    # other coins' collateral ------------------------------------------------------------
+    def revalue(self, bar: int) -> np.ndarray:
+        """Apply the collateral price steps that take effect at the start of `bar`: each
+        holder's folded value moves to the new price (O(holders) per step). Returns the
+        accounts whose USD-equivalent changed (their triggers must be recomputed)."""
+        steps = self._reval.get(int(bar))
+        if not steps:
+            return np.zeros(0, np.int64)
+        changed = []
+        for c, i in steps:
+            oc, cp = self.ocoll[c], self.cpaths[c]
+            oc["price"] = float(cp.price[i])
+            oc["volume"] = float(cp.volume_quote[i])
+            h = oc["holders"]
+            if h.size == 0:
+                continue
+            new = oc["bal"][h] * oc["price"] * oc["w_eff"][h]
+            self.usd[h] += new - oc["val"][h]
+            oc["val"][h] = new
+            changed.append(h)
+            self.revaluations += 1
+        if not changed:
+            return np.zeros(0, np.int64)
+        if len(changed) == 1:
+            return changed[0]                      # holders: sorted, unique (np.nonzero)
+        m = np.zeros(len(self.qty), dtype=bool)    # union without a sort
+        for h in changed:
+            m[h] = True
+        return np.nonzero(m)[0]
+
+    def _transfer_other(self, bar: int, a: np.ndarray, cf: np.ndarray) -> None:
+        """Step 2: the fraction `cf` of each other-coin balance passes to the BLP at the coin's
+        current price with the USD debt that offsets its weighted value; the BLP sells it
+        (execution.collateral_sale on the coin's own bar volume; the market's bar volume
+        stands in where the coin has no price path) and books haircut - impact - fee."""
+        for c, oc in self.ocoll.items():
+            bal = oc["bal"][a]
+            if not np.any(bal > 0):
+                continue
+            price = oc["price"]
+            tr = ftx.collateral_transfer(np.maximum(bal, 0.0), price, oc["w_eff"][a], cf)
+            oc["bal"][a] = bal - tr["coin_qty"]
+            new = oc["bal"][a] * price * oc["w_eff"][a]
+            self.usd[a] += tr["blp_pays_usd"] - (oc["val"][a] - new)
+            oc["val"][a] = new
+            cp = self.cpaths.get(c)
+            if cp is not None:
+                vol, sig, bm = oc["volume"], cp.sigma_1m, cp.bar_minutes
+            else:
+                vol, sig, bm = self.inp.volume_quote[bar], self.inp.sigma_1m, self.inp.bar_minutes
+            if not np.isfinite(vol):
+                vol = self.inp.volume_quote[bar]
+            sale = execution.collateral_sale(tr["coin_qty"], price, vol, sig, self.eta, bm, self.fee,
+                                             max_slippage=self.max_slip)
+            gain = float(np.sum(tr["blp_gain_usd"] - sale["impact_usd"] - sale["fee_usd"]))
+            self.blp_collateral_usd += gain
+            self.blp_collateral_bar[bar] += gain
+            self.blp_collateral_other_usd += gain
 
     # thresholds ----------------------------------------------------------------------
     def _requalify(self, idx):
@@ -653,6 +739,8 @@ class FtxState:
             gain = float(np.sum(tr["blp_gain_usd"] - sale["impact_usd"] - sale["fee_usd"]))
             self.blp_collateral_usd += gain
             self.blp_collateral_bar[bar] += gain
+        if self.ocoll:
+            self._transfer_other(bar, a, cf)
         self.qty[a] -= cq
         self.fund += float(np.sum(out["fund_delta_usd"][m]))
         self.fund_min = min(self.fund_min, self.fund)
@@ -819,16 +907,22 @@ class _Fired:
 
 
 def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
-            rng: np.random.Generator | None = None, hedge: PathInput | None = None) -> SeriesResult:
-    """Fast event-driven FTX replay over one path (rng None = deterministic step 1)."""
-    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge)
+            rng: np.random.Generator | None = None, hedge: PathInput | None = None,
+            collateral: dict[str, CollateralPath] | None = None) -> SeriesResult:
+    """Fast event-driven FTX replay over one path (rng None = deterministic step 1).
+    `collateral`: price paths of other collateral coins; at the start of each bar where one
+    steps, the holders' collateral is revalued and their triggers recomputed."""
+    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge, collateral=collateral)
     st.changed_by_overflow = []
     rec = Recorder(inp.n_bars)
     n = len(st.qty)
 
-    def build():
+    def build(exclude=None):
         bk = {}
-        cand = np.nonzero(st.alive & ~st.exempt)[0]
+        ok = st.alive & ~st.exempt
+        if exclude is not None and exclude.size:
+            ok[exclude] = False
+        cand = np.nonzero(ok)[0]
         dirs = st.trig_dir(cand)
         for d in (-1, 1):
             idx = cand[dirs == d]
@@ -838,13 +932,37 @@ def run_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, dat
     books = build()
     active = np.zeros(0, np.int64)
     nb = inp.n_bars
+    rv_bars = st.reval_bars
+    ri = 0
     b = 0
     while b < nb:
+        while ri < rv_bars.size and rv_bars[ri] < b:
+            ri += 1
         if active.size == 0:
             lt, stp = books[-1].top(), books[1].top()
             b = inp.next_bar(b, lt if lt == lt else -np.inf, stp if stp == stp else np.inf)
+            if ri < rv_bars.size and rv_bars[ri] < b:
+                b = int(rv_bars[ri])
             if b >= nb:
                 break
+        if ri < rv_bars.size and rv_bars[ri] == b:
+            # collateral price step(s) at this bar's start: holders get fresh triggers (the
+            # direction may flip with the folded value); accounts in step 1/2 stay active
+            ri += 1
+            ch = st.revalue(b)
+            if ch.size * 4 > n:
+                books = build(exclude=active)       # most accounts moved: one vectorised rebuild
+            elif ch.size:
+                for d in (-1, 1):
+                    books[d].remove(ch)
+                ch = ch[st.alive[ch] & ~st.exempt[ch]]
+                ch = np.setdiff1d(ch, active)
+                if ch.size:
+                    cdir = st.trig_dir(ch)
+                    for d in (-1, 1):
+                        cs = ch[cdir == d]
+                        if cs.size:
+                            books[d].put(cs, st.trigger(cs))
         # pending entries of this bar: (tick, account)
         acc_l, trig_l = books[-1].take(inp._lo[b])
         acc_s, trig_s = books[1].take(inp._hi[b])
@@ -967,6 +1085,8 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
         "user_loss_usd": float(ev["user_loss_usd"].sum()) if len(ev) else 0.0,
         "counterparty_loss_usd": float(max(0.0, -cp)),
         "events": int(len(ev)),
+        "collateral_revaluations": int(getattr(st, "revaluations", 0)),
+        "blp_collateral_other_usd": float(getattr(st, "blp_collateral_other_usd", 0.0)),
     }
     blp_loss = max(0.0, -totals["blp_pnl_usd"])
     deficit = max(0.0, -fund_end)
@@ -1005,7 +1125,8 @@ def path_input(sd, params: Params) -> PathInput:
 
 
 def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | None = None,
-               collateral_prices: dict[str, float] | None = None, deterministic: bool = False):
+               collateral_prices: dict[str, float] | None = None, deterministic: bool = False,
+               collateral_paths: dict[str, CollateralPath] | None = None):
     """Replay one loaded SeriesData. Returns (row, series frame, events frame)."""
     rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
     date = sd.window.start.date()
@@ -1021,7 +1142,7 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
         res = run_binance(inp, pop, params, symbol=sd.symbol, date=date)
     else:
         res = run_ftx(inp, pop, params, symbol=sd.symbol, date=date, rng=None if deterministic else rng,
-                      hedge=hedge)
+                      hedge=hedge, collateral=collateral_paths)
     row = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin, "symbol": sd.symbol,
            **res.totals, "open_interest_usd": float(sd.oi_usd), "open_interest_coin": float(sd.oi_coin),
            "oi_source": sd.oi_source, "timeframe": sd.timeframe, "price_source": sd.price_source,

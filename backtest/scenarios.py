@@ -344,6 +344,46 @@ class SeriesLoader:
                     break
         return out
 
+    def collateral_paths(self, window: Window, coins) -> tuple[dict, list[str]]:
+        """Per collateral coin, its price path through the window (MODEL.md 3.2): Binance spot
+        {COIN}USDT bar closes at the finest timeframe stored there, each stepping in at its
+        bar's CLOSE time (a bar's close is never used before it). A coin without bars keeps
+        its window-start price (coin_prices); a note says so. Returns (paths, notes)."""
+        from backtest.path import CollateralPath
+        paths: dict = {}
+        notes: list[str] = []
+        for coin in coins:
+            sym = f"{coin}USDT"
+            try:
+                tfs = [(tf, n) for tf, n in self.catalog.timeframes("binance", "spot", sym, window.start, window.end)
+                       if tf in TIMEFRAME_MINUTES and n > 0]
+            except Exception:  # noqa: BLE001
+                tfs = []
+            # the finest timeframe that covers the window; else the one covering most of it
+            span_min = (window.end - window.start) / pd.Timedelta(minutes=1)
+            full = [x for x in tfs if x[1] * tf_minutes(x[0]) >= MIN_COVERAGE * span_min]
+            tfs = sorted(full, key=lambda x: tf_minutes(x[0])) if full else \
+                sorted(tfs, key=lambda x: (-x[1] * tf_minutes(x[0]), tf_minutes(x[0])))
+            df = None
+            for tf, _ in tfs:
+                try:
+                    raw = self.catalog.bars("binance", "spot", sym, window.start, window.end, timeframe=tf)
+                except Exception:  # noqa: BLE001
+                    continue
+                if len(raw):
+                    df = normalise_bars(raw)
+                    break
+            if df is None or not len(df):
+                notes.append(f"window {window.id}: collateral {coin} has no binance spot {sym} bars in the lake; "
+                             f"FTX accounts hold it at its window-start price throughout")
+                continue
+            ts = pd.to_datetime(df["ts"], utc=True)
+            ts_s = ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+            paths[coin] = CollateralPath.from_bars(coin, ts_s, df["close"].to_numpy(float),
+                                                   df["volume_quote"].to_numpy(float), tf_minutes(tf) * 60,
+                                                   source=f"binance spot {sym} {tf}")
+        return paths, notes
+
     # -- everything for one series ----------------------------------------------------
     def load(self, window: Window, venue: str, coin: str, *, timeframe: str | None = None,
              source: tuple[PriceSource, str, int, float] | None = None) -> SeriesData:
