@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fetch import atomic, timerange
 from fetch import schema as S
-from fetch import timerange
 from fetch.validate import ValidationReport, series_codes, validate
 
 log = logging.getLogger(__name__)
@@ -184,15 +184,7 @@ def _dump_json(path: Path, obj) -> bool:
     text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
     if path.exists() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "w") as fh:  # no fsync: a lost or torn manifest is rebuilt from the files
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic.write_text(path, text)  # no fsync: a lost or torn manifest is rebuilt from the files
     return True
 
 

@@ -34,11 +34,17 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from fetch import timerange
+from fetch import atomic, timerange
 from fetch.lake import Lake, SeriesKey, resolve_lake
 from fetch.schema import SchemaError
+from fetch.sources.ccxt_source import (
+    CcxtSource,
+    RetryPolicy,
+    SourceError,
+    utc,
+    venue_of,
+)
 from fetch.validate import ValidationError
-from fetch.sources.ccxt_source import (CcxtSource, RetryPolicy, SourceError, utc, venue_of)
 
 log = logging.getLogger(__name__)
 
@@ -566,10 +572,7 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
         "status": STATUS_WORD[code], "series": len(results), "chunks_fetched": n_fetch,
         "rows_written": rows, "rows_new": sum(r.rows_new for r in results),
         "requests": fx.requests(), "tasks": [asdict(r) for r in results]}
-    summary_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = summary_file.with_name(f".{summary_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, summary_file)
+    atomic.write_text(summary_file, json.dumps(summary, indent=2, default=str))
     line = (f"refresh: {STATUS_WORD[code]}: {len(results)} series, {n_fetch} chunks fetched, "
             f"{rows} rows written, {fx.requests()} requests, {len(bad)} with problems, "
             f"{elapsed:.1f}s (summary: {summary_file})")

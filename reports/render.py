@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +20,7 @@ import pandas as pd
 import plotly.io as pio
 import plotly.offline
 
+from fetch import atomic
 from reports import figures as F
 from reports.inputs import ReportInput
 from reports.tables import Table, all_tables, is_year, ran_windows, window_labels
@@ -337,15 +336,7 @@ def render(inp: ReportInput, tables: dict[str, Table] | None = None, *, tables_h
 # ---- files -------------------------------------------------------------------------
 
 def _atomic_write(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as fh:  # mode from the umask
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, data)
 
 
 def table_files(tables: dict[str, Table]) -> dict[str, str]:
