@@ -81,8 +81,8 @@ class _Progress:
         if self.tty:
             sys.stderr.write(f"\r[{self.done}/{self.total}] {label[:60]:<60} {time.time() - self.t0:6.1f}s")
             sys.stderr.flush()
-        else:  # a log or a pipe: one line per finished step, no carriage returns
-            log.info("[%d/%d] %s done (%.1fs)", self.done, self.total, label, time.time() - self.t0)
+        else:  # a log or a pipe: one line per step as it starts, no carriage returns
+            log.info("[%d/%d] %s (%.1fs elapsed)", self.done, self.total, label, time.time() - self.t0)
 
     def close(self) -> None:
         if self.tty:
