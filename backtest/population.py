@@ -35,6 +35,8 @@ from backtest.params import as_date as _date
 log = logging.getLogger(__name__)
 
 VENUES = ("ftx", "binance")
+OPEN_ALWAYS = np.iinfo(np.int64).min // 2   # open_s of an account open before any bar
+NEVER = np.iinfo(np.int64).max // 2         # close_s of an account that never closes voluntarily
 
 
 @dataclass
@@ -46,6 +48,12 @@ class Population:
     cross wallet); collateral {coin: balance} (FTX non-USD collateral, coins); isolated
     (Binance; False on FTX, where accounts are cross-margined); exempt (never liquidated);
     account_leverage (FTX leverage setting: IMF = 1/account_leverage; Binance: = leverage).
+
+    v2 (MODEL.md 2): open_s / close_s int64 epoch seconds, the account holds its position in
+    [open_s, close_s) (a voluntary close at close_s; the replay ignores it outside that
+    interval); weight float64, the number of real accounts this simulated one stands for
+    (the disclosure throttle acts on the real count, MODEL.md 4.5); cohort int32 (-1: none).
+    Defaults: open for the whole run, weight 1, no cohort.
     """
 
     side: np.ndarray
@@ -63,6 +71,21 @@ class Population:
     start_price: float = float("nan")
     collateral_prices: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    open_s: np.ndarray | None = None
+    close_s: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    cohort: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.side)
+        if self.open_s is None:
+            self.open_s = np.full(n, OPEN_ALWAYS, dtype=np.int64)
+        if self.close_s is None:
+            self.close_s = np.full(n, NEVER, dtype=np.int64)
+        if self.weight is None:
+            self.weight = np.ones(n)
+        if self.cohort is None:
+            self.cohort = np.full(n, -1, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self.side)
