@@ -1,0 +1,97 @@
+"""PathInput: one venue-market price path as arrays, and the block extremes that find the next bar
+that can hold an event (MODEL.md 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from backtest.path import BarPaths, bar_paths, price_at
+
+BLOCK = 512
+
+
+@dataclass
+class PathInput:
+    """One venue-market price path as arrays (bar opens in epoch seconds)."""
+
+    ts_s: np.ndarray              # int64 bar open, epoch seconds
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume_quote: np.ndarray
+    bar_seconds: int
+    tick_s: float = 1.0
+    sigma_1m: float = 0.001
+    adv_usd: float = 0.0
+    funding_bar: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # bar index
+    funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self):
+        self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
+        self.paths: BarPaths = bar_paths(self.open, self.high, self.low, self.close, self.n_ticks)
+        lo, hi = self.paths.p.min(axis=1), self.paths.p.max(axis=1)
+        nb = len(lo)
+        nblk = (nb + BLOCK - 1) // BLOCK
+        pad = nblk * BLOCK - nb
+        self._lo, self._hi = lo, hi
+        self._blo = np.concatenate([lo, np.full(pad, np.inf)]).reshape(nblk, BLOCK).min(axis=1)
+        self._bhi = np.concatenate([hi, np.full(pad, -np.inf)]).reshape(nblk, BLOCK).max(axis=1)
+
+    @classmethod
+    def from_bars(cls, bars: pd.DataFrame, bar_seconds: int, *, tick_s=1.0, sigma_1m=0.001, adv_usd=0.0,
+                  funding: pd.DataFrame | None = None) -> "PathInput":
+        ts = pd.to_datetime(bars["ts"], utc=True)
+        ts_s = ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+        fb, fr = np.zeros(0, np.int64), np.zeros(0)
+        if funding is not None and len(funding):
+            fts = ((pd.to_datetime(funding["ts"], utc=True) - pd.Timestamp(0, tz="UTC"))
+                   // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+            idx = np.searchsorted(ts_s, fts, side="right") - 1
+            ok = (idx >= 0) & (fts < ts_s[-1] + bar_seconds)
+            fb, fr = idx[ok].astype(np.int64), funding["rate"].to_numpy(dtype=float)[ok]
+        return cls(ts_s.astype(np.int64), bars["open"].to_numpy(float), bars["high"].to_numpy(float),
+                   bars["low"].to_numpy(float), bars["close"].to_numpy(float),
+                   bars["volume_quote"].to_numpy(float), int(bar_seconds), float(tick_s), float(sigma_1m),
+                   float(adv_usd), fb, fr)
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.open)
+
+    @property
+    def bar_minutes(self) -> float:
+        return self.bar_seconds / 60.0
+
+    def tick_time_s(self, bar, k):
+        return self.ts_s[bar] + np.asarray(k) * self.tick_s
+
+    def price_at_time(self, t_s) -> np.ndarray:
+        """Path price at absolute times (clamped to the path's span)."""
+        t = np.asarray(t_s, dtype=float)
+        b = np.clip(np.searchsorted(self.ts_s, t, side="right") - 1, 0, self.n_bars - 1)
+        k = np.clip(np.floor((t - self.ts_s[b]) / self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
+        return price_at(self.paths, b, k)
+
+    def next_bar(self, start: int, long_top: float, short_top: float) -> int:
+        """First bar >= start whose low <= long_top or high >= short_top; n_bars if none."""
+        nb = self.n_bars
+        if start >= nb:
+            return nb
+        b = start
+        blk = b // BLOCK
+        end_blk = min(nb, (blk + 1) * BLOCK)
+        seg = np.nonzero((self._lo[b:end_blk] <= long_top) | (self._hi[b:end_blk] >= short_top))[0]
+        if seg.size:
+            return b + int(seg[0])
+        nxt = np.nonzero((self._blo[blk + 1:] <= long_top) | (self._bhi[blk + 1:] >= short_top))[0]
+        if not nxt.size:
+            return nb
+        bb = blk + 1 + int(nxt[0])
+        s, e = bb * BLOCK, min(nb, (bb + 1) * BLOCK)
+        seg = np.nonzero((self._lo[s:e] <= long_top) | (self._hi[s:e] >= short_top))[0]
+        return s + int(seg[0])
+
+
