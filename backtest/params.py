@@ -29,6 +29,8 @@ from backtest.console import UserError
 
 DEFAULT_PATH = Path(__file__).with_name("params.toml")
 _LEAF_FIELDS = {"value", "dated", "source", "range"}
+# string parameters that take one of a few names (checked when a file or override sets them)
+CHOICES: dict[str, tuple[str, ...]] = {"path.mode": ("bridge", "linear")}
 
 
 class ParamsError(UserError, ValueError):
@@ -206,7 +208,17 @@ def _merge_leaf(key: str, old: dict, new: Any) -> dict:
         leaf["value"] = new
         leaf["source"] = f"override (default: {old['source']})"
     _check_type(key, old, leaf)
+    _check_choice(key, leaf)
     return _check_leaf(key, leaf)
+
+
+def _check_choice(key: str, leaf: dict) -> None:
+    if key not in CHOICES:
+        return
+    vals = [leaf["value"]] if "value" in leaf else [r.get("value") for r in leaf["dated"]]
+    for v in vals:
+        if v not in CHOICES[key]:
+            raise ParamsError(f"parameter {key}: {v!r} is not one of {', '.join(map(repr, CHOICES[key]))}")
 
 
 def _check_type(key: str, old: dict, leaf: dict) -> None:
