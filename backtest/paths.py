@@ -12,9 +12,11 @@ tick 0 holds O, tick n_ticks-1 holds C):
   * order: the extreme nearer the open comes first with probability `near_first_prob`
     (`path.near_first_prob`); an open at an extreme puts that extreme first, a close at an
     extreme puts that extreme last;
-  * times: each free extreme's tick drawn from the arcsine law (the law of the time of a
-    Brownian motion's maximum), the two ordered; an extreme equal to O (C) sits at tick 0
-    (n_ticks - 1);
+  * times: each free extreme's share of the bar is the arcsine quantile of its share of the
+    path's length (as on the linear path) blended with a uniform draw (`path.time_jitter`),
+    the two ordered; an extreme equal to O (C) sits at tick 0 (n_ticks - 1). Extremes near
+    the open come early and the times spread like the arcsine law of a Brownian motion's
+    extremes (measured against Binance BTC 1m bars inside 15m / 1h bars: see params.toml);
   * between waypoints: one Brownian motion per bar, in log price, with the bar's own
     Parkinson volatility (`parkinson_sigma_1m`) times `vol_scale` (`path.vol_scale`) per
     tick; each leg subtracts the motion's chord, so the path meets every waypoint exactly;
@@ -129,9 +131,14 @@ def _free_tick(t, lo, hi):
 
 
 @njit(cache=True)
-def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob):
+def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_jitter=0.25):
     """The bridge's waypoints for a bar with n_ticks >= 4 and h > l (h, l already widened to
-    hold o and c): (k1, k2, e1, e2), 0 <= k1 < k2 <= n_ticks - 1, drawn from (key, bar_open_s)."""
+    hold o and c): (k1, k2, e1, e2), 0 <= k1 < k2 <= n_ticks - 1, drawn from (key, bar_open_s).
+
+    Times: each extreme's share of the bar is the arcsine quantile sin^2(pi u / 2) of
+    u = (1 - time_jitter) * (its share of the path's length, as on the linear path)
+    + time_jitter * U[0, 1): extremes near the open in price come early, near the close late,
+    and the times spread like the arcsine law of a Brownian motion's extremes."""
     ku = rng.make_key(key, bar_open_s, _U, 0)
     span = n_ticks - 1
     if o == h:
@@ -150,16 +157,20 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob):
     e2 = l if high_first else h
     fixed1 = o == e1
     fixed2 = c == e2
-    ta = _arcsine(rng.uniform(ku, _C_T1))
-    tb = _arcsine(rng.uniform(ku, _C_T2))
+    d1 = abs(e1 - o)
+    d2 = abs(e2 - e1)
+    d3 = abs(c - e2)
+    tot = d1 + d2 + d3
+    ta = _arcsine((1.0 - time_jitter) * d1 / tot + time_jitter * rng.uniform(ku, _C_T1))
+    tb = _arcsine((1.0 - time_jitter) * (d1 + d2) / tot + time_jitter * rng.uniform(ku, _C_T2))
+    t1, t2 = min(ta, tb), max(ta, tb)
     if fixed1 and fixed2:
         k1, k2 = 0, span
     elif fixed1:
-        k1, k2 = 0, _free_tick(ta, 1, span - 1)
+        k1, k2 = 0, _free_tick(t2, 1, span - 1)
     elif fixed2:
-        k1, k2 = _free_tick(ta, 1, span - 1), span
+        k1, k2 = _free_tick(t1, 1, span - 1), span
     else:
-        t1, t2 = min(ta, tb), max(ta, tb)
         k1 = _free_tick(t1, 1, span - 2)
         k2 = _free_tick(t2, 1, span - 1)
         if k2 <= k1:
@@ -168,9 +179,12 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob):
 
 
 @njit(cache=True)
-def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=1.0):
-    """Fill out[:n_ticks] with one bar's tick prices (module docstring). mode 0 linear (v1),
-    1 Brownian bridge. Draws depend on (key, bar_open_s) only. Returns nothing."""
+def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=0.75,
+                  time_jitter=0.25):
+    """Fill out[:n_ticks] with one bar's tick prices (module docstring). mode 0 (MODE_LINEAR)
+    linear v1, anything else the Brownian bridge. key: int64 (path_key). Draws depend on
+    (key, bar_open_s) only. vol_scale and time_jitter default to params.toml's path.vol_scale
+    and path.time_jitter (pass path_settings(params) values). Returns nothing."""
     n = n_ticks
     if n < 1:
         return
@@ -179,7 +193,7 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
     if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
         _fill_linear(o, h, l, c, n, out)
         return
-    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob)
+    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
     span = n - 1
     kn = rng.make_key(key, bar_open_s, _N, 0)
     s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
@@ -214,13 +228,13 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
 
 
 @njit(cache=True)
-def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0):
+def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=0.75, time_jitter=0.25):
     """All tick prices of m bars as an (m, n_ticks) array (tests, the oracle, short series)."""
     m = o.shape[0]
     out = np.empty((m, n_ticks))
     for i in range(m):
         fill_bar_path(o[i], h[i], l[i], c[i], n_ticks, mode, key, bar_open_s[i], near_first_prob,
-                      out[i], vol_scale)
+                      out[i], vol_scale, time_jitter)
     return out
 
 
@@ -260,7 +274,8 @@ def path_key(seed: int, coin: str, draw: int = 0) -> int:
 
 
 def path_settings(params) -> dict:
-    """The `path.*` parameters for the kernels: mode (int), near_first_prob, vol_scale, draws.
+    """The `path.*` parameters for the kernels: mode (int), near_first_prob, vol_scale,
+    time_jitter, draws.
     An unknown mode is a ParamsError naming the key and the choices."""
     from backtest.params import ParamsError
 
@@ -277,4 +292,7 @@ def path_settings(params) -> dict:
     vs = float(params.get("path.vol_scale"))
     if vs < 0:
         raise ParamsError(f"parameter path.vol_scale: {vs} must be >= 0")
-    return {"mode": MODES[name], "near_first_prob": p, "vol_scale": vs, "draws": draws}
+    tj = float(params.get("path.time_jitter"))
+    if not 0.0 <= tj <= 1.0:
+        raise ParamsError(f"parameter path.time_jitter: {tj} is not in [0, 1]")
+    return {"mode": MODES[name], "near_first_prob": p, "vol_scale": vs, "time_jitter": tj, "draws": draws}

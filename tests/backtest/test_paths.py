@@ -181,14 +181,41 @@ def test_parkinson_sigma():
     assert np.sqrt(est) == pytest.approx(0.001 * np.sqrt(600), rel=0.1)
 
 
+def test_extreme_times_follow_their_distance_from_the_open():
+    m = 3000
+    r = np.random.default_rng(8)
+    o = np.full(m, 100.0)
+    up, dn = r.uniform(0.05, 1.0, m), r.uniform(0.05, 1.0, m)
+    h, l = o + up, o - dn
+    c = l + r.uniform(0.2, 0.8, m) * (h - l)
+    ts = np.arange(m, dtype=np.int64) * 60
+    x = P.fill_series(o, h, l, c, 600, P.MODE_BRIDGE, KEY, ts, 0.8)
+    t_high = x.argmax(axis=1) / 599
+    share = up / (up + dn)                         # a high near the open in price ...
+    assert np.corrcoef(share, t_high)[0, 1] > 0.3  # ... comes early
+    # times spread over the whole bar
+    t = np.r_[t_high, x.argmin(axis=1) / 599]
+    assert np.quantile(t, 0.02) < 0.1 and np.quantile(t, 0.98) > 0.9 and 0.3 < np.median(t) < 0.7
+    # no jitter: the times follow from the bar alone, not from the key
+    a = P.fill_series(o[:50], h[:50], l[:50], c[:50], 600, P.MODE_BRIDGE, KEY, ts[:50], 1.0, 0.75, 0.0)
+    b = P.fill_series(o[:50], h[:50], l[:50], c[:50], 600, P.MODE_BRIDGE, P.path_key(1, "X"), ts[:50], 1.0, 0.75, 0.0)
+    assert np.array_equal(a.argmax(axis=1), b.argmax(axis=1)) and not np.array_equal(a, b)
+
+
 def test_path_settings_reads_and_checks_params():
     p = load_params()
     s = P.path_settings(p)
     assert s["mode"] == P.MODE_BRIDGE and s["draws"] == 1 and 0 < s["near_first_prob"] < 1
+    # the compiled functions' optional arguments default to the parameter file's values
+    import inspect
+    for fn in (P.fill_bar_path.py_func, P.fill_series.py_func):
+        sig = inspect.signature(fn).parameters
+        assert sig["vol_scale"].default == p.get("path.vol_scale")
+        assert sig["time_jitter"].default == p.get("path.time_jitter")
     assert P.path_settings(p.with_overrides({"path.mode": "linear"}))["mode"] == P.MODE_LINEAR
     with pytest.raises(ParamsError, match="path.mode"):
         p.with_overrides({"path.mode": "zigzag"})
-    for key in ("path.near_first_prob", "path.vol_scale", "path.draws"):
+    for key in ("path.near_first_prob", "path.vol_scale", "path.time_jitter", "path.draws"):
         assert p.source(key)
 
 
