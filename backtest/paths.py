@@ -16,7 +16,7 @@ tick 0 holds O, tick n_ticks-1 holds C):
     path's length (as on the linear path) blended with a uniform draw (`path.time_jitter`),
     the two ordered; an extreme equal to O (C) sits at tick 0 (n_ticks - 1). Extremes near
     the open come early and the times spread like the arcsine law of a Brownian motion's
-    extremes (measured against Binance BTC 1m bars inside 15m / 1h bars: see params.toml);
+    extremes (checked against Binance BTC 1m bars inside 15m / 1h bars: backtest/pathcheck.py);
   * between waypoints: one Brownian motion per bar, in log price, with the bar's own
     Parkinson volatility (`parkinson_sigma_1m`) times `vol_scale` (`path.vol_scale`) per
     tick; each leg subtracts the motion's chord, so the path meets every waypoint exactly;
@@ -179,7 +179,7 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_
 
 
 @njit(cache=True)
-def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=0.75,
+def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=1.0,
                   time_jitter=0.25):
     """Fill out[:n_ticks] with one bar's tick prices (module docstring). mode 0 (MODE_LINEAR)
     linear v1, anything else the Brownian bridge. key: int64 (path_key). Draws depend on
@@ -228,7 +228,7 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
 
 
 @njit(cache=True)
-def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=0.75, time_jitter=0.25):
+def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0, time_jitter=0.25):
     """All tick prices of m bars as an (m, n_ticks) array (tests, the oracle, short series)."""
     m = o.shape[0]
     out = np.empty((m, n_ticks))
