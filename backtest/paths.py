@@ -32,7 +32,7 @@ the same ticks, and a replay that fills only some bars gets for them exactly the
 replay that fills them all. Build `key` with `path_key(seed, coin, draw)`: it leaves the
 venue out on purpose, so both venues of one coin share their shocks (MODEL.md 1).
 
-Also here: `fill_series` (all ticks of a short series, for tests and the oracle),
+Also here: `fill_series` (all ticks of a short series, for tests and the oracle), `extreme_filled`,
 `parkinson_sigma_1m` (a bar's own volatility per minute), `first_cross_filled` (first tick
 at or beyond a level on a filled bar), `path_settings(params)` (the `path.*` parameters as
 the kernels want them).
