@@ -209,10 +209,11 @@ def impact_cost_usd(q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max
     return q_usd * sqrt_impact_1(q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage)
 
 
-def new_metaorder_state(n_kinds: int) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True)
+def new_metaorder_state(n_kinds):
     """(start_s, cum_usd), each float64 (n_kinds, 2) (column 0 sells, 1 buys): the open
     metaorder's start time and cumulative notional per flow kind and side; no metaorder open."""
-    return np.full((n_kinds, 2), -np.inf), np.zeros((n_kinds, 2))
+    return np.full((n_kinds, 2), -np.inf), np.zeros((n_kinds, 2))  # (start_s, cum_usd)
 
 
 @njit(cache=True)
@@ -243,7 +244,8 @@ def metaorder_slippage(start_s, cum_usd, kind, side, t_s, q_usd, bar_quote_volum
     return max(c1 - c0, 0.0) / q_usd
 
 
-def new_feedback_state(n_venues: int) -> np.ndarray:
+@njit(cache=True)
+def new_feedback_state(n_venues):
     """float64 (n_venues, 6): per venue the price offset at its last update (FB_OFFSET), that
     time (FB_T), and per side the excess-flow bucket's start and cumulative notional."""
     st = np.zeros((n_venues, 6))
