@@ -90,7 +90,7 @@ class _Progress:
 
 
 def cmd_run(args) -> int:
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from backtest.params import load_params
     from backtest.scenarios import COINS, VENUES, load_scenarios
 
@@ -375,7 +375,7 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
 # --------------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
     from backtest.bench import run_bench
-    from backtest.console import UserError
+    from fetch.errors import UserError
     try:
         sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     except ValueError:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backtest.console import UserError
+from fetch.errors import UserError
 
 DEFAULT_PATH = Path(__file__).with_name("params.toml")
 _LEAF_FIELDS = {"value", "dated", "source", "range"}

@@ -45,7 +45,7 @@ def _data_help(parser):
 
 
 def cmd_import(args) -> int:
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from fetch.lake import Lake, resolve_lake
     from fetch.sources.local import ImportError_, import_dir
     from fetch.validate import ValidationError

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from fetch import refresh as R
     from fetch import timerange
     from fetch.lake import Lake, resolve_lake
