@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fetch.cmdline import non_negative_int, positive_int
+
 log = logging.getLogger(__name__)
 
 SWEEP_KEYS = (
@@ -45,12 +47,12 @@ def register(subparsers) -> None:
     p.add_argument("--venue", action="append", choices=("ftx", "binance"), help="venue (repeatable; default both)")
     p.add_argument("--market", action="append", metavar="COIN", help="market coin (repeatable; default BTC ETH)")
     p.add_argument("--params", metavar="FILE", help="parameter file (a subset of backtest/params.toml)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    p.add_argument("--sweep", nargs="?", type=int, const=20, default=0, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--sweep", nargs="?", type=non_negative_int, const=20, default=0, metavar="N",
                    help="also sample the uncertain parameters N times (default 20) and report quantiles")
-    p.add_argument("--sweep-accounts", type=int, default=20000, metavar="N",
+    p.add_argument("--sweep-accounts", type=positive_int, default=20000, metavar="N",
                    help="accounts per series in each sweep sample (default 20000)")
-    p.add_argument("--accounts", type=int, metavar="N", help="accounts per series (default population.n_accounts)")
+    p.add_argument("--accounts", type=positive_int, metavar="N", help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -61,11 +63,23 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
                               description="Synthetic 1-minute year, 2 venues x 2 markets; prints a scaling table.")
     b.add_argument("--sizes", default="10000,100000,1000000", help="accounts per venue-market, comma separated")
-    b.add_argument("--days", type=float, default=365.0, help="length of the synthetic path in days (default 365)")
-    b.add_argument("--oracle-accounts", type=int, default=200, help="accounts for the oracle comparison")
-    b.add_argument("--oracle-bars", type=int, default=240, help="1-minute bars for the oracle comparison")
-    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--days", type=_positive_float, default=365.0, help="length of the synthetic path in days (default 365)")
+    b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
+    b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
+    b.add_argument("--seed", type=non_negative_int, default=7)
     b.set_defaults(func=cmd_bench)
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
 
 
 # --------------------------------------------------------------------------------------

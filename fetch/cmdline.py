@@ -17,12 +17,39 @@ from types import ModuleType
 from fetch.errors import EXIT_USER, LiqreplayError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (`--help`), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's name)
+        self.exit(EXIT_USER, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds, sample counts)."""
+    return _int_at_least(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (account counts, sizes)."""
+    return _int_at_least(text, 1)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}: give an integer >= {low}")
+    return value
+
+
 def _module(stage: ModuleType | str) -> ModuleType:
     return stage if isinstance(stage, ModuleType) else importlib.import_module(stage)
 
 
 def build_parser(stages, prog: str = "liqreplay") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description="Replay the 2022 crashes through FTX's and Binance's liquidation engines.",
     )
