@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fetch.lake import LakeDamaged
+
 log = logging.getLogger(__name__)
 
 SCENARIOS_FILE = Path(__file__).with_name("scenarios.toml")
@@ -251,6 +253,8 @@ class SeriesLoader:
         """(timeframe, rows, coverage) of the finest complete timeframe, else the best partial."""
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001 — a catalog without the series
             log.debug("timeframes(%s) failed: %s", src, exc)
             return None
@@ -313,6 +317,8 @@ class SeriesLoader:
             return df
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception:  # noqa: BLE001
             tfs = []
         best = None   # the finer timeframe covering most of the window (coarser on a tie)
@@ -337,6 +343,8 @@ class SeriesLoader:
             for market in ("spot", "perp"):
                 try:
                     df = self.catalog.bars("binance", market, f"{coin}USDT", start, window.start)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(df):
@@ -357,6 +365,8 @@ class SeriesLoader:
             try:
                 tfs = [(tf, n) for tf, n in self.catalog.timeframes("binance", "spot", sym, window.start, window.end)
                        if tf in TIMEFRAME_MINUTES and n > 0]
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
             except Exception:  # noqa: BLE001
                 tfs = []
             # the finest timeframe that covers the window; else the one covering most of it
@@ -368,6 +378,8 @@ class SeriesLoader:
             for tf, _ in tfs:
                 try:
                     raw = self.catalog.bars("binance", "spot", sym, window.start, window.end, timeframe=tf)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(raw):
@@ -450,6 +462,8 @@ class SeriesLoader:
     def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
         try:
             v = self.catalog.adv_usd(venue, market, symbol, before, days=30)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("adv_usd(%s %s %s) failed: %s", venue, market, symbol, exc)
             v = None
@@ -461,6 +475,8 @@ class SeriesLoader:
         rec = None
         try:
             rec = self.catalog.open_interest(venue, symbol, window.start.to_pydatetime())
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("open_interest(%s %s) failed: %s", venue, symbol, exc)
         if rec and rec.get("oi_base") and np.isfinite(rec["oi_base"]) and rec["oi_base"] > 0:
@@ -475,6 +491,8 @@ class SeriesLoader:
     def _funding(self, venue, market, symbol, window: Window) -> pd.DataFrame:
         try:
             f = self.catalog.funding(venue, symbol, window.start, window.end, market=market)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("funding(%s %s) failed: %s", venue, symbol, exc)
             return _empty_funding()
@@ -490,6 +508,8 @@ class SeriesLoader:
         try:
             df = self.catalog.bars(src.venue, src.market, src.symbol, lb_start, window.start)
             df = normalise_bars(df) if len(df) else None
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("entry bars failed: %s", exc)
             df = None

@@ -44,6 +44,7 @@ from fetch.sources.ccxt_source import (
     utc,
     venue_of,
 )
+from fetch.lock import LockHeld, RunLock, lake_lock_path
 from fetch.validate import ValidationError
 
 log = logging.getLogger(__name__)
@@ -185,67 +186,7 @@ def load_config(path: str | Path) -> RefreshConfig:
 
 
 # ---------------------------------------------------------------------------- lock
-class LockHeld(Exception):
-    pass
-
-
-class RunLock:
-    """An exclusive lock file holding our pid. A lock left by a dead pid is taken over."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = _read_pid(self.path)
-                if pid is not None and _alive(pid):
-                    raise LockHeld(f"another refresh (pid {pid}) holds {self.path}; this run "
-                                   f"exits without doing anything (remove the file only if "
-                                   f"no such process runs)")
-                log.warning("taking over stale lock %s (pid %s is not running)", self.path, pid)
-                try:
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-            self.held = True
-            return self
-        raise LockHeld(f"could not take the lock {self.path}; retry later")
-
-    def release(self) -> None:
-        if self.held and _read_pid(self.path) == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# RunLock / LockHeld: the lake's writer lock (fetch/lock.py), shared with import and fetch.
 
 
 # ---------------------------------------------------------------------------- chunks
@@ -545,7 +486,7 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
     lake = Lake(root)
     state = root / "_refresh"
     summary_file = Path(summary_path or cfg.summary or state / "summary.json")
-    lock = RunLock(state / "refresh.lock")
+    lock = RunLock(lake_lock_path(root), "refresh")
     try:
         lock.acquire()
     except LockHeld as exc:

@@ -242,7 +242,7 @@ def test_progress_only_on_a_terminal(manifest_dir, tmp_path, capsys):
     assert capsys.readouterr().err == ""
     import_dir(manifest_dir, Lake(tmp_path / "b"), progress=True)
     err = capsys.readouterr().err
-    assert "reading 6/6" in err and "writing ohlcv" in err
+    assert "reading" in err and "/6 " in err and "writing ohlcv" in err  # tqdm bars
 
 
 def test_cli_help_texts_render(capsys):

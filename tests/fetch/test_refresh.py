@@ -187,21 +187,29 @@ def test_run_killed_mid_write_leaves_no_corrupt_file_and_resumes(fapi, tmp_path)
 
 
 def test_lock_contention_second_run_exits_clearly(fapi, tmp_path, capsys):
+    """A live holder of the OS lock (flock) makes a second run exit 75 without a request;
+    once the holder is dead, its lock is gone with it (no stale lock to take over)."""
     cfg = config(tmp_path, fapi.url)
     lake = tmp_path / "lake"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = lake / "_refresh" / "refresh.lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from fetch.lock import RunLock
+        RunLock({str(lock)!r}, "refresh").acquire()
+        print("held", flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
     try:
-        lock = lake / "_refresh" / "refresh.lock"
-        lock.parent.mkdir(parents=True)
-        lock.write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         assert run(cfg, str(lake), fetchers=fx()) == EXIT_TEMPFAIL
         err = capsys.readouterr().err
-        assert f"another refresh (pid {holder.pid}) holds" in err
-        assert fapi.count() == 0 and lock.read_text().strip() == str(holder.pid)
+        assert f"another writer (pid {holder.pid}) holds" in err
+        assert fapi.count() == 0 and lock.read_text().split()[0] == str(holder.pid)
     finally:
         holder.kill()
         holder.wait()
-    # the holder is dead now: its lock is stale and gets taken over
+    # the holder is dead now: the kernel released its lock
     assert run(cfg, str(lake), fetchers=fx()) == EXIT_OK
     assert not (lake / "_refresh" / "refresh.lock").exists()
 
