@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     """Add this stage's subcommands to the `liqreplay` parser."""
     p = subparsers.add_parser("run", help="replay crash windows through both liquidation engines",
                               description="Replay the 2022 windows (and the whole year) on the lake's data.")
-    p.add_argument("--window", action="append", metavar="ID", help="window id (repeatable), e.g. 2022-10")
+    p.add_argument("--window", action="append", metavar="ID",
+                   help=f"window id (repeatable): {_window_ids()}")
     p.add_argument("--all", action="store_true", help="every window plus the whole-year run")
     p.add_argument("--venue", action="append", choices=("ftx", "binance"), help="venue (repeatable; default both)")
     p.add_argument("--market", action="append", metavar="COIN", help="market coin (repeatable; default BTC ETH)")
@@ -68,6 +69,17 @@ def register(subparsers) -> None:
     b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
     b.add_argument("--seed", type=non_negative_int, default=7)
     b.set_defaults(func=cmd_bench)
+
+
+def _window_ids() -> str:
+    """The default scenario file's window ids with their labels, for `run --help`."""
+    from backtest.scenarios import load_scenarios
+    try:
+        sc = load_scenarios()
+    except Exception as exc:  # noqa: BLE001 (help must render even with a broken scenario file)
+        return f"see backtest/scenarios.toml ({exc})"
+    return ", ".join(w.id for w in sc.windows).replace("%", "%%") + \
+        " (labels and dates: `liqreplay data status`)"
 
 
 def _positive_float(text: str) -> float:

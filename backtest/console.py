@@ -27,12 +27,23 @@ def stage_clis() -> tuple[ModuleType, ...]:
     return (fetch_cli, backtest_cli, reports_cli)
 
 
+def _wired(stages):
+    if stages is not None:
+        return stages
+    stages = stage_clis()
+    from backtest.data_status import window_view
+    from fetch import cli_local
+
+    cli_local.set_window_view(window_view)  # `data status` shows the scenario windows by default
+    return stages
+
+
 def build_parser(stages=None):
-    return cmdline.build_parser(stage_clis() if stages is None else stages)
+    return cmdline.build_parser(_wired(stages))
 
 
 def main(argv: list[str] | None = None, stages=None) -> int:
-    return cmdline.main(argv, stage_clis() if stages is None else stages)
+    return cmdline.main(argv, _wired(stages))
 
 
 if __name__ == "__main__":  # pragma: no cover

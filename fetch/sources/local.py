@@ -455,6 +455,9 @@ def _read_all(jobs, summary: ImportSummary, tables: dict, show: bool | None, bad
     for path, entry in jobs:
         try:
             raw = _read_any(path)
+            if raw.num_rows == 0:
+                raise ImportError_(f"{path}: holds no rows; fix or replace the file, or drop its line "
+                                   f"from {MANIFEST}")
             table = convert(raw, entry, path, _source_name(entry))
             # a mostly-bad file is refused here, before anything is written
             _, report = validate(table, entry["kind"], bad_row_threshold=bad_row_threshold)
@@ -464,8 +467,6 @@ def _read_all(jobs, summary: ImportSummary, tables: dict, show: bool | None, bad
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ImportError_(f"{path}: cannot import it ({reason}); fix or replace the file, or drop its "
                                f"line from {MANIFEST}") from None
-        if raw.num_rows == 0:
-            raise ImportError_(f"{path}: holds no rows; fix or replace the file, or drop its line from {MANIFEST}")
         expected = entry.get("rows")
         series_cols = list(S.SERIES_COLUMNS[entry["kind"]])
         nser = table.select(series_cols).group_by(series_cols).aggregate([]).num_rows
