@@ -45,6 +45,7 @@ from fetch.sources.ccxt_source import (
     venue_of,
 )
 from fetch.lock import LockHeld, RunLock, lake_lock_path
+from fetch.progress import progress_bar
 from fetch.validate import ValidationError
 
 log = logging.getLogger(__name__)
@@ -329,25 +330,6 @@ def _tail_fill(job: Job, key: SeriesKey, days: list, fx: Fetchers) -> list[pd.Da
     return out
 
 
-class Progress:
-    """A one-line progress display, only on a terminal."""
-
-    def __init__(self, total: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.on = bool(getattr(self.stream, "isatty", lambda: False)()) and total > 0
-        self.total, self.n = total, 0
-
-    def step(self, label: str) -> None:
-        self.n += 1
-        if self.on:
-            self.stream.write(f"\r[{self.n}/{self.total}] {label[:70]:<70}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.on:
-            self.stream.write("\n")
-
-
 def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | None = None,
             fetchers: Fetchers | None = None, force: bool = False,
             window: tuple[datetime, datetime] | None = None) -> list[TaskResult]:
@@ -383,7 +365,7 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
             if not todo:
                 res.status = "up_to_date"
             plan.append((job, key, res, todo))
-    progress = Progress(sum(len(t) for *_, t in plan))
+    progress = progress_bar(total=sum(len(t) for *_, t in plan), desc="fetching", unit="chunk")
     down: dict[tuple[str, str], str] = {}  # source endpoint -> why it failed (this run)
     for job, key, res, todo in plan:
         endpoint = (job.source + (":" + job.exchange if job.source != "binance_vision" else ""),
@@ -393,7 +375,9 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
             res.error = f"not tried: the source failed earlier in this run ({down[endpoint]})"
             continue
         for a, b in todo:
-            progress.step(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}")
+            progress.set_postfix_str(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}",
+                                     refresh=False)
+            progress.update()
             try:
                 df = fetch_chunk(job, key, a, b, fx)
                 if (job.source == "ccxt" and key.dataset == "open_interest" and not len(df)

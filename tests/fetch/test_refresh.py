@@ -277,9 +277,10 @@ def test_example_and_demo_configs_parse():
 
 
 def test_progress_line_drawn_on_a_terminal_only():
+    """The shared tqdm helper (fetch/progress.py) draws on a terminal and stays silent on a pipe."""
     import io
 
-    from fetch.refresh import Progress
+    from fetch.progress import progress_bar
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -287,11 +288,13 @@ def test_progress_line_drawn_on_a_terminal_only():
 
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        p = Progress(2, stream=stream)
-        p.step("BTCUSDT ohlcv 1m trade 2022-11-01")
-        p.step("BTCUSDT ohlcv 1m trade 2022-11-02")
+        p = progress_bar(total=2, desc="fetching", unit="chunk", file=stream, mininterval=0)
+        p.set_postfix_str("BTCUSDT ohlcv 1m trade 2022-11-01")
+        p.update()
+        p.set_postfix_str("BTCUSDT ohlcv 1m trade 2022-11-02")
+        p.update()
         p.close()
-    assert tty.getvalue().count("\r") == 2 and "[2/2]" in tty.getvalue()
+    assert "\r" in tty.getvalue() and "2/2" in tty.getvalue() and "2022-11-02" in tty.getvalue()
     assert pipe.getvalue() == ""
 
 
