@@ -158,8 +158,7 @@ def cmd_run(args) -> int:
     run_id = (Path(args.out).name if args.out else
               f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{params.hash()[:8]}-s{args.seed}")
     out = Path(args.out) if args.out else Path("results") / run_id
-    parts = out / ".parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    parts = _make_out_dir(out) / ".parts"
     resume_key = {"version": RESULTS_VERSION, "params_hash": params.hash(), "seed": args.seed, "data_snapshot": snapshot,
                   "n_accounts": n_accounts, "venues": list(venues), "markets": list(coins),
                   "deterministic": bool(args.deterministic), "scenarios": _file_hash(sc.source_file)}
@@ -203,6 +202,22 @@ def cmd_run(args) -> int:
     write_results(out, **write_kw)
     _print_summary(out, win_entries, rows, time.time() - t0)
     return 0
+
+
+def _make_out_dir(out: Path) -> Path:
+    """Create the results folder (and its .parts) or say in one line why it cannot be."""
+    from fetch.errors import UserError
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the results (it is created)")
+    try:
+        (out / ".parts").mkdir(parents=True, exist_ok=True)
+        probe = out / ".parts" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the results to {out}: {exc.strerror or exc}; "
+                        f"pass --out DIR on a writable disk") from None
+    return out
 
 
 def _file_hash(path) -> str:

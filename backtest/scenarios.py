@@ -124,16 +124,28 @@ def _ts(s: str) -> pd.Timestamp:
 
 
 def load_scenarios(path: Path | str | None = None) -> Scenarios:
+    """Read and check a scenario file (backtest/scenario_schema.py: unknown or missing keys,
+    impossible dates, end before start ... raise ScenarioError, one line, exit 2)."""
+    from backtest.scenario_schema import ScenarioError, parse_time, validate
+
     p = Path(path) if path else SCENARIOS_FILE
-    with open(p, "rb") as fh:
-        raw = tomllib.load(fh)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ScenarioError(f"scenario file {p} is a folder, not a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario file {p} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"scenario file {p} cannot be read: {exc}") from None
+    validate(raw, p)
     windows = tuple(
-        Window(w["id"], w["label"], _ts(w["start"]), _ts(w["end"]), bool(w.get("whole_year", False)))
+        Window(w["id"], w["label"], parse_time(p, f"window {w['id']}.start", w["start"]),
+               parse_time(p, f"window {w['id']}.end", w["end"]), bool(w.get("whole_year", False)))
         for w in raw["window"]
     )
-    for w in windows:
-        if w.end <= w.start:
-            raise ValueError(f"{p}: window {w.id} ends before it starts")
     return Scenarios(windows, raw["venue"], raw["market"], str(p))
 
 
