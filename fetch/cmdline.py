@@ -44,6 +44,13 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def _command_words(args: argparse.Namespace) -> str:
+    """'data verify' for a nested subcommand, else the command."""
+    words = [args.command] + [str(v) for k, v in sorted(vars(args).items())
+                              if k.endswith("_command") and k != "command" and v]
+    return " ".join(words)
+
+
 def _module(stage: ModuleType | str) -> ModuleType:
     return stage if isinstance(stage, ModuleType) else importlib.import_module(stage)
 
@@ -73,7 +80,7 @@ def main(argv: list[str] | None, stages, prog: str = "liqreplay") -> int:
     try:
         return int(args.func(args) or 0)
     except LiqreplayError as exc:
-        print(f"liqreplay {args.command}: {exc}", file=sys.stderr)
+        print(f"liqreplay {_command_words(args)}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -283,3 +283,17 @@ def test_run_help_lists_the_window_ids(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for wid in ("2022-01", "2022-05", "2022-06", "2022-10", "2022-11", "2022-year"):
         assert wid in out
+
+
+def test_fetch_takes_the_writer_lock_too(small_lake, capsys):
+    lake, _, _ = small_lake
+    with RunLock(lake_lock_path(lake.root), "import"):
+        code = main(["fetch", "BTCUSDT", "--timerange", "20221101-20221102", "--api-url", "http://127.0.0.1:9",
+                     "--lake", str(lake.root)])
+    assert code == 75
+    assert "another writer" in _one_line(capsys)
+
+
+def test_nested_commands_are_named_in_the_error_line(tmp_path, capsys):
+    assert main(["data", "verify", "--lake", str(tmp_path / "none")]) == 2
+    assert _one_line(capsys).startswith("liqreplay data verify: no lake at")
