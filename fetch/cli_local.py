@@ -11,6 +11,16 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1]")
+    return v
+
+
 def _add_lake(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lake", metavar="DIR", default=None,
                    help="lake folder (default: $LIQREPLAY_LAKE, else ./lake)")
@@ -24,7 +34,7 @@ def register(subparsers) -> None:
                     "(<exchange>/<BASE>_<QUOTE>-<tf>.json, <exchange>/futures/...-futures.json). Idempotent.")
     p.add_argument("directory", metavar="DIR")
     _add_lake(p)
-    p.add_argument("--max-bad", type=float, default=0.5, metavar="FRACTION",
+    p.add_argument("--max-bad", type=_fraction, default=0.5, metavar="FRACTION",
                    help="refuse a file whose invalid rows exceed this fraction (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress display even on a terminal")
     p.set_defaults(func=cmd_import)

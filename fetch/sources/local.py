@@ -430,23 +430,37 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
                            f"(<exchange>/<BASE>_<QUOTE>-<tf>.json)")
     summary = ImportSummary()
     tables: dict[str, list[pa.Table]] = {}
+    created = not lake.root.exists()
     lock = RunLock(lake_lock_path(lake.root), "import") if lock else None
     if lock is not None:
         lock.acquire()
+    wrote = False
     try:
         notice = lake.interrupted_import()
         if notice:
             log.warning("%s: this import completes it", notice.split(";")[0])
         _read_all(jobs, summary, tables, show, bad_row_threshold)
         lake.root.mkdir(parents=True, exist_ok=True)
+        wrote = True
         lake.begin_import(str(directory))
         _write_all(directory, lake, summary, tables, show, bad_row_threshold)
         lake.end_import()  # only after every write: an interrupted import leaves the marker
     finally:
         if lock is not None:
             lock.release()
+        if created and not wrote:  # refused before writing: leave no empty lake behind
+            _remove_empty_tree(lake.root)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove `root` if it holds nothing but empty folders (what taking the lock created)."""
+    if not root.is_dir() or any(p.is_file() for p in root.rglob("*")):
+        return
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    root.rmdir()
 
 
 def _read_all(jobs, summary: ImportSummary, tables: dict, show: bool | None, bad_row_threshold: float) -> None:

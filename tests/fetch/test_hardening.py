@@ -128,7 +128,7 @@ def test_bad_data_files_are_one_line_exit_2_nothing_written(tmp_path, capsys, na
     lake = tmp_path / "lake"
     assert main(["import", str(d), "--lake", str(lake), "--no-progress"]) == 2
     assert expect in _one_line(capsys)
-    assert not list(lake.rglob("*.parquet"))
+    assert not lake.exists()  # refused before writing: not even an empty lake folder
 
 
 @pytest.mark.parametrize("manifest, expect", [
@@ -297,3 +297,9 @@ def test_fetch_takes_the_writer_lock_too(small_lake, capsys):
 def test_nested_commands_are_named_in_the_error_line(tmp_path, capsys):
     assert main(["data", "verify", "--lake", str(tmp_path / "none")]) == 2
     assert _one_line(capsys).startswith("liqreplay data verify: no lake at")
+
+
+def test_max_bad_must_be_a_fraction(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["import", str(tmp_path), "--max-bad", "1.5"])
+    assert exc.value.code == 2 and "is not a fraction in [0, 1]" in _one_line(capsys)
