@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,7 @@ DATA_NAME = "data.parquet"
 PERIOD_FORMATS = {"month": "%Y-%m", "year": "%Y"}
 IMPORT_MARKER = "_import_in_progress.json"  # present while an import writes; left by an interrupted one
 QUICK_CHUNK = 64 * 1024
+_PERIOD_RE = re.compile(r"\d{4}(-(0[1-9]|1[0-2]))?")
 _SAFE = "-."  # besides ASCII letters and digits, the only bytes left unencoded
 
 
@@ -769,6 +771,9 @@ def manifest_problem(m) -> str | None:
     files = m.get("files", {})
     if not isinstance(files, dict) or not all(isinstance(v, dict) and "rows" in v for v in files.values()):
         return "files is not a table of file records"
+    bad = [p for p in files if not _PERIOD_RE.fullmatch(str(p))]
+    if bad:
+        return f"file period {bad[0]!r} is neither YYYY nor YYYY-MM"
     comp = m.get("complete", [])
     if not isinstance(comp, list) or not all(isinstance(c, list) and len(c) == 2 for c in comp):
         return "complete is not a list of [start, end] pairs"

@@ -187,7 +187,10 @@ def test_import_into_a_lake_on_a_read_only_path_is_one_line(tmp_path, capsys):
 
 # ------------------------------------------------------------------ item 11: manifests of the wrong shape
 @pytest.mark.parametrize("content", ["[1, 2, 3]", '{"key": 5}', '{"key": {"dataset": "ohlcv"}, "files": []}',
-                                     '{"files": {"2022-05": 7}}', "not json at all"])
+                                     '{"files": {"2022-05": 7}}', "not json at all",
+                                     '{"key": {"dataset": "ohlcv", "venue": "binance", "market": "spot", '
+                                     '"symbol": "BTCUSDT", "timeframe": "1h", "price_type": "trade"}, '
+                                     '"files": {"20xx": {"rows": 1}}}'])
 def test_bad_coverage_json_is_rebuilt_not_a_traceback(small_lake, capsys, content):
     lake, _, may = small_lake
     manifest = may.parent.parent / "_coverage.json"
