@@ -1,4 +1,4 @@
-"""tardis.dev source through the real tardis-dev client against a loopback datasets endpoint."""
+"""tardis.dev source (its datasets URL scheme, our retry helper) against a loopback datasets endpoint."""
 from __future__ import annotations
 
 from datetime import date
