@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fetch.lake import LakeDamaged
+
 log = logging.getLogger(__name__)
 
 SCENARIOS_FILE = Path(__file__).with_name("scenarios.toml")
@@ -123,16 +125,28 @@ def _ts(s: str) -> pd.Timestamp:
 
 
 def load_scenarios(path: Path | str | None = None) -> Scenarios:
+    """Read and check a scenario file (backtest/scenario_schema.py: unknown or missing keys,
+    impossible dates, end before start ... raise ScenarioError, one line, exit 2)."""
+    from backtest.scenario_schema import ScenarioError, parse_time, validate
+
     p = Path(path) if path else SCENARIOS_FILE
-    with open(p, "rb") as fh:
-        raw = tomllib.load(fh)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ScenarioError(f"scenario file {p} is a folder, not a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario file {p} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"scenario file {p} cannot be read: {exc}") from None
+    validate(raw, p)
     windows = tuple(
-        Window(w["id"], w["label"], _ts(w["start"]), _ts(w["end"]), bool(w.get("whole_year", False)))
+        Window(w["id"], w["label"], parse_time(p, f"window {w['id']}.start", w["start"]),
+               parse_time(p, f"window {w['id']}.end", w["end"]), bool(w.get("whole_year", False)))
         for w in raw["window"]
     )
-    for w in windows:
-        if w.end <= w.start:
-            raise ValueError(f"{p}: window {w.id} ends before it starts")
     return Scenarios(windows, raw["venue"], raw["market"], str(p))
 
 
@@ -258,6 +272,8 @@ class SeriesLoader:
         """(timeframe, rows, coverage) of the finest complete timeframe, else the best partial."""
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001 — a catalog without the series
             log.debug("timeframes(%s) failed: %s", src, exc)
             return None
@@ -320,6 +336,8 @@ class SeriesLoader:
             return df
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception:  # noqa: BLE001
             tfs = []
         best = None   # the finer timeframe covering most of the window (coarser on a tie)
@@ -344,6 +362,8 @@ class SeriesLoader:
             for market in ("spot", "perp"):
                 try:
                     df = self.catalog.bars("binance", market, f"{coin}USDT", start, window.start)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(df):
@@ -364,6 +384,8 @@ class SeriesLoader:
             try:
                 tfs = [(tf, n) for tf, n in self.catalog.timeframes("binance", "spot", sym, window.start, window.end)
                        if tf in TIMEFRAME_MINUTES and n > 0]
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
             except Exception:  # noqa: BLE001
                 tfs = []
             # the finest timeframe that covers the window; else the one covering most of it
@@ -375,6 +397,8 @@ class SeriesLoader:
             for tf, _ in tfs:
                 try:
                     raw = self.catalog.bars("binance", "spot", sym, window.start, window.end, timeframe=tf)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(raw):
@@ -531,6 +555,8 @@ class SeriesLoader:
     def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
         try:
             v = self.catalog.adv_usd(venue, market, symbol, before, days=30)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("adv_usd(%s %s %s) failed: %s", venue, market, symbol, exc)
             v = None
@@ -542,6 +568,8 @@ class SeriesLoader:
         rec = None
         try:
             rec = self.catalog.open_interest(venue, symbol, window.start.to_pydatetime())
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("open_interest(%s %s) failed: %s", venue, symbol, exc)
         if rec and rec.get("oi_base") and np.isfinite(rec["oi_base"]) and rec["oi_base"] > 0:
@@ -556,6 +584,8 @@ class SeriesLoader:
     def _funding(self, venue, market, symbol, window: Window) -> pd.DataFrame:
         try:
             f = self.catalog.funding(venue, symbol, window.start, window.end, market=market)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("funding(%s %s) failed: %s", venue, symbol, exc)
             return _empty_funding()
@@ -571,6 +601,8 @@ class SeriesLoader:
         try:
             df = self.catalog.bars(src.venue, src.market, src.symbol, lb_start, window.start)
             df = normalise_bars(df) if len(df) else None
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("entry bars failed: %s", exc)
             df = None
