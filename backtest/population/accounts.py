@@ -322,7 +322,7 @@ KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_SIZE, KIND_CLOSE
 def kind_key(key: int, kind: int) -> int:
     """The key of one kind of draw under a series key."""
     from backtest import rng as R
-    return int(R.make_key(int(key) & 0xFFFFFFFFFFFFFFFF, int(kind), 0, 0))
+    return int(R.make_key(np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(kind), np.uint64(0), np.uint64(0)))
 
 
 def keyed_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
@@ -364,7 +364,8 @@ def ftx_collateral_shares(params: Params) -> dict[str, float]:
 
 def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray, entry: np.ndarray,
                   ids: np.ndarray, key: int, date, params: Params,
-                  collateral_prices: dict[str, float] | None = None, cache: dict | None = None) -> dict:
+                  collateral_prices: dict[str, float] | None = None, cache: dict | None = None,
+                  weight: np.ndarray | None = None) -> dict:
     """Leverage, margin and liquidation trigger of one cohort's accounts (MODEL.md 2).
 
     side/qty/entry per account; ids: the accounts' ids in the book (the counters of their
@@ -375,15 +376,20 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
     as USD and coins (`ftx_collateral_share.*`, coins valued at `collateral_prices`, the
     position's own coin at its entry; coins without a price are held as USD); trigger = the
     price at which MF reaches MMF (venues.ftx.price_at_margin_fraction; other coins held at
-    their value). Returns a dict of arrays: leverage, account_leverage, wallet_usd, isolated,
-    collateral {coin: balance}, trigger, folded (coins held as USD).
+    their value). weight: the real accounts each simulated one stands for; every size-dependent
+    term (Binance bracket and leverage cap, FTX size IMF and collateral haircut) is evaluated
+    at the real position's size qty/weight, so the book does not change with N; balances are
+    returned for the simulated account (x weight). Returns a dict of arrays: leverage,
+    account_leverage, wallet_usd, isolated, collateral {coin: balance}, trigger, folded (coins
+    held as USD).
     """
     v = venue.lower()
     d = _date(date)
     cache = {} if cache is None else cache
     n = len(side)
     side = np.asarray(side, np.int8)
-    qty = np.asarray(qty, float)
+    w_real = np.ones(n) if weight is None else np.maximum(np.asarray(weight, float), 1e-12)
+    qty = np.asarray(qty, float) / w_real          # the real position's size
     entry = np.asarray(entry, float)
     notional = qty * entry
     if v == "ftx":
@@ -422,7 +428,7 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
                 continue
             wt, _, f = ftx.collateral_weights(c, params)
             bal = _balance_for_value(margin * sh, px, wt, f, numerator)
-            out["collateral"][c] = bal
+            out["collateral"][c] = bal * w_real
             if c == coin:
                 same_bal = bal
                 same_w = np.asarray(ftx.effective_weight(bal, wt, f, numerator=numerator), float).reshape(-1)
@@ -433,7 +439,7 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
         trig = ftx.price_at_margin_fraction(side, qty, entry, wallet + other_value, same_bal, same_w,
                                             np.asarray(mmf, float))
         trig = np.where(np.isfinite(trig), trig, np.where(side > 0, 0.0, np.inf))
-        out.update(account_leverage=acct_lev, wallet_usd=wallet, trigger=np.asarray(trig, float))
+        out.update(account_leverage=acct_lev, wallet_usd=wallet * w_real, trigger=np.asarray(trig, float))
     else:
         iso_share = float(params.get("population.binance_isolated_share"))
         extra = float(params.get("population.binance_cross_extra_margin"))
@@ -442,5 +448,5 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
         lp = np.asarray(binance.liquidation_price(side, qty, entry, wallet, br), float).reshape(-1)
         # a long that cannot be liquidated gets 0 (never crossed); a short's LP is always > 0
         trig = np.where(np.isfinite(lp) & (lp > 0), lp, np.where(side > 0, 0.0, np.inf))
-        out.update(account_leverage=lev.copy(), wallet_usd=wallet, isolated=isolated, trigger=trig)
+        out.update(account_leverage=lev.copy(), wallet_usd=wallet * w_real, isolated=isolated, trigger=trig)
     return out

@@ -349,15 +349,16 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
+            wgt = qty / tgt * real * share
             terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                  params=params, collateral_prices=collateral_prices, cache=cache)
+                                  params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
             bad = crossed_since(sides, terms["trigger"], (eb + 1).astype(np.int64), b1, bars.low, bars.high)
             bad |= (terms["trigger"] >= price[k]) if s > 0 else (terms["trigger"] <= price[k])
             if bad.any():
                 n_reset += int(bad.sum())
                 entry[bad] = price[k]
                 terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                      params=params, collateral_prices=collateral_prices, cache=cache)
+                                      params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
             folded.update(terms["folded"])
             u = keyed_uniforms(key, KIND_CLOSE, ids)
             close = tk + np.maximum(1, np.rint(-np.log1p(-u) * tau_s)).astype(np.int64)
@@ -373,7 +374,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
                     "acct_lev": terms["account_leverage"], "wallet": terms["wallet_usd"],
                     "isolated": terms["isolated"], "trigger": terms["trigger"], "open_s": np.full(n, tk, np.int64),
                     "close_s": close, "liq_s": liq, "end_s": end, "end_k": end_k,
-                    "weight": qty / tgt * real * share, "cohort": np.full(n, k, np.int32)},
+                    "weight": wgt, "cohort": np.full(n, k, np.int32)},
                    terms["collateral"])
 
     keep = st["end_s"] > window_start_s
