@@ -6,20 +6,24 @@ so the throttle must act on the real orders, not the simulated ones, or the repo
 moves with N (review 1.3: 20x between N = 5k and 300k).
 
 Representation: a simulated liquidation of notional X and weight w stands for
-k = max(1, round(w)) real orders of X/k. Their times spread uniformly over the event's cell: the span of the
-same side's simulated liquidations around it that hold `disclosure.bandwidth_real_orders`
-real orders (half before, half after; at most `disclosure.max_spread_s` wide; both calibrated
-parameters with ranges). A simulated account stands for the real ones whose triggers lie
-near its own (the band the cohort's leverage and entry spread imply at that sampling
-density); the path crosses that band in about the time its neighbours take to liquidate, so
-the cell is the band in time, an adaptive kernel measured in real orders. Ten times more simulated accounts give ten
-times narrower cells of ten times fewer orders each: the real order rate per second, and so
-the reported figure, do not depend on N. We chose time over price so that the step needs no
-price path (it runs on the events alone).
+k = max(1, round(w)) real orders of X/k (the sampled form; the expectation below uses w
+itself, so an account that stands for less than one real account adds less than one order:
+with k rounded up, a book of many small simulated accounts would add orders that do not
+exist). Their times spread uniformly over the event's cell: the span of the same side's
+simulated liquidations around it that hold max(`disclosure.bandwidth_real_orders`, w) / 2
+real orders before it and as many after it, at most `disclosure.max_spread_s` wide (both
+calibrated parameters with ranges). A simulated account stands for the real ones whose
+triggers lie near its own (the band the cohort's leverage and entry spread imply at that
+sampling density); the path crosses that band in about the time its neighbours holding as
+many real accounts take to liquidate, so the cell is the band in time: an adaptive kernel
+measured in real orders. Ten times more simulated accounts give ten times fewer orders per
+event and cells holding the same real count: the real order rate per second, and so the
+reported figure, do not depend on N beyond sampling noise. We chose time over price so that
+the step needs no price path (it runs on the events alone).
 
 Per second, the real orders of all cells covering it arrive as a Poisson superposition with
-rate Lambda(sec) = sum_i k_i / width_i; the second shows one order (the last), from event i
-with probability (k_i/width_i) / Lambda, so the expected reported notional of the second is
+rate Lambda(sec) = sum_i w_i / width_i; the second shows one order (the last), from event i
+with probability (w_i/width_i) / Lambda, so the expected reported notional of the second is
 (1 - e^-Lambda) / Lambda * sum_i X_i / width_i, and event i is credited X_i / width_i *
 (1 - e^-Lambda) / Lambda for every second of its cell. `binance_reported` computes that
 expectation exactly (no draws; O(n log n)); `binance_reported_sampled` draws the real orders
@@ -36,9 +40,10 @@ from backtest import rng as R
 @njit(cache=True)
 def _cells(t_s, side, weight, m_real, max_spread_s):
     """[a, b) integer-second cell of each event: the span of the same side's liquidations
-    holding m_real/2 real orders (cumulative weight) before it and m_real/2 after it (an
-    adaptive kernel in real-order units, so the cell does not depend on N), each half at
-    most max_spread_s / 2; at least its own second."""
+    holding max(m_real, w)/2 real orders (cumulative weight) before it and as many after it
+    (an adaptive kernel in real-order units, so the cell does not depend on N; an event that
+    stands for more real orders than m_real spreads them as far as its neighbours holding as
+    many), each half at most max_spread_s / 2; at least its own second."""
     n = t_s.shape[0]
     a = np.empty(n, np.int64)
     b = np.empty(n, np.int64)
@@ -60,11 +65,11 @@ def _cells(t_s, side, weight, m_real, max_spread_s):
         cw[0] = 0.0
         for r in range(m):
             ts[r] = np.floor(t_s[idx[r]])
-            cw[r + 1] = cw[r] + max(1.0, np.rint(weight[idx[r]]))
+            cw[r + 1] = cw[r] + weight[idx[r]]
         for r in range(m):
-            mid = 0.5 * (cw[r] + cw[r + 1])
-            lo_w = mid - 0.5 * m_real
-            hi_w = mid + 0.5 * m_real
+            bw = 0.5 * max(m_real, weight[idx[r]])
+            lo_w = cw[r] - bw
+            hi_w = cw[r + 1] + bw
             # event index holding cumulative weight lo_w / hi_w
             rl = max(0, min(m - 1, np.searchsorted(cw, lo_w) - 1))
             rh = max(0, min(m - 1, np.searchsorted(cw, hi_w) - 1))
@@ -85,7 +90,7 @@ def _reported_expected(t_s, notional, weight, side, m_real, max_spread_s):
     a, b = _cells(t_s, side, weight, m_real, max_spread_s)
     lam = np.empty(n)
     for i in range(n):
-        lam[i] = max(1.0, np.rint(weight[i])) / (b[i] - a[i])
+        lam[i] = weight[i] / (b[i] - a[i])
     # breakpoints and Lambda per segment
     pts = np.unique(np.concatenate((a, b)))
     m = pts.shape[0]

@@ -273,13 +273,14 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     last_bar = np.searchsorted(bars.end_s, T, side="right")          # bars [0, last_bar) ended by T
     price = np.where(last_bar > 0, bars.close[np.maximum(last_bar - 1, 0)], bars.open[0])
 
-    # pass 1: expected opens -> accounts per unit of opened notional (and survival weight)
+    # accounts per dollar opened, fixed at the book start from what is known then (no later
+    # OI value may change any draw): a steady book of the first OI value, each cohort weighted
+    # by its chance to survive to the window start, holds n_accounts in expectation
     decay = math.exp(-dt_s / tau_s)
-    exp_open = np.empty(K)
-    exp_open[0] = target[0]
-    exp_open[1:] = np.maximum(0.0, target[1:] - target[:-1] * decay)
     surv = np.exp(-np.maximum(0.0, window_start_s - T) / tau_s)
-    denom = float(np.sum(2.0 * exp_open * price * surv))
+    exp_share = np.full(K, 1.0 - decay)
+    exp_share[0] = 1.0
+    denom = float(2.0 * target[0] * price[0] * np.sum(exp_share * surv))
     rate = n_accounts / denom if denom > 0 else 0.0
 
     st = _Store(max(1024, int(n_accounts * 1.3)))
