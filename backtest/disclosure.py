@@ -130,8 +130,8 @@ def _args(t_s, notional_usd, weight, side, max_spread_s):
     return t, x, w, sd
 
 
-def binance_reported(t_s, notional_usd, weight, side=None, key: int = 0, max_spread_s: float = 3600.0,
-                     bandwidth_real_orders: float = 200.0) -> np.ndarray:
+def binance_reported(t_s, notional_usd, weight, side=None, key: int = 0, max_spread_s: float = 21600.0,
+                     bandwidth_real_orders: float = 1000.0) -> np.ndarray:
     """Expected reported notional per liquidation event of ONE symbol on Binance's stream.
 
     t_s: event times (epoch seconds, float or int); notional_usd: the simulated liquidation's
@@ -178,9 +178,15 @@ def _reported_sampled(t_s, notional, weight, side, key, m_real, max_spread_s):
 
 
 def binance_reported_sampled(t_s, notional_usd, weight, side=None, key: int = 0,
-                             max_spread_s: float = 3600.0, bandwidth_real_orders: float = 200.0) -> np.ndarray:
+                             max_spread_s: float = 21600.0, bandwidth_real_orders: float = 1000.0) -> np.ndarray:
     """The same, drawing every real order's time (keyed by event index and order): a check of
     the expectation, and a draw of the stream. Materialises sum(k) orders."""
     t, x, w, sd = _args(t_s, notional_usd, weight, side, max_spread_s)
     return _reported_sampled(t, x, w, sd, np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), float(bandwidth_real_orders),
                              float(max_spread_s))
+
+
+def reported_for_params(t_s, notional_usd, weight, side, params) -> np.ndarray:
+    """binance_reported with `disclosure.max_spread_s` and `disclosure.bandwidth_real_orders`."""
+    return binance_reported(t_s, notional_usd, weight, side, max_spread_s=float(params.get("disclosure.max_spread_s")),
+                            bandwidth_real_orders=float(params.get("disclosure.bandwidth_real_orders")))

@@ -331,6 +331,19 @@ def keyed_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
     return R.uniforms(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
 
 
+def stratified_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
+    """U[0,1) per account, stratified over the group `ids` (one cohort side): the i-th of n
+    accounts in a keyed random order falls in [i/n, (i+1)/n), so a cohort's draws fill the
+    distribution evenly (less sampling noise at small N) and stay keyed by account id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(keyed_uniforms(key, kind + 100, ids), kind="stable")] = np.arange(n)
+    return (rank + keyed_uniforms(key, kind, ids)) / n
+
+
 def keyed_normals(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
     from backtest import rng as R
     return R.normals(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
@@ -371,7 +384,8 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
     side/qty/entry per account; ids: the accounts' ids in the book (the counters of their
     keyed draws, so an account's draws do not depend on which other accounts exist).
     Binance: isolated with probability `binance_isolated_share`, a cross wallet holds
-    `binance_cross_extra_margin` x the margin on top; trigger = the liquidation price
+    `binance_cross_extra_margin` x the margin on top (leverage and isolated draws are
+    stratified over `ids`, one cohort side: stratified_uniforms); trigger = the liquidation price
     (backtest.venues.binance.liquidation_price, the bracket at LP). FTX: the margin is held
     as USD and coins (`ftx_collateral_share.*`, coins valued at `collateral_prices`, the
     position's own coin at its entry; coins without a price are held as USD); trigger = the
@@ -405,8 +419,9 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
         br = cache[ck]
         venue_cap = float(params.get("binance.max_leverage", d))
         cap = np.minimum(venue_cap, br.max_leverage[br.tier(notional)]).astype(float)
-    lev = leverage_from_uniforms(keyed_uniforms(key, KIND_LEV_LOW, ids), keyed_uniforms(key, KIND_LEV_TAIL, ids),
-                                 keyed_uniforms(key, KIND_LEV_BODY, ids), cap, params)
+    lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids),
+                                 stratified_uniforms(key, KIND_LEV_TAIL, ids),
+                                 stratified_uniforms(key, KIND_LEV_BODY, ids), cap, params)
     margin = notional / lev
     out: dict[str, Any] = {"leverage": lev, "collateral": {}, "isolated": np.zeros(n, bool), "folded": []}
     if v == "ftx":
@@ -443,7 +458,7 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
     else:
         iso_share = float(params.get("population.binance_isolated_share"))
         extra = float(params.get("population.binance_cross_extra_margin"))
-        isolated = keyed_uniforms(key, KIND_ISOLATED, ids) < iso_share
+        isolated = stratified_uniforms(key, KIND_ISOLATED, ids) < iso_share
         wallet = np.where(isolated, margin, margin * (1.0 + extra))
         lp = np.asarray(binance.liquidation_price(side, qty, entry, wallet, br), float).reshape(-1)
         # a long that cannot be liquidated gets 0 (never crossed); a short's LP is always > 0

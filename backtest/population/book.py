@@ -23,7 +23,8 @@ the book start to the window end:
    the path crossed between its entry bar and T_k (it would not be in the OI) enters at the
    price at T_k instead (meta n_entry_reset). The first cohort holds the whole OI, its entries
    drawn over `population.entry_lookback_days` weighted by volume x e^{-age/tau}.
-   Notional per account: lognormal(`notional_sigma`) shares of the side's opens; the number
+   Notional per account: lognormal(`notional_sigma`) shares of the side's opens (draws
+   stratified within the cohort side: accounts.stratified_uniforms); the number
    of accounts per side: see `build_book`; leverage, margin, isolated/cross and FTX
    collateral from accounts.account_terms.
 5. **Weights.** Each account stands for weight = qty / OI_k x real_accounts x side share real
@@ -41,11 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numba import njit
+from scipy.special import ndtri
 
 from backtest import rng as R
 from backtest.params import Params
 from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_SIZE, NEVER, Population, account_terms,
-                                          keyed_normals, keyed_uniforms)
+                                          keyed_uniforms, stratified_uniforms)
 from backtest.venues import ftx as ftx_venue
 
 BLOCK = 256
@@ -345,7 +347,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             ucount = float(R.uniform(np.uint64(k_count), np.uint64(2 * k + si)))
             n = max(1, int(math.floor(x)) + (1 if ucount < x - math.floor(x) else 0))
             ids = np.arange(st.n, st.n + n, dtype=np.int64)
-            raw = np.exp(sigma * keyed_normals(key, KIND_SIZE, ids))
+            raw = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
             qty = opens * raw / raw.sum()
             eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
