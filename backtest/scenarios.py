@@ -471,7 +471,7 @@ class SeriesLoader:
         if oi_path is None:
             notes.append(f"window {window.id}, venue {venue}, market {coin}: no open-interest path in the lake "
                          f"(the v2 book cannot be built; v1 uses {oi_source})")
-        warm, warm_tf = self._warmup_bars(src, window)
+        warm, warm_tf = self._warmup_bars(src, window, venue, coin)
         return SeriesData(
             window=window, venue=venue, coin=coin, symbol=own_symbol, bars=bars, timeframe=tf,
             price_source=price_source, source=src, rows=int(len(raw)), gaps_pct=gaps_pct,
@@ -524,28 +524,41 @@ class SeriesLoader:
         return df[["ts", "as_of", "oi_coin"]], (f"lake: binance {bsym} OI ({df['source'].iloc[0]}, first known "
                                                 f"{first:%Y-%m-%d %H:%M} UTC)"), key
 
-    def _warmup_bars(self, src: PriceSource, window: Window) -> tuple[pd.DataFrame | None, str | None]:
-        """Bars of [window start - warm-up - entry lookback, window start) from the series the
-        window runs on, at the finest timeframe covering >= 90% of that span (else the one
-        covering most of it), gaps filled flat."""
+    def _warmup_bars(self, src: PriceSource, window: Window, venue: str | None = None,
+                     coin: str | None = None) -> tuple[pd.DataFrame | None, str | None]:
+        """Bars of [window start - warm-up - entry lookback, window start) for the book: from
+        the series the window runs on, else another series of the venue (its sources in
+        order: own perp, spot proxies, stand-ins), the finest timeframe covering >= 90% of the
+        default warm-up plus lookback before the start (else the best-covering one); loaded
+        from the longest warm-up the parameter range allows, gaps filled flat."""
         start = window.start - pd.Timedelta(days=self.warmup_days)
         end = window.start
-        try:
-            tfs = [(tf, n) for tf, n in self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
-                   if tf in TIMEFRAME_MINUTES and n > 0]
-        except Exception as exc:  # noqa: BLE001
-            log.debug("timeframes(%s) failed: %s", src, exc)
-            tfs = []
-        if not tfs:
+        need_days = float(self.params.get("population.warmup_days")) + float(self.params.get("population.entry_lookback_days"))
+        need_start = end - pd.Timedelta(days=need_days)
+        cands = [src] + ([x for x in self.sc.sources(venue, coin) if x != src] if venue and coin else [])
+        best = None        # (coverage, -minutes, src, tf)
+        for cand in cands:
+            try:
+                tfs = [(tf, n) for tf, n in self.catalog.timeframes(cand.venue, cand.market, cand.symbol, need_start, end)
+                       if tf in TIMEFRAME_MINUTES and n > 0]
+            except Exception as exc:  # noqa: BLE001
+                log.debug("timeframes(%s) failed: %s", cand, exc)
+                tfs = []
+            covs = [(min(1.0, n / max(1, expected_bars(need_start, end, tf))), tf) for tf, n in tfs]
+            good = sorted([c for c in covs if c[0] >= MIN_USABLE_COVERAGE], key=lambda c: tf_minutes(c[1]))
+            if good:
+                best = (good[0][0], cand, good[0][1])
+                break
+            for cov, tf in covs:
+                if best is None or cov > best[0]:
+                    best = (cov, cand, tf)
+        if best is None:
             return None, None
-        covs = [(tf, min(1.0, n / max(1, expected_bars(start, end, tf)))) for tf, n in tfs]
-        good = sorted([c for c in covs if c[1] >= MIN_USABLE_COVERAGE], key=lambda c: tf_minutes(c[0]))
-        tf = good[0][0] if good else max(covs, key=lambda c: (c[1], tf_minutes(c[0])))[0]
-        raw = self.bars(src, start, end, tf)
+        _, cand, tf = best
+        raw = self.bars(cand, start, end, tf)
         if raw.empty:
             return None, None
-        first = raw["ts"].iloc[0]
-        bars, _ = fill_gaps(raw, first, end, tf)
+        bars, _ = fill_gaps(raw, raw["ts"].iloc[0], end, tf)
         return bars, tf
 
     def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
