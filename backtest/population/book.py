@@ -417,7 +417,33 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
                      open_s=st["open_s"][idx].copy(), close_s=close.copy(), weight=st["weight"][idx].copy(),
                      cohort=st["cohort"][idx].copy())
     pop.meta["trigger"] = st["trigger"][idx].copy()
+    if bool(params.get("population.exempt_account")):
+        _add_exempt(pop, params, window_start_s)
     return pop
+
+
+def _add_exempt(pop: Population, params: Params, start_s: int) -> None:
+    """The exempt account (the Alameda scenario, MODEL.md 2): never liquidated, open through
+    the window from its start at the start price, `exempt_notional_share` of the OI at the
+    start on `exempt_side`, at `exempt_leverage` (margin in USD). Outside the OI bookkeeping."""
+    share = float(params.get("population.exempt_notional_share"))
+    side = int(params.get("population.exempt_side"))
+    if side not in (-1, 1) or not (0 <= share < 1):
+        raise ValueError("population.exempt_side must be +1/-1 and exempt_notional_share in [0, 1)")
+    lev = max(1.0, float(params.get("population.exempt_leverage")))
+    q = share * pop.meta["oi_coin_start"]
+    p0 = pop.start_price
+    app = {"side": np.int8(side), "qty_coin": q, "entry_price": p0, "leverage": lev, "wallet_usd": q * p0 / lev,
+           "isolated": False, "exempt": True, "account_leverage": lev, "open_s": np.int64(start_s),
+           "close_s": NEVER, "weight": 1.0, "cohort": np.int32(-1)}
+    for k, v in app.items():
+        arr = getattr(pop, k)
+        setattr(pop, k, np.append(arr, np.asarray(v, dtype=arr.dtype)))
+    for c in pop.collateral:
+        pop.collateral[c] = np.append(pop.collateral[c], 0.0)
+    pop.meta["expected_liq_s"] = np.append(pop.meta["expected_liq_s"], NEVER)
+    pop.meta["trigger"] = np.append(pop.meta["trigger"], np.nan)
+    pop.meta["n_accounts"] = len(pop.side)
 
 
 def _real_accounts(params: Params, coin: str) -> float:

@@ -221,3 +221,16 @@ def test_year_book_tracks_lake_oi(lake, coin):
     months = pd.to_datetime(liq[ok], unit="s").to_period("M")
     both = pd.DataFrame({"m": months, "s": pop.side[ok]}).groupby("m")["s"].nunique()
     assert (both == 2).sum() >= 6
+
+
+def test_exempt_account_appended_outside_the_book():
+    p = default_params().with_overrides({"population.exempt_account": True, "population.exempt_notional_share": 0.1})
+    bars = flat_bars(40)
+    start, end = T0 + 30 * DAY, T0 + 35 * DAY
+    pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=1000, params=p, venue="ftx", symbol="BTC-PERP")
+    assert pop.exempt[-1] and pop.exempt.sum() == 1
+    assert pop.qty_coin[-1] == pytest.approx(1000.0) and pop.close_s[-1] == NEVER
+    assert all(len(v) == len(pop) for v in pop.collateral.values())
+    # the book's own OI is unchanged by it
+    ordinary = book(bars, [T0 + DAY], [10_000.0], start, end, n=1000, venue="ftx", symbol="BTC-PERP")
+    assert len(ordinary) == len(pop) - 1
