@@ -234,3 +234,39 @@ def test_exempt_account_appended_outside_the_book():
     # the book's own OI is unchanged by it
     ordinary = book(bars, [T0 + DAY], [10_000.0], start, end, n=1000, venue="ftx", symbol="BTC-PERP")
     assert len(ordinary) == len(pop) - 1
+
+
+def test_catalog_oi_path_as_of_and_no_later_value(lake):
+    """Coinalyze's daily OI stamped at a day's open is that day's close: known at the next
+    midnight. The path returns only values known by `end`."""
+    from backtest.catalog import Catalog
+    cat = Catalog(lake)
+    df = cat.open_interest_path("binance", "BTCUSDT", "2021-12-01", "2022-01-10")
+    assert df["as_of"].iloc[0] == pd.Timestamp("2022-01-03", tz="UTC")
+    assert (df["as_of"] - pd.to_datetime(df["ts"], utc=True) == pd.Timedelta(days=1)).all()
+    assert df["as_of"].max() == pd.Timestamp("2022-01-10", tz="UTC")
+    assert df["oi_base"].iloc[0] == pytest.approx(73297.806, rel=1e-6)
+
+
+def test_window_book_tracks_lake_oi_and_ftx_ratio(lake):
+    """A crash window's book (warm-up included) holds the lake's OI at every day's end; FTX's
+    book is Binance's path x ftx.oi_ratio_to_binance.BTC and says so."""
+    from backtest.catalog import Catalog
+    from backtest.population import build_population
+    from backtest.scenarios import SeriesLoader, load_scenarios
+    sc = load_scenarios()
+    p = default_params()
+    w = sc.window("2022-11")
+    ld = SeriesLoader(Catalog(lake), sc, params=p)
+    for venue, ratio in (("binance", 1.0), ("ftx", float(p.get("ftx.oi_ratio_to_binance.BTC")))):
+        sd = ld.load(w, venue, "BTC")
+        pop = build_population(sd, p, seed=3, n_accounts=20000)
+        assert (pop.open_s <= int(w.start.timestamp())).any() and (pop.open_s > int(w.start.timestamp())).any()
+        days = pd.date_range(w.start, w.end, freq="D", tz="UTC", inclusive="left")
+        t = ((days - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+        asof = ((sd.oi_path["as_of"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+        want = held_values(asof, sd.oi_path["oi_coin"].to_numpy(float), t) * ratio
+        for s in (1, -1):
+            assert np.abs(model_oi_coin(pop, t, s) / want - 1).max() < 0.05
+        if venue == "ftx":
+            assert "ftx.oi_ratio_to_binance.BTC" in pop.meta["oi_source"]
