@@ -18,7 +18,7 @@ from backtest.population.accounts import (NEVER, OPEN_ALWAYS, VENUES, Population
 from backtest.population.book import BookBars, build_book, model_oi_coin  # noqa: F401
 
 __all__ = ["Population", "make_population", "build_population", "model_oi_coin", "OPEN_ALWAYS", "NEVER",
-           "oi_path_arrays"]
+           "oi_path_arrays", "expected_liquidations", "per_real_account"]
 
 
 def _epoch_s(ts) -> np.ndarray:
@@ -71,3 +71,34 @@ def build_population(sd, params: Params, seed: int, n_accounts: int | None = Non
                      collateral_prices=collateral_prices, long_share_asof_s=ls_asof, long_share=ls_val,
                      oi_source=src)
     return pop
+
+
+def expected_liquidations(pop: Population, start_s: int | None = None) -> pd.DataFrame:
+    """The book's own expected liquidations (its bookkeeping: the first crossing of each
+    account's trigger on the bars' linear path, before its close): t_s, account, side,
+    notional_usd (qty x trigger), weight. A fast proxy of the replay's liquidations (no
+    engine: no partial liquidations, funding or FTX steps), e.g. for calibration."""
+    liq = pop.meta.get("expected_liq_s")
+    if liq is None:
+        raise ValueError("not a v2 book: no expected liquidations")
+    ok = liq < NEVER
+    if start_s is not None:
+        ok &= liq >= int(start_s)
+    idx = np.nonzero(ok)[0]
+    out = pd.DataFrame({"t_s": liq[idx], "account": idx, "side": pop.side[idx].astype(np.int64),
+                        "notional_usd": pop.qty_coin[idx] * pop.meta["trigger"][idx], "weight": pop.weight[idx]})
+    return out.sort_values(["t_s", "account"]).reset_index(drop=True)
+
+
+def per_real_account(pop: Population) -> Population:
+    """The book at the size of one real account: qty, wallet and collateral divided by weight
+    (the exempt account kept whole). Binance brackets, leverage caps and FTX's size IMF and
+    collateral haircut depend on position size, so an engine must evaluate them at this size
+    (the book's triggers are); multiply each resulting notional by the account's weight."""
+    w = np.where(pop.exempt, 1.0, np.maximum(pop.weight, 1e-12))
+    return Population(side=pop.side, qty_coin=pop.qty_coin / w, entry_price=pop.entry_price, leverage=pop.leverage,
+                      wallet_usd=pop.wallet_usd / w, collateral={c: b / w for c, b in pop.collateral.items()},
+                      isolated=pop.isolated, exempt=pop.exempt, account_leverage=pop.account_leverage,
+                      venue=pop.venue, symbol=pop.symbol, date=pop.date, start_price=pop.start_price,
+                      collateral_prices=dict(pop.collateral_prices), meta=dict(pop.meta, per_real_account=True),
+                      open_s=pop.open_s, close_s=pop.close_s, weight=pop.weight, cohort=pop.cohort)

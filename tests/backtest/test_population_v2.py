@@ -270,3 +270,19 @@ def test_window_book_tracks_lake_oi_and_ftx_ratio(lake):
             assert np.abs(model_oi_coin(pop, t, s) / want - 1).max() < 0.05
         if venue == "ftx":
             assert "ftx.oi_ratio_to_binance.BTC" in pop.meta["oi_source"]
+
+
+def test_per_real_account_reproduces_the_book_triggers():
+    """At one real account's size the v1 Binance liquidation price equals the book's trigger."""
+    from backtest.population import per_real_account
+    from backtest.venues import binance
+    bars = flat_bars(40)
+    start, end = T0 + 30 * DAY, T0 + 35 * DAY
+    pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=500)
+    real = per_real_account(pop)
+    br = binance.brackets_for("BTCUSDT", pop.date)
+    lp = np.asarray(binance.liquidation_price(real.side, real.qty_coin, real.entry_price, real.wallet_usd, br), float)
+    trig = pop.meta["trigger"]
+    ok = trig[pop.side == 1] > 0
+    np.testing.assert_allclose(lp[pop.side == 1][ok], trig[pop.side == 1][ok], rtol=1e-9)
+    np.testing.assert_allclose(lp[pop.side == -1], trig[pop.side == -1], rtol=1e-9)
