@@ -130,7 +130,7 @@ def _args(t_s, notional_usd, weight, side, max_spread_s):
     return t, x, w, sd
 
 
-def binance_reported(t_s, notional_usd, weight, side=None, key: int = 0, max_spread_s: float = 21600.0,
+def binance_reported(t_s, notional_usd, weight, side=None, key: int = 0, max_spread_s: float = 86400.0,
                      bandwidth_real_orders: float = 5000.0) -> np.ndarray:
     """Expected reported notional per liquidation event of ONE symbol on Binance's stream.
 
@@ -178,7 +178,7 @@ def _reported_sampled(t_s, notional, weight, side, key, m_real, max_spread_s):
 
 
 def binance_reported_sampled(t_s, notional_usd, weight, side=None, key: int = 0,
-                             max_spread_s: float = 21600.0, bandwidth_real_orders: float = 5000.0) -> np.ndarray:
+                             max_spread_s: float = 86400.0, bandwidth_real_orders: float = 5000.0) -> np.ndarray:
     """The same, drawing every real order's time (keyed by event index and order): a check of
     the expectation, and a draw of the stream. Materialises sum(k) orders."""
     t, x, w, sd = _args(t_s, notional_usd, weight, side, max_spread_s)
