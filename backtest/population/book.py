@@ -23,13 +23,16 @@ the book start to the window end:
    the path crossed between its entry bar and T_k (it would not be in the OI) enters at the
    price at T_k instead (meta n_entry_reset). The first cohort holds the whole OI, its entries
    drawn over `population.entry_lookback_days` weighted by volume x e^{-age/tau}.
-   Notional per account: lognormal(`notional_sigma`) shares of the side's opens (draws
-   stratified within the cohort side: accounts.stratified_uniforms); the number
+   The side's opens are split equally over its simulated accounts; the real accounts'
+   sizes are lognormal(`notional_sigma`) (draws stratified within the cohort side:
+   accounts.stratified_uniforms), so a simulated account stands for qty / real size of them; the number
    of accounts per side: see `build_book`; leverage, margin, isolated/cross and FTX
    collateral from accounts.account_terms.
-5. **Weights.** Each account stands for weight = qty / OI_k x real_accounts x side share real
+5. **Weights.** A cohort side stands for opens / OI_k x real_accounts x side share real
    accounts (`population.real_accounts_per_market.<COIN>`, long side share
-   `population.long_account_share` or the lake's daily long/short account ratio).
+   `population.long_account_share` or the lake's daily long/short account ratio), spread
+   over its simulated accounts in inverse proportion to their real account size (weight).
+   Size-dependent margin terms are evaluated at the real size qty / weight.
 
 The window's book keeps the accounts alive at its start (open_s <= start) and those opened in
 it (open_s > start); the rest of the warm-up is dropped.
@@ -347,12 +350,16 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             ucount = float(R.uniform(np.uint64(k_count), np.uint64(2 * k + si)))
             n = max(1, int(math.floor(x)) + (1 if ucount < x - math.floor(x) else 0))
             ids = np.arange(st.n, st.n + n, dtype=np.int64)
-            raw = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
-            qty = opens * raw / raw.sum()
+            # equal simulated notional; the real accounts' sizes are lognormal(sigma) and each
+            # simulated account stands for qty / real size of them (the cohort side's real count
+            # is its share of the OI x real accounts x side share)
+            qty = np.full(n, opens / n)
+            size = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
+            inv = 1.0 / size
+            wgt = opens / tgt * real * share * inv / inv.sum()
             eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
-            wgt = qty / tgt * real * share
             terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
                                   params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
             bad = crossed_since(sides, terms["trigger"], (eb + 1).astype(np.int64), b1, bars.low, bars.high)
