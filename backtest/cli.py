@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
                   "deterministic": bool(args.deterministic), "scenarios": _file_hash(sc.source_file)}
 
     from backtest.scenarios import SeriesLoader
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
+    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")), params=params)
     prog = _Progress(len(windows) * len(venues) * len(coins))
     win_entries, rows, series, events, coverage = [], [], [], [], []
     loaded: dict[str, dict] = {}

@@ -71,7 +71,7 @@ def test_run_writes_results_and_skips_a_window_without_data(small_lake, scenario
     assert rows.loc["ftx", "price_source"] == "substituted: binance perp BTCUSDT"
     assert rows.loc["binance", "price_source"] == "own"
     assert rows.loc["binance", "oi_source"].startswith("lake:")
-    assert rows.loc["ftx", "oi_source"].startswith("default:")
+    assert "ftx.oi_ratio_to_binance.BTC" in rows.loc["ftx", "oi_source"]     # Binance's lake OI x the ratio
     assert rows.loc["binance", "funding_prints"] == 12      # 4 days x 3 settlements
     for col in ("liquidated_usd", "reported_liquidated_usd", "blp_takeover_usd", "blp_pnl_usd", "fund_min_usd",
                 "fund_end_usd", "adl_usd", "house_loss_usd", "user_loss_usd", "open_interest_usd",
