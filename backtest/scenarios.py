@@ -511,7 +511,7 @@ class SeriesLoader:
             adv_usd=float(adv), adv_source=adv_source, oi_coin=oi_coin, oi_usd=oi_coin * start_price,
             oi_source=oi_source, funding=funding, entry_bars=entry,
             sigma_1m=sigma_1m_of(bars, tf), notes=notes, mark_bars=mark, trigger_source=trigger_source,
-            oi_scale_key=oi_scale_key, warmup_bars=warm, warmup_timeframe=warm_tf,
+            oi_path=oi_path, oi_path_source=oi_path_source, oi_scale_key=oi_scale_key, warmup_bars=warm, warmup_timeframe=warm_tf,
         )
 
     # -- mark-price bars (MODEL.md 1 "Mark vs last") ---------------------------------------
