@@ -5,9 +5,10 @@ and the ADL queue are shared by the accounts of a series, so nothing here runs i
 across accounts (parallelism belongs across independent series, in the caller).
 
 Cost grows with bars + events, not bars x accounts:
-- each side's accounts sit in a binary min-heap keyed by their liquidation price (longs by
-  -LP, shorts by LP) with lazy deletion (an entry is live while its version matches the
-  account's); a sorted array is a valid heap, so (re)building one is a sort;
+- each side's accounts sit in a sorted array keyed by their liquidation price (longs by -LP,
+  shorts by LP) walked by a pointer, plus a binary min-heap for accounts (re)entered later
+  (opened mid-run, deleveraged, deferred); deletion is lazy (an entry is live while its version
+  matches the account's); a funding time rebuilds the sorted arrays and empties the heaps;
 - the next bar that can hold an event is found with per-bar and per-block extremes; a bar's
   ticks are generated (`fill_bar_path`) only for bars whose range reaches a trigger, and the
   first crossing is a binary search on the bar's running minimum (maximum);
@@ -123,6 +124,19 @@ def heap_clean_top(keys, accs, vers, size, version, alive):
     while size > 0 and (vers[0] != version[accs[0]] or not alive[accs[0]]):
         size = heap_pop(keys, accs, vers, size)
     return size
+
+
+@njit(cache=True)
+def _empty_heap():
+    return np.empty(16), np.empty(16, np.int64), np.empty(16, np.int64), 0
+
+
+@njit(cache=True)
+def _clean_sorted(accs, vers, ptr, m, version, alive):
+    """Advance a sorted book's pointer past stale entries."""
+    while ptr < m and (vers[ptr] != version[accs[ptr]] or not alive[accs[ptr]]):
+        ptr += 1
+    return ptr
 
 
 @njit(cache=True)
@@ -262,16 +276,21 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     adl_cp = 0.0
 
     # activation order: accounts that can ever be live, by first live tick
-    ok = alive & (g_open < g_close) & (g_open < g_total)
-    act_idx = np.nonzero(ok)[0]
-    act_idx = act_idx[np.argsort(g_open[act_idx], kind="mergesort")]
+    first = np.nonzero(alive & (g_open < g_close) & (g_open <= 0))[0]
+    later = np.nonzero(alive & (g_open < g_close) & (g_open > 0) & (g_open < g_total))[0]
+    later = later[np.argsort(g_open[later], kind="mergesort")]
+    act_idx = np.concatenate((first, later))
     ai = 0
     # initial heaps: accounts live from tick 0
     while ai < act_idx.shape[0] and g_open[act_idx[ai]] <= 0:
         activated[act_idx[ai]] = True
         ai += 1
-    lk, la, lv, ls, sk, sa, sv, ss = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close, 0,
+    Lk, La, Lv, Lm, Sk, Sa, Sv, Sm = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close, 0,
                                               caps, mmr, cum, floors, version)
+    Lp = 0
+    Sp = 0
+    lk, la, lv, ls = _empty_heap()
+    sk, sa, sv, ss = _empty_heap()
     buf = np.empty(n)
     run = np.empty(n)
     fi = 0
@@ -288,8 +307,10 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             fi += 1
         ls = heap_clean_top(lk, la, lv, ls, version, alive)
         ss = heap_clean_top(sk, sa, sv, ss, version, alive)
-        long_top = -lk[0] if ls > 0 else -np.inf
-        short_top = sk[0] if ss > 0 else np.inf
+        Lp = _clean_sorted(La, Lv, Lp, Lm, version, alive)
+        Sp = _clean_sorted(Sa, Sv, Sp, Sm, version, alive)
+        long_top = -min(Lk[Lp] if Lp < Lm else np.inf, lk[0] if ls > 0 else np.inf)
+        short_top = min(Sk[Sp] if Sp < Sm else np.inf, sk[0] if ss > 0 else np.inf)
         nxt = next_bar(b, lo, hi, blo, bhi, block, long_top, short_top)
         nf = fund_bar[fi] if fi < nf_total else nb
         nact = g_open[act_idx[ai]] // n if ai < act_idx.shape[0] else nb
@@ -318,8 +339,12 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             for i in range(na):
                 if alive[i] and g_open[i] <= g0 and g_close[i] > g0:
                     wallet[i] -= side[i] * qty[i] * price * rate
-            lk, la, lv, ls, sk, sa, sv, ss = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close,
+            Lk, La, Lv, Lm, Sk, Sa, Sv, Sm = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close,
                                                       g0, caps, mmr, cum, floors, version)
+            Lp = 0
+            Sp = 0
+            lk, la, lv, ls = _empty_heap()
+            sk, sa, sv, ss = _empty_heap()
             fi += 1
             bar_fund[b] = fund
         # pop every live entry this bar's extremes reach
@@ -328,16 +353,30 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             while True:
                 if direction < 0:
                     ls = heap_clean_top(lk, la, lv, ls, version, alive)
-                    if ls == 0 or lk[0] > -lo[b]:
+                    Lp = _clean_sorted(La, Lv, Lp, Lm, version, alive)
+                    ks = Lk[Lp] if Lp < Lm else np.inf
+                    kh = lk[0] if ls > 0 else np.inf
+                    if min(ks, kh) > -lo[b]:
                         break
-                    a, key = la[0], lk[0]
-                    ls = heap_pop(lk, la, lv, ls)
+                    if ks <= kh:
+                        a, key = La[Lp], ks
+                        Lp += 1
+                    else:
+                        a, key = la[0], kh
+                        ls = heap_pop(lk, la, lv, ls)
                 else:
                     ss = heap_clean_top(sk, sa, sv, ss, version, alive)
-                    if ss == 0 or sk[0] > hi[b]:
+                    Sp = _clean_sorted(Sa, Sv, Sp, Sm, version, alive)
+                    ks = Sk[Sp] if Sp < Sm else np.inf
+                    kh = sk[0] if ss > 0 else np.inf
+                    if min(ks, kh) > hi[b]:
                         break
-                    a, key = sa[0], sk[0]
-                    ss = heap_pop(sk, sa, sv, ss)
+                    if ks <= kh:
+                        a, key = Sa[Sp], ks
+                        Sp += 1
+                    else:
+                        a, key = sa[0], kh
+                        ss = heap_pop(sk, sa, sv, ss)
                 version[a] += 1
                 if g_close[a] <= g0:
                     continue                 # closed before this bar: gone

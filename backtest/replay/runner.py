@@ -29,7 +29,8 @@ def path_input(sd, params: Params) -> PathInput:
 def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | None = None,
                collateral_prices: dict[str, float] | None = None, deterministic: bool = False,
                collateral_paths: dict[str, CollateralPath] | None = None):
-    """Replay one loaded SeriesData. Returns (row, series frame, events frame)."""
+    """Replay one loaded SeriesData. Returns (row, series frame, events frame, daily frame); the
+    daily frame per UTC day and liquidated side (see `daily_frame`)."""
     rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
     date = sd.window.start.date()
     lb = float(params.get("population.entry_lookback_days"))
@@ -60,7 +61,39 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
         ev.insert(0, "ts", pd.to_datetime(ev.pop("t_s"), unit="s", utc=True))
     else:
         ev = ev.drop(columns=["t_s"]).assign(ts=pd.Series([], dtype="datetime64[ns, UTC]"))
-    return row, series, ev
+    daily = daily_frame(ev, res.oi_daily, inp.ts_s, key)
+    return row, series, ev, daily
+
+
+DAILY_COLUMNS = ("window", "venue", "market", "date", "side", "liquidated_usd", "reported_usd", "oi_usd")
+
+
+def daily_frame(ev: pd.DataFrame, oi_daily: pd.DataFrame | None, bar_ts_s: np.ndarray, key: dict) -> pd.DataFrame:
+    """Per UTC day of the path and liquidated side ('long'|'short'): actual and reported liquidated
+    notional (every event of that side that day, zero where none) and the model's open notional
+    of that side at the day's end (oi_usd; NaN where the venue state gives no oi_daily)."""
+    d0 = pd.Timestamp(int(bar_ts_s[0] // 86400) * 86400, unit="s", tz="UTC")
+    d1 = pd.Timestamp(int(bar_ts_s[-1] // 86400) * 86400, unit="s", tz="UTC")
+    days = pd.date_range(d0, d1, freq="D").astype("datetime64[ns, UTC]")
+    grid = pd.MultiIndex.from_product([days, ["long", "short"]], names=["date", "side"])
+    if len(ev):
+        g = pd.DataFrame({"date": ev["ts"].dt.floor("D").astype("datetime64[ns, UTC]"),
+                          "side": np.where(ev["side"].to_numpy() > 0, "long", "short"),
+                          "liquidated_usd": ev["notional_usd"].to_numpy(float),
+                          "reported_usd": ev["reported_usd"].to_numpy(float)})
+        agg = g.groupby(["date", "side"])[["liquidated_usd", "reported_usd"]].sum()
+        agg = agg.reindex(grid.union(agg.index), fill_value=0.0)
+    else:
+        agg = pd.DataFrame({"liquidated_usd": 0.0, "reported_usd": 0.0}, index=grid)
+    if oi_daily is not None and len(oi_daily):
+        oi = oi_daily.assign(date=oi_daily["date"].astype("datetime64[ns, UTC]")).set_index(["date", "side"])["oi_usd"]
+        agg["oi_usd"] = oi.reindex(agg.index).to_numpy(float)
+    else:
+        agg["oi_usd"] = np.nan
+    out = agg.reset_index()
+    for k, v in reversed(list(key.items())):
+        out.insert(0, k, v)
+    return out[list(DAILY_COLUMNS)].sort_values(["date", "side"], kind="stable").reset_index(drop=True)
 
 
 def make_population_for(sd, params, rng, entry_bars, date, n_accounts, collateral_prices):
