@@ -11,10 +11,11 @@ def test_bench_tiny(capsys):
                  "--oracle-bars", "20"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("scaling:") for line in out)
+    assert any(line.startswith("compile:") for line in out)
     assert any(line.startswith("oracle:") and "(same)" in line for line in out)
     last = out[-1]
     m = re.fullmatch(r"bench: accounts=400 series=4 bars=72 wall_s=[\d.]+ peak_mb=\d+ events_per_s=(\d+|nan) "
-                     r"oracle_speedup=[\d.]+|bench: .*oracle_speedup=nan", last)
+                     r"oracle_speedup=([\d.]+|nan) compile_s=[\d.]+", last)
     assert m, last
 
 
