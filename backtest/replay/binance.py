@@ -233,16 +233,25 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     lo, hi, blo, bhi = bar_extremes(inp)
     fund_start = float(params.get("binance.insurance_fund_start_usd"))
     qty0 = qty.copy()
-    (ef, ei, n_ev, bar_liq, bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_cp, adl_take,
-     adl_i) = K.replay_kernel(
+    # lazy funding: F after the first k funding bars; an account pays the funding of bar b iff it
+    # is live at the bar's first tick (g_open <= b*n < g_close)
+    n = inp.n_ticks
+    f_cum = np.concatenate([[0.0], np.cumsum(inp.open[fb] * fr)]) if fb.size else np.zeros(1)
+    fb_g = fb * n
+    i_open = np.searchsorted(fb_g, g_open, side="left")
+    fref = f_cum[i_open]
+    wref = wallet
+    (ef, ei, bar_liq, bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_cp, adl_take, adl_i) = K.replay_kernel(
         inp.ts_s.astype(np.int64), inp.open, inp.high, inp.low, inp.close, inp.volume_quote.astype(float),
-        int(inp.n_ticks), float(inp.tick_s), int(inp.path_mode), np.uint64(inp.path_key), float(inp.near_first_prob),
-        float(inp.sigma_1m), float(inp.bar_minutes), lo, hi, blo, bhi, int(BLOCK), fb, fr,
-        side, qty, entry, wallet, exempt, g_open, g_close,
-        br.caps.astype(float), br.mmr.astype(float), br.cum.astype(float), br.floors.astype(float),
+        int(n), float(inp.tick_s), int(inp.path_mode), np.uint64(inp.path_key), float(inp.near_first_prob),
+        float(inp.sigma_1m), float(inp.bar_minutes), lo, hi, blo, bhi, int(BLOCK), fb, f_cum,
+        side, qty, entry, wref, fref, exempt, g_open, g_close,
+        br.mmr.astype(float), br.cum.astype(float), br.caps.astype(float),
         float(params.get("execution.eta.binance")), float(params.get("execution.max_slippage")),
         bool(params.get("binance.adl_enabled")), fund_start)
-    # voluntary closes inside the run: the wallet realises the path price at the close tick
+    # wallets: funding paid until the account's close (or the end), then closes realise the path price
+    f_end = f_cum[np.maximum(np.searchsorted(fb_g, g_close, side="left"), i_open)]
+    wallet = wref - side * qty * (f_end - fref)
     g_total = inp.n_ticks_total
     closing = np.nonzero(alive & (g_close < g_total) & (g_open < g_close) & (qty > 0))[0]
     q_close = qty[closing].copy()
@@ -263,7 +272,6 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     rec.bar_fund = bar_fund
     # open interest per side at each day's end, from the quantity changes
     opened = np.nonzero((qty0 > 0) & (g_open < g_close) & (g_open < g_total))[0]
-    n = inp.n_ticks
     t_adl = inp.ts_s[adl_i[:, 0]] + (n - 1) * inp.tick_s if len(adl_i) else np.zeros(0)
     dt_ = np.concatenate([_tick_time(inp, np.maximum(g_open[opened], 0)), ef[:, K.EF_T], t_adl,
                           _tick_time(inp, g_close[closing])])

@@ -5,10 +5,18 @@ and the ADL queue are shared by the accounts of a series, so nothing here runs i
 across accounts (parallelism belongs across independent series, in the caller).
 
 Cost grows with bars + events, not bars x accounts:
-- each side's accounts sit in a sorted array keyed by their liquidation price (longs by -LP,
-  shorts by LP) walked by a pointer, plus a binary min-heap for accounts (re)entered later
-  (opened mid-run, deleveraged, deferred); deletion is lazy (an entry is live while its version
-  matches the account's); a funding time rebuilds the sorted arrays and empties the heaps;
+- funding is lazy: with F the cumulative funding per coin (sum of open price x rate over the
+  funding times so far), a live account's wallet is wref - side*qty*(F - fref) and its
+  bankruptcy price BP = z + F with z fixed between its own events. Since MM(N) = max over
+  tiers j of (N*mmr_j - cum_j) (continuous, convex), a long is liquidatable at P iff
+  P <= max_j (BP - cum_j/qty)/(1 - mmr_j) and a short iff P >= min_j (BP + cum_j/qty)/(1 + mmr_j):
+  one line per tier, each a fixed key shifted by F. So each (side, tier) has a book keyed by the
+  F-free part (long -(z - cum_j/qty), short z + cum_j/qty), whose order never changes with
+  funding: a sorted array walked by a pointer (accounts live from the first tick, built in bulk)
+  plus a binary min-heap (accounts entered later: opened mid-run, deleveraged, deferred); an
+  account sits in the books of the tiers that can bind it for any F the run reaches (the
+  binding tier is monotone in BP); a funding time costs O(1);
+- deletion is lazy (an entry is live while its version matches the account's);
 - the next bar that can hold an event is found with per-bar and per-block extremes; a bar's
   ticks are generated (`fill_bar_path`) only for bars whose range reaches a trigger, and the
   first crossing is a binary search on the bar's running minimum (maximum);
@@ -16,8 +24,6 @@ Cost grows with bars + events, not bars x accounts:
   of the bar walk, in time order); an account's voluntary close at close_s is applied
   lazily: it can no longer fire or be deleveraged after its close tick, and its wallet
   realises the path price at that tick at the end;
-- a funding time re-prices every live wallet and rebuilds both heaps (O(N log N) per funding
-  time: the one place where cost grows with accounts rather than events).
 
 Engine arithmetic is that of backtest/venues/binance.py (liquidation_price,
 liquidation_outcome, maintenance_margin, adl_scores, adl_allocate) and execution.sqrt_impact /
@@ -65,32 +71,23 @@ def maint_margin(notional, caps, mmr, cum):
 
 
 # ----------------------------------------------------------------------------------------------
-# a binary min-heap of (key, account, version) in three arrays, lazy deletion by version
+# binary min-heaps of (key, account, version), one per (side, tier): rows of 3-d arrays
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _less(keys, accs, i, j):
-    return keys[i] < keys[j] or (keys[i] == keys[j] and accs[i] < accs[j])
-
-
-@njit(cache=True)
 def heap_push(keys, accs, vers, size, key, acc, ver):
-    if size == keys.shape[0]:
-        cap = max(16, 2 * size)
-        k2, a2, v2 = np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64)
-        k2[:size], a2[:size], v2[:size] = keys[:size], accs[:size], vers[:size]
-        keys, accs, vers = k2, a2, v2
+    """Push onto a heap row with room for one more; returns the new size."""
     i = size
     keys[i], accs[i], vers[i] = key, acc, ver
     while i > 0:
         p = (i - 1) // 2
-        if _less(keys, accs, i, p):
+        if keys[i] < keys[p]:
             keys[i], keys[p] = keys[p], keys[i]
             accs[i], accs[p] = accs[p], accs[i]
             vers[i], vers[p] = vers[p], vers[i]
             i = p
         else:
             break
-    return keys, accs, vers, size + 1
+    return size + 1
 
 
 @njit(cache=True)
@@ -106,9 +103,9 @@ def heap_pop(keys, accs, vers, size):
         if lft >= size:
             break
         m = lft
-        if lft + 1 < size and _less(keys, accs, lft + 1, lft):
+        if lft + 1 < size and keys[lft + 1] < keys[lft]:
             m = lft + 1
-        if _less(keys, accs, m, i):
+        if keys[m] < keys[i]:
             keys[i], keys[m] = keys[m], keys[i]
             accs[i], accs[m] = accs[m], accs[i]
             vers[i], vers[m] = vers[m], vers[i]
@@ -127,49 +124,199 @@ def heap_clean_top(keys, accs, vers, size, version, alive):
 
 
 @njit(cache=True)
-def _empty_heap():
-    return np.empty(16), np.empty(16, np.int64), np.empty(16, np.int64), 0
+def _books_push(K, A, V, seg, used, r, key, acc, ver):
+    """Push onto heap row r of the segmented books (flat K/A/V; seg[r] = offset, capacity, size;
+    used[0] = the flat length in use). A full row moves to the end with twice the room."""
+    off, cap, size = seg[r, 0], seg[r, 1], seg[r, 2]
+    if size == cap:
+        ncap = max(16, 2 * cap)
+        if used[0] + ncap > K.shape[0]:
+            m = max(2 * K.shape[0], used[0] + ncap)
+            K2, A2, V2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64)
+            K2[:used[0]], A2[:used[0]], V2[:used[0]] = K[:used[0]], A[:used[0]], V[:used[0]]
+            K, A, V = K2, A2, V2
+        e = used[0]
+        K[e:e + size], A[e:e + size], V[e:e + size] = K[off:off + size], A[off:off + size], V[off:off + size]
+        seg[r, 0], seg[r, 1] = e, ncap
+        used[0] = e + ncap
+        off, cap = e, ncap
+    seg[r, 2] = heap_push(K[off:off + cap], A[off:off + cap], V[off:off + cap], size, key, acc, ver)
+    return K, A, V
 
 
 @njit(cache=True)
-def _clean_sorted(accs, vers, ptr, m, version, alive):
-    """Advance a sorted book's pointer past stale entries."""
-    while ptr < m and (vers[ptr] != version[accs[ptr]] or not alive[accs[ptr]]):
-        ptr += 1
-    return ptr
+def _row_clean_top(K, A, V, seg, r, version, alive):
+    off, cap = seg[r, 0], seg[r, 1]
+    seg[r, 2] = heap_clean_top(K[off:off + cap], A[off:off + cap], V[off:off + cap], seg[r, 2], version, alive)
+    return seg[r, 2]
 
 
 @njit(cache=True)
-def heap_build(idx, trig, direction, version, n_cap):
-    """A heap of accounts idx with triggers trig (only finite, > 0 enter), versions bumped."""
-    m = 0
-    keys = np.empty(max(n_cap, 16))
-    accs = np.empty(max(n_cap, 16), np.int64)
-    vers = np.empty(max(n_cap, 16), np.int64)
-    for i in range(idx.shape[0]):
-        t = trig[i]
+def _row_pop(K, A, V, seg, r):
+    off, cap = seg[r, 0], seg[r, 1]
+    seg[r, 2] = heap_pop(K[off:off + cap], A[off:off + cap], V[off:off + cap], seg[r, 2])
+
+
+@njit(cache=True)
+def tier_key(s, q, z, cum_j):
+    """Heap key of an account in tier j: long -(z - cum_j/q), short z + cum_j/q (F-free)."""
+    return -(z - cum_j / q) if s > 0 else z + cum_j / q
+
+
+@njit(cache=True)
+def tier_trigger(s, key, F, mmr_j):
+    """Tier j's trigger line at cumulative funding F: long (F - key)/(1 - mmr_j), short (key + F)/(1 + mmr_j)."""
+    return (F - key) / (1.0 - mmr_j) if s > 0 else (key + F) / (1.0 + mmr_j)
+
+
+@njit(cache=True)
+def trigger_now(s, q, z, F, mmr, cum):
+    """The liquidation price at cumulative funding F of an account with F-free bankruptcy part z
+    (BP = z + F): long max over tiers (0.0 if <= 0: never), short min over tiers."""
+    best = -np.inf if s > 0 else np.inf
+    for j in range(mmr.shape[0]):
+        v = tier_trigger(s, tier_key(s, q, z, cum[j]), F, mmr[j])
+        if (s > 0 and v > best) or (s < 0 and v < best):
+            best = v
+    if s > 0 and not best > 0:
+        return 0.0
+    return best
+
+
+@njit(cache=True)
+def _binding_tier(s, q, bp, mmr, cum):
+    jb = 0
+    if s > 0:
+        best = -np.inf
+        for j in range(mmr.shape[0]):
+            v = (bp - cum[j] / q) / (1.0 - mmr[j])
+            if v > best:
+                best, jb = v, j
+    else:
+        best = np.inf
+        for j in range(mmr.shape[0]):
+            v = (bp + cum[j] / q) / (1.0 + mmr[j])
+            if v < best:
+                best, jb = v, j
+    return jb
+
+
+@njit(cache=True)
+def _tier_range(s, q, z, f_min, f_max, mmr, cum):
+    """Tiers that can bind an account (BP = z + F) for F in [f_min, f_max]; (-1, -1) for a long that
+    can never be liquidated there."""
+    if q <= 0.0 or (s > 0 and trigger_now(s, q, z, f_max, mmr, cum) <= 0.0):
+        return -1, -1
+    j0 = _binding_tier(s, q, z + f_min, mmr, cum)
+    j1 = _binding_tier(s, q, z + f_max, mmr, cum)
+    return min(j0, j1), max(j0, j1)
+
+
+@njit(cache=True)
+def _insert(K, A, V, seg, used, a, s, q, z, f_min, f_max, mmr, cum, version):
+    """(Re-)enter account a in the heaps of every tier that can bind it for F in [f_min, f_max]."""
+    version[a] += 1
+    j0, j1 = _tier_range(s, q, z, f_min, f_max, mmr, cum)
+    nt = mmr.shape[0]
+    d = 0 if s > 0 else 1
+    for j in range(j0, j1 + 1):
+        if j < 0:
+            break
+        K, A, V = _books_push(K, A, V, seg, used, d * nt + j, tier_key(s, q, z, cum[j]), a, version[a])
+    return K, A, V
+
+
+@njit(cache=True)
+def _bulk_books(idx, side, qty, entry, wref, fref, f_min, f_max, mmr, cum, version):
+    """Segmented books holding accounts idx, each row sorted by key (a sorted row is a heap)."""
+    nt = mmr.shape[0]
+    R = 2 * nt
+    m = idx.shape[0]
+    j0s = np.empty(m, np.int64)
+    j1s = np.empty(m, np.int64)
+    zs = np.empty(m)
+    cnt = np.zeros(R, np.int64)
+    for i in range(m):
         a = idx[i]
+        s = side[a]
+        z = entry[a] - s * wref[a] / qty[a] - fref[a]
+        zs[i] = z
         version[a] += 1
-        if np.isfinite(t) and t > 0:
-            keys[m] = t * direction
-            accs[m] = a
-            vers[m] = version[a]
-            m += 1
-    order = np.argsort(keys[:m], kind="mergesort")
-    k2, a2, v2 = keys[:m][order], accs[:m][order], vers[:m][order]
-    # ties by account: a sorted (key, account) array is a valid heap under _less
-    j = 0
-    while j < m:
-        e = j + 1
-        while e < m and k2[e] == k2[j]:
-            e += 1
-        if e - j > 1:
-            sub = np.argsort(a2[j:e], kind="mergesort")
-            a2[j:e] = a2[j:e][sub]
-            v2[j:e] = v2[j:e][sub]
-        j = e
-    keys[:m], accs[:m], vers[:m] = k2, a2, v2
-    return keys, accs, vers, m
+        j0, j1 = _tier_range(s, qty[a], z, f_min, f_max, mmr, cum)
+        j0s[i], j1s[i] = j0, j1
+        d = 0 if s > 0 else 1
+        for j in range(j0, j1 + 1):
+            if j < 0:
+                break
+            cnt[d * nt + j] += 1
+    sseg = np.zeros((R, 3), np.int64)        # sorted rows: offset, count, pointer
+    tot = 0
+    for r in range(R):
+        sseg[r, 0] = tot
+        tot += cnt[r]
+    SK = np.empty(tot)
+    SA = np.empty(tot, np.int64)
+    SV = np.empty(tot, np.int64)
+    for i in range(m):
+        a = idx[i]
+        s = side[a]
+        d = 0 if s > 0 else 1
+        for j in range(j0s[i], j1s[i] + 1):
+            if j < 0:
+                break
+            r = d * nt + j
+            p = sseg[r, 0] + sseg[r, 1]
+            SK[p], SA[p], SV[p] = tier_key(s, qty[a], zs[i], cum[j]), a, version[a]
+            sseg[r, 1] += 1
+    for r in range(R):
+        off, size = sseg[r, 0], sseg[r, 1]
+        if size > 1:
+            order = np.argsort(SK[off:off + size])
+            SK[off:off + size] = SK[off:off + size][order]
+            SA[off:off + size] = SA[off:off + size][order]
+            SV[off:off + size] = SV[off:off + size][order]
+    # heaps for accounts entered later, 16 slots a row to start
+    seg = np.zeros((R, 3), np.int64)
+    for r in range(R):
+        seg[r, 0] = 16 * r
+        seg[r, 1] = 16
+    K = np.empty(16 * R)
+    A = np.empty(16 * R, np.int64)
+    V = np.empty(16 * R, np.int64)
+    used = np.array([16 * R], np.int64)
+    return SK, SA, SV, sseg, K, A, V, seg, used
+
+
+@njit(cache=True)
+def _row_top(SK, SA, SV, sseg, K, A, V, seg, r, version, alive):
+    """(key, source) of row r's most imminent live entry: source 0 the sorted part, 1 the heap,
+    -1 none (key inf). Stale entries on the way are dropped."""
+    off, cnt, ptr = sseg[r, 0], sseg[r, 1], sseg[r, 2]
+    while ptr < cnt and (SV[off + ptr] != version[SA[off + ptr]] or not alive[SA[off + ptr]]):
+        ptr += 1
+    sseg[r, 2] = ptr
+    ks = SK[off + ptr] if ptr < cnt else np.inf
+    kh = K[seg[r, 0]] if _row_clean_top(K, A, V, seg, r, version, alive) > 0 else np.inf
+    if ptr >= cnt and seg[r, 2] == 0:
+        return np.inf, -1
+    if ks <= kh:
+        return ks, 0
+    return kh, 1
+
+
+@njit(cache=True)
+def _side_top(SK, SA, SV, sseg, K, A, V, seg, d, F, mmr, version, alive):
+    """The most imminent trigger of a side at F: long max over tiers, short min (+-inf if none)."""
+    nt = mmr.shape[0]
+    best = -np.inf if d == 0 else np.inf
+    for j in range(nt):
+        key, src = _row_top(SK, SA, SV, sseg, K, A, V, seg, d * nt + j, version, alive)
+        if src < 0:
+            continue
+        v = tier_trigger(1 if d == 0 else -1, key, F, mmr[j])
+        if (d == 0 and v > best) or (d == 1 and v < best):
+            best = v
+    return best
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,49 +395,47 @@ def _first_cross(buf, run, n, kf, kc, trig, direction):
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
 def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob,
-                  sigma_1m, bar_minutes, lo, hi, blo, bhi, block, fund_bar, fund_rate,
-                  side, qty, entry, wallet, exempt, g_open, g_close,
-                  caps, mmr, cum, floors, eta, max_slip, adl_enabled, fund_start):
-    """Replay one series. qty and wallet are updated in place (final state; voluntary closes
-    realised). Returns (ef, ei, n_ev, bar_liq, bar_fund, alive, liquidated, fund, fund_min,
-    adl_usd, adl_counterparty_usd, adl_log_f, adl_log_i, n_adl)."""
+                  sigma_1m, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,
+                  side, qty, entry, wref, fref, exempt, g_open, g_close,
+                  mmr, cum, caps, eta, max_slip, adl_enabled, fund_start):
+    """Replay one series. qty, wref and fref are updated in place (a wallet is wref - side*qty*(F -
+    fref) at cumulative funding F; f_cum[k] = F after the first k funding bars). Returns (ef, ei,
+    bar_liq, bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_counterparty_usd,
+    adl_take, adl_i)."""
     nb = o.shape[0]
     na = side.shape[0]
     n = n_ticks
+    nt = mmr.shape[0]
     g_total = nb * n
     alive = qty > 0.0
     liquidated = np.zeros(na, np.bool_)
-    activated = np.zeros(na, np.bool_)
     version = np.zeros(na, np.int64)
     bar_liq = np.zeros((nb, N_MECH))
     bar_fund = np.full(nb, np.nan)
     ef = np.empty((64, 7))
     ei = np.empty((64, 4), np.int64)
     n_ev = 0
-    adl_f = np.empty((16, 1))          # take (coins)
+    adl_f = np.empty((16, 1))            # take (coins)
     adl_i = np.empty((16, 3), np.int64)  # bar, side, account
     n_adl = 0
     fund = fund_start
     fund_min = fund_start
     adl_usd = 0.0
     adl_cp = 0.0
+    f_min = f_cum.min()
+    f_max = f_cum.max()
+    F = 0.0
 
     # activation order: accounts that can ever be live, by first live tick
     first = np.nonzero(alive & (g_open < g_close) & (g_open <= 0))[0]
     later = np.nonzero(alive & (g_open < g_close) & (g_open > 0) & (g_open < g_total))[0]
     later = later[np.argsort(g_open[later], kind="mergesort")]
     act_idx = np.concatenate((first, later))
-    ai = 0
-    # initial heaps: accounts live from tick 0
-    while ai < act_idx.shape[0] and g_open[act_idx[ai]] <= 0:
-        activated[act_idx[ai]] = True
-        ai += 1
-    Lk, La, Lv, Lm, Sk, Sa, Sv, Sm = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close, 0,
-                                              caps, mmr, cum, floors, version)
-    Lp = 0
-    Sp = 0
-    lk, la, lv, ls = _empty_heap()
-    sk, sa, sv, ss = _empty_heap()
+    # accounts live from the first tick: books built in bulk (sorted rows)
+    init = first[~exempt[first]]
+    SK, SA, SV, sseg, K, A, V, seg, used = _bulk_books(init, side, qty, entry, wref, fref, f_min, f_max, mmr, cum,
+                                                       version)
+    ai = first.shape[0]
     buf = np.empty(n)
     run = np.empty(n)
     fi = 0
@@ -298,19 +443,16 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     batch_acc = np.empty(16, np.int64)
     batch_k = np.empty(16, np.int64)
     batch_dir = np.empty(16, np.int64)
-    batch_key = np.empty(16)
+    batch_trig = np.empty(16)
     pending_long = 0.0    # qty to deleverage from shorts (a long was closed by ADL)
     pending_short = 0.0
     b = 0
     while b < nb:
         while fi < nf_total and fund_bar[fi] < b:
             fi += 1
-        ls = heap_clean_top(lk, la, lv, ls, version, alive)
-        ss = heap_clean_top(sk, sa, sv, ss, version, alive)
-        Lp = _clean_sorted(La, Lv, Lp, Lm, version, alive)
-        Sp = _clean_sorted(Sa, Sv, Sp, Sm, version, alive)
-        long_top = -min(Lk[Lp] if Lp < Lm else np.inf, lk[0] if ls > 0 else np.inf)
-        short_top = min(Sk[Sp] if Sp < Sm else np.inf, sk[0] if ss > 0 else np.inf)
+            F = f_cum[fi]
+        long_top = _side_top(SK, SA, SV, sseg, K, A, V, seg, 0, F, mmr, version, alive)
+        short_top = _side_top(SK, SA, SV, sseg, K, A, V, seg, 1, F, mmr, version, alive)
         nxt = next_bar(b, lo, hi, blo, bhi, block, long_top, short_top)
         nf = fund_bar[fi] if fi < nf_total else nb
         nact = g_open[act_idx[ai]] // n if ai < act_idx.shape[0] else nb
@@ -319,77 +461,52 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             break
         b = stop
         g0 = b * n
-        # accounts opening in this bar (before the funding at its open: one open at g0 pays)
+        # accounts opening in this bar (fref, set by the caller, says which funding they pay)
         while ai < act_idx.shape[0] and g_open[act_idx[ai]] < g0 + n:
             a = act_idx[ai]
             ai += 1
-            activated[a] = True
             if exempt[a] or not alive[a]:
                 continue
-            t = liq_price(side[a], qty[a], entry[a], wallet[a], caps, mmr, cum, floors)
-            version[a] += 1
-            if np.isfinite(t) and t > 0:
-                if side[a] > 0:
-                    lk, la, lv, ls = heap_push(lk, la, lv, ls, -t, a, version[a])
-                else:
-                    sk, sa, sv, ss = heap_push(sk, sa, sv, ss, t, a, version[a])
+            s = side[a]
+            z = entry[a] - s * wref[a] / qty[a] - fref[a]
+            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
         if nf == b:
-            rate = fund_rate[fi]
-            price = o[b]
-            for i in range(na):
-                if alive[i] and g_open[i] <= g0 and g_close[i] > g0:
-                    wallet[i] -= side[i] * qty[i] * price * rate
-            Lk, La, Lv, Lm, Sk, Sa, Sv, Sm = _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close,
-                                                      g0, caps, mmr, cum, floors, version)
-            Lp = 0
-            Sp = 0
-            lk, la, lv, ls = _empty_heap()
-            sk, sa, sv, ss = _empty_heap()
             fi += 1
+            F = f_cum[fi]
             bar_fund[b] = fund
         # pop every live entry this bar's extremes reach
         nbatch = 0
-        for direction in (-1, 1):
-            while True:
-                if direction < 0:
-                    ls = heap_clean_top(lk, la, lv, ls, version, alive)
-                    Lp = _clean_sorted(La, Lv, Lp, Lm, version, alive)
-                    ks = Lk[Lp] if Lp < Lm else np.inf
-                    kh = lk[0] if ls > 0 else np.inf
-                    if min(ks, kh) > -lo[b]:
+        for d in range(2):
+            for j in range(nt):
+                r = d * nt + j
+                while True:
+                    key, src = _row_top(SK, SA, SV, sseg, K, A, V, seg, r, version, alive)
+                    if src < 0:
                         break
-                    if ks <= kh:
-                        a, key = La[Lp], ks
-                        Lp += 1
-                    else:
-                        a, key = la[0], kh
-                        ls = heap_pop(lk, la, lv, ls)
-                else:
-                    ss = heap_clean_top(sk, sa, sv, ss, version, alive)
-                    Sp = _clean_sorted(Sa, Sv, Sp, Sm, version, alive)
-                    ks = Sk[Sp] if Sp < Sm else np.inf
-                    kh = sk[0] if ss > 0 else np.inf
-                    if min(ks, kh) > hi[b]:
+                    v = tier_trigger(1 if d == 0 else -1, key, F, mmr[j])
+                    if (d == 0 and v < lo[b]) or (d == 1 and v > hi[b]):
                         break
-                    if ks <= kh:
-                        a, key = Sa[Sp], ks
-                        Sp += 1
+                    if src == 0:
+                        a = SA[sseg[r, 0] + sseg[r, 2]]
+                        sseg[r, 2] += 1
                     else:
-                        a, key = sa[0], kh
-                        ss = heap_pop(sk, sa, sv, ss)
-                version[a] += 1
-                if g_close[a] <= g0:
-                    continue                 # closed before this bar: gone
-                if nbatch == batch_acc.shape[0]:
-                    batch_acc = np.concatenate((batch_acc, np.empty(nbatch, np.int64)))
-                    batch_k = np.concatenate((batch_k, np.empty(nbatch, np.int64)))
-                    batch_dir = np.concatenate((batch_dir, np.empty(nbatch, np.int64)))
-                    batch_key = np.concatenate((batch_key, np.empty(nbatch)))
-                batch_acc[nbatch] = a
-                batch_k[nbatch] = -1
-                batch_dir[nbatch] = direction
-                batch_key[nbatch] = key
-                nbatch += 1
+                        a = A[seg[r, 0]]
+                        _row_pop(K, A, V, seg, r)
+                    version[a] += 1              # its entries in other tiers are stale from now
+                    if g_close[a] <= g0:
+                        continue                 # closed before this bar: gone
+                    if nbatch == batch_acc.shape[0]:
+                        batch_acc = np.concatenate((batch_acc, np.empty(nbatch, np.int64)))
+                        batch_k = np.concatenate((batch_k, np.empty(nbatch, np.int64)))
+                        batch_dir = np.concatenate((batch_dir, np.empty(nbatch, np.int64)))
+                        batch_trig = np.concatenate((batch_trig, np.empty(nbatch)))
+                    s = side[a]
+                    z = entry[a] - s * wref[a] / qty[a] - fref[a]
+                    batch_acc[nbatch] = a
+                    batch_k[nbatch] = -1
+                    batch_dir[nbatch] = -1 if d == 0 else 1
+                    batch_trig[nbatch] = trigger_now(s, qty[a], z, F, mmr, cum)
+                    nbatch += 1
         if nbatch == 0:
             b += 1
             continue
@@ -406,7 +523,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 a = batch_acc[j]
                 kf = max(g_open[a] - g0, 0)
                 kc = min(g_close[a] - g0, n)
-                k = _first_cross(buf, run, n, kf, kc, batch_key[j] * direction, direction)
+                k = _first_cross(buf, run, n, kf, kc, batch_trig[j], direction)
                 batch_k[j] = k
                 if k >= 0:
                     nlive += 1
@@ -429,7 +546,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             s = side[a]
             q = qty[a]
             ep = entry[a]
-            wb = wallet[a]
+            wb = wref[a] - s * q * (F - fref[a])
             mark = buf[k]
             notional_mark = q * mark
             if notional_mark > 0:
@@ -467,6 +584,8 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                     pending_short += q_adl
                 adl_usd += adl_not
                 adl_cp += s * q_adl * (mark - bp)
+            wref[a] = wb
+            fref[a] = F
             qty[a] = 0.0
             alive[a] = False
             liquidated[a] = True
@@ -488,7 +607,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             for j in range(cand.shape[0]):
                 a = cand[j]
                 u = side[a] * qty[a] * (price - entry[a])
-                w = wallet[a]
+                w = wref[a] - side[a] * qty[a] * (F - fref[a])
                 mm = maint_margin(qty[a] * price, caps, mmr, cum)
                 mb = w + u
                 sc[j] = max(u, 0.0) / max(w, 1.0) * mm / mb if mb > 0 else 0.0
@@ -503,7 +622,8 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 if take <= 0:
                     continue
                 frac = take / qty[a]
-                wallet[a] *= (1.0 - frac)
+                wref[a] = (wref[a] - side[a] * qty[a] * (F - fref[a])) * (1.0 - frac)
+                fref[a] = F
                 qty[a] -= take
                 if n_adl == adl_f.shape[0]:
                     adl_f = np.concatenate((adl_f, np.empty((n_adl, 1))))
@@ -513,67 +633,30 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 adl_i[n_adl, 1] = side[a]
                 adl_i[n_adl, 2] = a
                 n_adl += 1
-                version[a] += 1
                 if qty[a] <= 1e-12 * max(1.0, take):
                     adl_f[n_adl - 1, 0] += qty[a]
                     qty[a] = 0.0
                     alive[a] = False
-                elif not exempt[a]:
-                    t = liq_price(side[a], qty[a], entry[a], wallet[a], caps, mmr, cum, floors)
-                    if np.isfinite(t) and t > 0:
-                        if side[a] > 0:
-                            lk, la, lv, ls = heap_push(lk, la, lv, ls, -t, a, version[a])
-                        else:
-                            sk, sa, sv, ss = heap_push(sk, sa, sv, ss, t, a, version[a])
+                    version[a] += 1
+                elif exempt[a]:
+                    version[a] += 1
+                else:
+                    s = side[a]
+                    z = entry[a] - s * wref[a] / qty[a] - fref[a]
+                    K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
         # triggers reached by the extreme but not crossed inside the account's live ticks (it opened
-        # after the extreme): back into the heap, unless it closed in this bar
+        # after the extreme): back into the heaps, unless it closed in this bar
         for j in range(nbatch):
             a = batch_acc[j]
             if batch_k[j] >= 0 or not alive[a] or g_close[a] < g0 + n:
                 continue
-            version[a] += 1
-            if side[a] > 0:
-                lk, la, lv, ls = heap_push(lk, la, lv, ls, batch_key[j], a, version[a])
-            else:
-                sk, sa, sv, ss = heap_push(sk, sa, sv, ss, batch_key[j], a, version[a])
+            s = side[a]
+            z = entry[a] - s * wref[a] / qty[a] - fref[a]
+            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
         bar_fund[b] = fund
         b += 1
-    return (ef[:n_ev].copy(), ei[:n_ev].copy(), n_ev, bar_liq, bar_fund, alive, liquidated, fund, fund_min,
+    return (ef[:n_ev].copy(), ei[:n_ev].copy(), bar_liq, bar_fund, alive, liquidated, fund, fund_min,
             adl_usd, adl_cp, adl_f[:n_adl, 0].copy(), adl_i[:n_adl].copy())
-
-
-@njit(cache=True)
-def _rebuild(side, qty, entry, wallet, exempt, alive, activated, g_close, g0, caps, mmr, cum, floors, version):
-    """Both heaps from scratch: every alive, activated, not exempt, not yet closed account."""
-    na = side.shape[0]
-    nl = 0
-    ns = 0
-    for i in range(na):
-        if alive[i] and activated[i] and not exempt[i] and g_close[i] > g0:
-            if side[i] > 0:
-                nl += 1
-            else:
-                ns += 1
-    il = np.empty(nl, np.int64)
-    tl = np.empty(nl)
-    is_ = np.empty(ns, np.int64)
-    ts_ = np.empty(ns)
-    jl = 0
-    js = 0
-    for i in range(na):
-        if alive[i] and activated[i] and not exempt[i] and g_close[i] > g0:
-            t = liq_price(side[i], qty[i], entry[i], wallet[i], caps, mmr, cum, floors)
-            if side[i] > 0:
-                il[jl] = i
-                tl[jl] = t
-                jl += 1
-            else:
-                is_[js] = i
-                ts_[js] = t
-                js += 1
-    lk, la, lv, ls = heap_build(il, tl, -1, version, nl + 16)
-    sk, sa, sv, ss = heap_build(is_, ts_, 1, version, ns + 16)
-    return lk, la, lv, ls, sk, sa, sv, ss
 
 
 @njit(cache=True)
