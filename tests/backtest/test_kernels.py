@@ -162,3 +162,39 @@ def test_loss_accounting_parts_by_hand():
     ev = pd.DataFrame({"t_s": [1.0], "fund_delta_usd": [-99.0]})
     b = loss_accounting(ev, 100.0, 1.0, 1.0, 0.0, 10.0)
     assert b["house_loss_usd"] == 99.0 and b["fund_deficit_usd"] == 0.0 and b["fund_time_below_start_s"] == 9.0
+
+
+def test_binance_parity_funding_moves_triggers_across_bracket_tiers():
+    """Large positions near the bracket caps and heavy funding: the tier that binds an account's
+    liquidation price changes during the run (the kernel keeps one book per tier)."""
+    from backtest.population import Population
+    from backtest.venues import binance
+    bars = crash_bars(n_bars=80, crash=-0.015, squeeze=0.015)
+    ts = bars.ts
+    funding = pd.DataFrame({"ts": [ts.iloc[i] for i in (3, 9, 15, 30, 45, 60, 70)],
+                            "rate": [0.02, 0.03, -0.015, 0.025, -0.04, 0.03, 0.02]})
+    params, _, inp, sym = setup("binance", 10, {}, bars=bars, funding=funding)
+    br = binance.brackets_for(sym, DATE, params)
+    rng = np.random.default_rng(12)
+    n = 400
+    p0 = float(bars.open.iloc[0])
+    caps = br.caps[:6]
+    notional = caps[rng.integers(0, len(caps), n)] * rng.uniform(0.85, 1.15, n)
+    side = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)
+    lev = rng.uniform(3.0, 15.0, n)
+    qty = notional / p0
+    entry = p0 * rng.uniform(0.995, 1.005, n)
+    wallet = notional / lev
+    pop = Population(side=side, qty_coin=qty, entry_price=entry, leverage=lev, wallet_usd=wallet, collateral={},
+                     isolated=np.ones(n, bool), exempt=np.zeros(n, bool), venue="binance", symbol=sym,
+                     start_price=p0)
+    pop = _mid_run_population(pop, inp, seed=4, share=0.25)
+    fast = run_binance(inp, pop, params, symbol=sym, date=DATE)
+    ref = reference_binance(inp, pop, params, symbol=sym, date=DATE)
+    assert_same(fast, ref, min_events=20)
+    # the binding tier did change for some account between the start and its liquidation
+    ev = fast.events.drop_duplicates("account")
+    a = ev.account.to_numpy()
+    tier0 = np.asarray(binance.liquidation_tier(side[a], qty[a], entry[a], wallet[a], br))
+    tier1 = br.tier(ev.qty_coin.to_numpy() * 0 + qty[a] * ev.mark_price.to_numpy()) + 1
+    assert (tier0 != tier1).any()
