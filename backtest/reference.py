@@ -3,9 +3,12 @@
 No trigger prices, no sorting, no event search: at each engine tick of each bar it asks the
 venue engine, for every live account, whether the account is in trouble at that tick's
 path price (Binance: `binance.is_liquidatable`, MM >= WB + uPnL; FTX: MF < MMF from
-`ftx.account_tav_mf` / `ftx.margin_thresholds`), and settles those with the same
-per-event arithmetic the fast replay uses (`BinanceState.settle`, `FtxState.tick`).
-Cost: bars x ticks x accounts. Small populations only.
+`ftx.account_tav_mf` / `ftx.margin_thresholds`), and settles those: Binance through
+`BinanceState` (numpy arithmetic of backtest/venues/binance.py, independent of the compiled
+kernel's own per-scalar arithmetic, its trigger books and its lazy funding); FTX with the
+per-event arithmetic the fast replay uses (`FtxState.tick`). Both see the bar's ticks through
+the path function the kernels use (`PathInput.bar_ticks`). Cost: bars x ticks x accounts.
+Small populations only.
 """
 from __future__ import annotations
 
