@@ -12,6 +12,7 @@ from backtest.population import make_population
 from backtest.replay.binance import run_binance
 from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
+from backtest.replay.recorder import oi_daily_frame
 
 
 def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
@@ -61,8 +62,20 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
         ev.insert(0, "ts", pd.to_datetime(ev.pop("t_s"), unit="s", utc=True))
     else:
         ev = ev.drop(columns=["t_s"]).assign(ts=pd.Series([], dtype="datetime64[ns, UTC]"))
-    daily = daily_frame(ev, res.oi_daily, inp.ts_s, key)
+    oi = res.oi_daily if res.oi_daily is not None else oi_from_events(inp, pop, res.events)
+    daily = daily_frame(ev, oi, inp.ts_s, key)
     return row, series, ev, daily
+
+
+def oi_from_events(inp: PathInput, pop, events: pd.DataFrame) -> pd.DataFrame:
+    """Fallback for a venue state without its own oi_daily (FTX until its kernel provides one):
+    every account's quantity from the run's start, less the quantity of each liquidation event
+    (step 1 partials, takeovers, close-outs, ADL). Ignores open_s/close_s."""
+    q0 = pop.qty_coin.astype(float)
+    t = np.concatenate([np.full(q0.size, float(inp.ts_s[0])), events["t_s"].to_numpy(float)])
+    side = np.concatenate([pop.side.astype(np.int64), events["side"].to_numpy(np.int64)])
+    dq = np.concatenate([q0, -events["qty_coin"].to_numpy(float)])
+    return oi_daily_frame(inp, t, side, dq)
 
 
 DAILY_COLUMNS = ("window", "venue", "market", "date", "side", "liquidated_usd", "reported_usd", "oi_usd")

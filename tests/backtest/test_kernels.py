@@ -198,3 +198,15 @@ def test_binance_parity_funding_moves_triggers_across_bracket_tiers():
     tier0 = np.asarray(binance.liquidation_tier(side[a], qty[a], entry[a], wallet[a], br))
     tier1 = br.tier(ev.qty_coin.to_numpy() * 0 + qty[a] * ev.mark_price.to_numpy()) + 1
     assert (tier0 != tier1).any()
+
+
+def test_ftx_oi_fallback_from_events_matches_final_positions():
+    from backtest.replay import run_ftx
+    from backtest.replay.runner import oi_from_events
+    params, pop, inp, sym = setup("ftx", 250, {"population.leverage_scale": 2.5})
+    res = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
+    assert len(res.events) > 10
+    oi = oi_from_events(inp, pop, res.events)
+    for s_, name in ((1, "long"), (-1, "short")):
+        want = float(res.final_qty[pop.side == s_].sum() * inp.close[-1])
+        assert oi[oi.side == name].oi_usd.iloc[-1] == pytest.approx(want, rel=1e-9, abs=1e-3)
