@@ -91,12 +91,16 @@ class PathInput:
         [open_s, close_s) is live at ticks g_open <= g < g_close."""
         t = np.asarray(t_s, dtype=np.float64)
         nb, n = self.n_bars, self.n_ticks
-        b = np.searchsorted(self.ts_s.astype(np.float64), t, side="right") - 1
-        bc = np.clip(b, 0, nb - 1)
-        k = np.ceil((t - self.ts_s[bc]) / self.tick_s)
-        k = np.where(b < 0, 0, k)
-        g = np.where(k >= n, (bc + 1) * n, bc * n + np.maximum(k, 0))
-        return np.clip(g, 0, nb * n).astype(np.int64)
+        out = np.where(t <= self.ts_s[0], 0, nb * n).astype(np.int64)
+        inside = (t > self.ts_s[0]) & (t < self.ts_s[-1] + self.bar_seconds)
+        if inside.any():                     # most accounts open before the path and never close in it
+            ti = t[inside]
+            b = np.searchsorted(self.ts_s.astype(np.float64), ti, side="right") - 1
+            bc = np.clip(b, 0, nb - 1)
+            k = np.ceil((ti - self.ts_s[bc]) / self.tick_s)
+            g = np.where(k >= n, (bc + 1) * n, bc * n + np.maximum(k, 0))
+            out[inside] = np.clip(g, 0, nb * n).astype(np.int64)
+        return out
 
     def tick_time_s(self, bar, k):
         return self.ts_s[bar] + np.asarray(k) * self.tick_s
