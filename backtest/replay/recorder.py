@@ -119,7 +119,7 @@ def loss_accounting(ev: pd.DataFrame, fund_start: float, fund_min: float, fund_e
     gross BLP loss."""
     fd = ev["fund_delta_usd"].to_numpy(float) if len(ev) else np.zeros(0)
     income = float(fd[fd > 0].sum())
-    payouts = float(-fd[fd < 0].sum())
+    payouts = max(0.0, float(-fd[fd < 0].sum()))   # never -0.0
     below = 0.0
     if len(ev):
         t = ev["t_s"].to_numpy(float)
