@@ -65,6 +65,8 @@ def register(subparsers) -> None:
     b.add_argument("--oracle-accounts", type=int, default=200, help="accounts for the oracle comparison")
     b.add_argument("--oracle-bars", type=int, default=240, help="1-minute bars for the oracle comparison")
     b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--venue", action="append", choices=["ftx", "binance"],
+                   help="time only this venue's series (repeatable; default both)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -388,4 +390,4 @@ def cmd_bench(args) -> int:
     if not sizes or min(sizes) < 2:
         raise UserError("--sizes needs population sizes of at least 2")
     return run_bench(sizes, days=args.days, oracle_accounts=args.oracle_accounts, oracle_bars=args.oracle_bars,
-                     seed=args.seed)
+                     seed=args.seed, venues=args.venue)

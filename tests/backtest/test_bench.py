@@ -22,3 +22,10 @@ def test_bench_tiny(capsys):
 def test_bench_rejects_bad_sizes(capsys):
     assert main(["bench", "--sizes", "ten"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_bench_one_venue(capsys):
+    assert main(["bench", "--sizes", "200", "--days", "0.05", "--oracle-accounts", "40", "--oracle-bars", "20",
+                 "--venue", "binance"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("bench: accounts=200 series=2 bars=72 ")
