@@ -78,14 +78,15 @@ def test_binance_parity_accounts_open_and_close_mid_run_with_funding():
     _oi_equal(fast, ref)
 
 
-def test_binance_parity_mid_run_fund_exhausted_adl():
+def test_binance_parity_mid_run_fund_exhausted_adl_with_funding():
     bars = crash_bars(n_bars=60, crash=-0.03)
     i = len(bars) // 4 + 2
     bars.loc[i, "open"] = bars.loc[i - 1, "close"] * 0.93
     bars.loc[i, "low"] = min(bars.loc[i, "low"], bars.loc[i, "open"])
     bars.loc[i, "high"] = max(bars.loc[i, "high"], bars.loc[i, "open"])
+    funding = pd.DataFrame({"ts": [bars.ts.iloc[4], bars.ts.iloc[20], bars.ts.iloc[40]], "rate": [0.01, -0.02, 0.015]})
     params, pop, inp, sym = setup("binance", 300, {"binance.insurance_fund_start_usd": 1000.0,
-                                                   "population.leverage_scale": 2.0}, bars=bars)
+                                                   "population.leverage_scale": 2.0}, bars=bars, funding=funding)
     pop = _mid_run_population(pop, inp, seed=8, share=0.3)
     fast = run_binance(inp, pop, params, symbol=sym, date=DATE)
     ref = reference_binance(inp, pop, params, symbol=sym, date=DATE)
