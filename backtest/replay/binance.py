@@ -71,10 +71,6 @@ class BinanceState:
             self.alive[acc] = False
             self.closed[acc] = True
 
-    def lp(self, idx) -> np.ndarray:
-        return np.asarray(binance.liquidation_price(self.side[idx], self.qty[idx], self.entry[idx],
-                                                    self.wallet[idx], self.br), float).reshape(-1)
-
     def apply_funding(self, bar: int, rate: float) -> None:
         a = self.live(bar * self.inp.n_ticks)
         price = self.inp.open[bar]

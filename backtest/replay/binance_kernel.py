@@ -25,10 +25,11 @@ Cost grows with bars + events, not bars x accounts:
   lazily: it can no longer fire or be deleveraged after its close tick, and its wallet
   realises the path price at that tick at the end;
 
-Engine arithmetic is that of backtest/venues/binance.py (liquidation_price,
-liquidation_outcome, maintenance_margin, adl_scores, adl_allocate) and execution.sqrt_impact /
-fill_price, written per scalar; the oracle (backtest/reference.py) uses the numpy originals, so
-the parity tests hold one against the other.
+Engine arithmetic is that of backtest/venues/binance.py (liquidation_outcome,
+maintenance_margin, adl_scores, adl_allocate; the trigger as the envelope of the tier lines,
+equal to liquidation_price) and execution.sqrt_impact / fill_price, written per scalar; the
+oracle (backtest/reference.py) uses the numpy originals and checks MM >= WB + uPnL at every
+tick, so the parity tests hold one against the other.
 """
 from __future__ import annotations
 
@@ -45,21 +46,6 @@ N_MECH = 6
 # event matrix columns
 EF_T, EF_QTY, EF_PRICE, EF_MARK, EF_NOTIONAL, EF_USER_LOSS, EF_FUND_DELTA = 0, 1, 2, 3, 4, 5, 6
 EI_ACC, EI_SIDE, EI_MECH, EI_BAR = 0, 1, 2, 3
-
-
-@njit(cache=True)
-def liq_price(s, q, ep, wb, caps, mmr, cum, floors):
-    """binance.liquidation_price for one isolated position (nan for q <= 0, 0.0 if none fits)."""
-    if q <= 0.0:
-        return np.nan
-    for j in range(caps.shape[0]):
-        num = wb + cum[j] - s * q * ep
-        den = q * mmr[j] - s * q
-        lp = num / den
-        notional = q * lp
-        if lp > 0 and notional >= floors[j] * (1 - 1e-12) and notional <= caps[j] * (1 + 1e-12):
-            return lp
-    return 0.0
 
 
 @njit(cache=True)
