@@ -46,8 +46,9 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
             cand = np.nonzero(st.live(g0 + k) & ~st.exempt)[0]
             if cand.size == 0:
                 continue
-            hit = np.asarray(binance.is_liquidatable(st.side[cand], st.qty[cand], st.entry[cand], st.wallet[cand],
-                                                     np.full(cand.size, prices[k]), br)).reshape(-1)
+            w = st.wt[cand]      # brackets at one real account's size (MODEL.md 2)
+            hit = np.asarray(binance.is_liquidatable(st.side[cand], st.qty[cand] / w, st.entry[cand],
+                                                     st.wallet[cand] / w, np.full(cand.size, prices[k]), br)).reshape(-1)
             acc = cand[hit]
             if acc.size:
                 st.settle(rec, b, acc, np.full(acc.size, k, dtype=np.int64))

@@ -29,6 +29,15 @@ from backtest.venues import binance
 log = logging.getLogger(__name__)
 
 
+def real_weight(pop: Population) -> np.ndarray:
+    """Real accounts each simulated account stands for (MODEL.md 2): a simulated account is w
+    identical real ones, so every size-dependent term (the bracket of the maintenance margin)
+    is evaluated at qty / w and scaled back by w; flows are linear in qty and need no weight.
+    The exempt account is one real account."""
+    w = np.asarray(pop.weight, float)
+    return np.where(pop.exempt | ~(w > 0), 1.0, w)
+
+
 class BinanceState:
     """Binance USDⓈ-M accounts (one position each, isolated-equivalent wallet) + the fund."""
 
@@ -41,6 +50,7 @@ class BinanceState:
         self.entry = pop.entry_price.astype(float).copy()
         self.wallet = pop.wallet_usd.astype(float).copy()
         self.exempt = pop.exempt.astype(bool)
+        self.wt = real_weight(pop)
         self.alive = self.qty > 0
         self.fee_rate = float(params.get("binance.liq_fee_rate"))
         self.eta = float(params.get("execution.eta.binance"))
@@ -139,7 +149,8 @@ class BinanceState:
             if cand.size == 0:
                 continue
             upnl = self.side[cand] * self.qty[cand] * (price - self.entry[cand])
-            mm = np.asarray(binance.maintenance_margin(self.qty[cand] * price, self.br), float)
+            w = self.wt[cand]
+            mm = w * np.asarray(binance.maintenance_margin(self.qty[cand] / w * price, self.br), float)
             sc = np.asarray(binance.adl_scores(upnl, self.wallet[cand], mm), float).reshape(-1)
             take = binance.adl_allocate(sc, self.qty[cand], need)
             hit = take > 0
@@ -239,9 +250,10 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     wref = wallet
     (ef, ei, bar_liq, bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_cp, adl_take, adl_i) = K.replay_kernel(
         inp.ts_s.astype(np.int64), inp.open, inp.high, inp.low, inp.close, inp.volume_quote.astype(float),
-        int(n), float(inp.tick_s), int(inp.path_mode), np.uint64(inp.path_key), float(inp.near_first_prob),
+        int(n), float(inp.tick_s), int(inp.path_mode), np.int64(inp.path_key), float(inp.near_first_prob),
+        float(inp.vol_scale), float(inp.time_jitter),
         float(inp.sigma_1m), float(inp.bar_minutes), lo, hi, blo, bhi, int(BLOCK), fb, f_cum,
-        side, qty, entry, wref, fref, exempt, g_open, g_close,
+        side, qty, real_weight(pop), entry, wref, fref, exempt, g_open, g_close,
         br.mmr.astype(float), br.cum.astype(float), br.caps.astype(float),
         float(params.get("execution.eta.binance")), float(params.get("execution.max_slippage")),
         bool(params.get("binance.adl_enabled")), fund_start)
@@ -253,7 +265,8 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     q_close = qty[closing].copy()
     if closing.size:
         p = K.close_prices(inp.ts_s.astype(np.int64), inp.open, inp.high, inp.low, inp.close, int(inp.n_ticks),
-                           int(inp.path_mode), np.uint64(inp.path_key), float(inp.near_first_prob), g_close[closing])
+                           int(inp.path_mode), np.int64(inp.path_key), float(inp.near_first_prob),
+                           float(inp.vol_scale), float(inp.time_jitter), g_close[closing])
         wallet[closing] += side[closing] * qty[closing] * (p - entry[closing])
         qty[closing] = 0.0
     live_end = alive & (g_open <= g_total - 1) & (g_close > g_total - 1)

@@ -213,7 +213,7 @@ def _insert(K, A, V, seg, used, a, s, q, z, f_min, f_max, mmr, cum, version):
 
 
 @njit(cache=True)
-def _bulk_books(idx, side, qty, entry, wref, fref, f_min, f_max, mmr, cum, version):
+def _bulk_books(idx, side, qty, wt, entry, wref, fref, f_min, f_max, mmr, cum, version):
     """Segmented books holding accounts idx, each row sorted by key (a sorted row is a heap)."""
     nt = mmr.shape[0]
     R = 2 * nt
@@ -228,7 +228,7 @@ def _bulk_books(idx, side, qty, entry, wref, fref, f_min, f_max, mmr, cum, versi
         z = entry[a] - s * wref[a] / qty[a] - fref[a]
         zs[i] = z
         version[a] += 1
-        j0, j1 = _tier_range(s, qty[a], z, f_min, f_max, mmr, cum)
+        j0, j1 = _tier_range(s, qty[a] / wt[a], z, f_min, f_max, mmr, cum)
         j0s[i], j1s[i] = j0, j1
         d = 0 if s > 0 else 1
         for j in range(j0, j1 + 1):
@@ -252,7 +252,7 @@ def _bulk_books(idx, side, qty, entry, wref, fref, f_min, f_max, mmr, cum, versi
                 break
             r = d * nt + j
             p = sseg[r, 0] + sseg[r, 1]
-            SK[p], SA[p], SV[p] = tier_key(s, qty[a], zs[i], cum[j]), a, version[a]
+            SK[p], SA[p], SV[p] = tier_key(s, qty[a] / wt[a], zs[i], cum[j]), a, version[a]
             sseg[r, 1] += 1
     for r in range(R):
         off, size = sseg[r, 0], sseg[r, 1]
@@ -380,9 +380,10 @@ def _first_cross(buf, run, n, kf, kc, trig, direction):
 # the kernel
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
-def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob,
+def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob, vol_scale,
+                  time_jitter,
                   sigma_1m, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,
-                  side, qty, entry, wref, fref, exempt, g_open, g_close,
+                  side, qty, wt, entry, wref, fref, exempt, g_open, g_close,
                   mmr, cum, caps, eta, max_slip, adl_enabled, fund_start):
     """Replay one series. qty, wref and fref are updated in place (a wallet is wref - side*qty*(F -
     fref) at cumulative funding F; f_cum[k] = F after the first k funding bars). Returns (ef, ei,
@@ -419,7 +420,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     act_idx = np.concatenate((first, later))
     # accounts live from the first tick: books built in bulk (sorted rows)
     init = first[~exempt[first]]
-    SK, SA, SV, sseg, K, A, V, seg, used = _bulk_books(init, side, qty, entry, wref, fref, f_min, f_max, mmr, cum,
+    SK, SA, SV, sseg, K, A, V, seg, used = _bulk_books(init, side, qty, wt, entry, wref, fref, f_min, f_max, mmr, cum,
                                                        version)
     ai = first.shape[0]
     buf = np.empty(n)
@@ -455,7 +456,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 continue
             s = side[a]
             z = entry[a] - s * wref[a] / qty[a] - fref[a]
-            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
+            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a] / wt[a], z, f_min, f_max, mmr, cum, version)
         if nf == b:
             fi += 1
             F = f_cum[fi]
@@ -491,12 +492,13 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                     batch_acc[nbatch] = a
                     batch_k[nbatch] = -1
                     batch_dir[nbatch] = -1 if d == 0 else 1
-                    batch_trig[nbatch] = trigger_now(s, qty[a], z, F, mmr, cum)
+                    batch_trig[nbatch] = trigger_now(s, qty[a] / wt[a], z, F, mmr, cum)
                     nbatch += 1
         if nbatch == 0:
             b += 1
             continue
-        fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf)
+        fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
+                      time_jitter)
         # crossing ticks; accounts that do not cross inside their live ticks go back (or are closed)
         nlive = 0
         for direction in (-1, 1):
@@ -594,7 +596,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 a = cand[j]
                 u = side[a] * qty[a] * (price - entry[a])
                 w = wref[a] - side[a] * qty[a] * (F - fref[a])
-                mm = maint_margin(qty[a] * price, caps, mmr, cum)
+                mm = wt[a] * maint_margin(qty[a] / wt[a] * price, caps, mmr, cum)
                 mb = w + u
                 sc[j] = max(u, 0.0) / max(w, 1.0) * mm / mb if mb > 0 else 0.0
             order = np.argsort(-sc, kind="mergesort")
@@ -629,7 +631,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 else:
                     s = side[a]
                     z = entry[a] - s * wref[a] / qty[a] - fref[a]
-                    K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
+                    K, A, V = _insert(K, A, V, seg, used, a, s, qty[a] / wt[a], z, f_min, f_max, mmr, cum, version)
         # triggers reached by the extreme but not crossed inside the account's live ticks (it opened
         # after the extreme): back into the heaps, unless it closed in this bar
         for j in range(nbatch):
@@ -638,7 +640,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                 continue
             s = side[a]
             z = entry[a] - s * wref[a] / qty[a] - fref[a]
-            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a], z, f_min, f_max, mmr, cum, version)
+            K, A, V = _insert(K, A, V, seg, used, a, s, qty[a] / wt[a], z, f_min, f_max, mmr, cum, version)
         bar_fund[b] = fund
         b += 1
     return (ef[:n_ev].copy(), ei[:n_ev].copy(), bar_liq, bar_fund, alive, liquidated, fund, fund_min,
@@ -646,7 +648,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
 
 
 @njit(cache=True)
-def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob, g):
+def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob, vol_scale, time_jitter, g):
     """Path price at global ticks g (each < n_bars * n_ticks), one bar path per distinct bar."""
     out = np.empty(g.shape[0])
     order = np.argsort(g, kind="mergesort")
@@ -656,7 +658,8 @@ def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob
         j = order[jj]
         b = g[j] // n_ticks
         if b != cur:
-            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob, buf)
+            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob, buf,
+                          vol_scale, time_jitter)
             cur = b
         out[j] = buf[g[j] - b * n_ticks]
     return out

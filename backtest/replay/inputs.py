@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 
 from backtest.path import BarPaths, bar_paths, price_at
-# The one place the compiled replay gets its intra-bar path from (brief interface 3). At merge:
-#   from backtest.paths import fill_bar_path
-# (then clear numba's cache, or touch backtest/replay/binance_kernel.py: a cached kernel is keyed
-# on its own file only and would keep the old path function).
-from backtest.replay._linear_path import fill_bar_path
+# The one place the compiled replay gets its intra-bar path from (MODEL.md 1): linear (v1) or
+# the seeded Brownian bridge. (A cached numba kernel is keyed on its own file only: touch
+# backtest/replay/binance_kernel.py when the path function changes.)
+from backtest.paths import fill_bar_path
 
 BLOCK = 512
 
@@ -36,6 +35,8 @@ class PathInput:
     path_mode: int = 0              # 0 linear (v1), 1 Brownian bridge (backtest.paths)
     path_key: int = 0               # counter-based key of the path draws (backtest.rng)
     near_first_prob: float = 0.5    # bridge: chance the extreme nearer the open comes first
+    vol_scale: float = 1.0          # bridge: volatility x the bar's Parkinson sigma (path.vol_scale)
+    time_jitter: float = 0.25       # bridge: weight of the uniform draw in the extremes' times
 
     def __post_init__(self):
         self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
@@ -81,8 +82,8 @@ class PathInput:
         """All tick prices of one bar through the shared path function (kernel and oracle)."""
         out = np.empty(self.n_ticks) if out is None else out
         fill_bar_path(float(self.open[bar]), float(self.high[bar]), float(self.low[bar]), float(self.close[bar]),
-                      self.n_ticks, int(self.path_mode), np.uint64(self.path_key), np.int64(self.ts_s[bar]),
-                      float(self.near_first_prob), out)
+                      self.n_ticks, int(self.path_mode), np.int64(self.path_key), np.int64(self.ts_s[bar]),
+                      float(self.near_first_prob), out, float(self.vol_scale), float(self.time_jitter))
         return out
 
     def tick_index(self, t_s) -> np.ndarray:

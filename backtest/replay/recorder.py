@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from backtest import disclosure
 from backtest.params import Params
 from backtest.replay.inputs import PathInput
-from backtest.venues import binance, ftx
+from backtest.venues import ftx
 
 MECHS = ("step1", "step2_blp", "overflow", "ioc", "fund", "adl")
 
@@ -68,20 +69,22 @@ class SeriesResult:
     oi_daily: pd.DataFrame | None = None   # date (UTC day), side ('long'|'short'), oi_usd at the day's end
 
 
-def reported_usd(ev: pd.DataFrame, venue: str, weight: np.ndarray | None) -> np.ndarray:
+def reported_usd(ev: pd.DataFrame, venue: str, weight: np.ndarray | None, params: Params) -> np.ndarray:
     """Reported notional per event (MODEL.md 4.5): what an aggregator sees of each liquidation.
 
-    The one place the disclosure rule is applied. Binance today: the one-order-per-second mask on
-    the simulated events (binance.reported_mask); at merge the lead swaps in
-    backtest.disclosure.binance_reported (the throttle on the real account count, via `weight`).
-    FTX: every fill is flagged."""
+    The one place the disclosure rule is applied. Binance: one order per symbol-second on the
+    *real* account count (backtest.disclosure: each simulated event stands for `weight` real
+    orders of the account), so the reported figure does not move with the simulated N. FTX:
+    every fill is flagged."""
     if not len(ev):
         return np.zeros(0)
     notional = ev["notional_usd"].to_numpy(float)
     if venue == "binance":
-        mask = binance.reported_mask(np.floor(ev["t_s"].to_numpy()).astype(np.int64), np.arange(len(ev)))
-    else:
-        mask = ftx.reported_mask(ev["t_s"].to_numpy())
+        acc = ev["account"].to_numpy(np.int64)
+        w = np.ones(len(ev)) if weight is None else np.asarray(weight, float)[acc]
+        return np.asarray(disclosure.reported_for_params(ev["t_s"].to_numpy(float), notional, w,
+                                                         ev["side"].to_numpy(np.int64), params), float)
+    mask = ftx.reported_mask(ev["t_s"].to_numpy())
     return np.where(mask, notional, 0.0)
 
 
@@ -155,7 +158,7 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
     (venue-specific keys merged into the loss accounting, e.g. FTX's BLP parts), `final_qty()`
     and `oi_daily` (DataFrame date, side, oi_usd)."""
     ev = rec.events_frame()
-    rep = reported_usd(ev, venue, getattr(st, "weight", None))
+    rep = reported_usd(ev, venue, getattr(st, "wt", getattr(st, "weight", None)), params)
     ev["reported_usd"] = rep
     ev["reported"] = rep > 0 if len(ev) else np.zeros(0, bool)
     liq = {m: float(ev.loc[ev.mechanism == m, "notional_usd"].sum()) if len(ev) else 0.0 for m in MECHS}

@@ -8,11 +8,16 @@ import pandas as pd
 
 from backtest.params import Params
 from backtest.path import CollateralPath
-from backtest.population import make_population
+from backtest.paths import path_key, path_settings
+from backtest.population import build_population, make_population
 from backtest.replay.binance import run_binance
 from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import oi_daily_frame
+
+
+# venues whose replay honours accounts' open/close times (the v2 book needs it)
+V2_BOOK_VENUES = ("binance",)
 
 
 def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
@@ -21,10 +26,37 @@ def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Ge
     return np.random.default_rng(np.random.SeedSequence([int(seed), key]))
 
 
-def path_input(sd, params: Params) -> PathInput:
-    return PathInput.from_bars(sd.bars, sd.bar_seconds, tick_s=float(params.get("ftx.tick_s")),
-                               sigma_1m=sd.sigma_1m, adv_usd=sd.adv_usd,
-                               funding=sd.funding if sd.venue == "binance" else None)
+def path_input(sd, params: Params, seed: int = 0, draw: int = 0) -> PathInput:
+    """The series' bars as a PathInput with the intra-bar path settings (MODEL.md 1): `path.mode`
+    and its parameters, and the path key of (seed, coin, draw), the same for a venue and its
+    stand-in so both see one path."""
+    ps = path_settings(params)
+    inp = PathInput.from_bars(sd.bars, sd.bar_seconds, tick_s=float(params.get("ftx.tick_s")),
+                              sigma_1m=sd.sigma_1m, adv_usd=sd.adv_usd,
+                              funding=sd.funding if sd.venue == "binance" else None)
+    inp.path_mode = int(ps["mode"])
+    inp.path_key = int(path_key(seed, sd.coin, draw))
+    inp.near_first_prob = float(ps["near_first_prob"])
+    inp.vol_scale = float(ps["vol_scale"])
+    inp.time_jitter = float(ps["time_jitter"])
+    return inp
+
+
+def population_for(sd, params: Params, seed: int, rng, n_accounts, collateral_prices):
+    """The v2 OI-driven book (MODEL.md 2) where the series has an OI path and its venue's replay
+    honours open/close times; else the v1 static book at the window start (the row's
+    `population` says which)."""
+    v2_venues = V2_BOOK_VENUES
+    if sd.venue in v2_venues and getattr(sd, "oi_path", None) is not None and len(sd.oi_path):
+        return build_population(sd, params, seed, n_accounts, collateral_prices=collateral_prices), "v2"
+    date = sd.window.start.date()
+    lb = float(params.get("population.entry_lookback_days"))
+    eb = sd.entry_bars
+    if "ts" in eb and len(eb):
+        cut = sd.window.start - pd.Timedelta(days=lb)
+        sel = eb[pd.to_datetime(eb["ts"], utc=True) >= cut]
+        eb = sel if len(sel) else eb
+    return make_population_for(sd, params, rng, eb, date, n_accounts, collateral_prices), "v1"
 
 
 def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | None = None,
@@ -34,14 +66,8 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
     daily frame per UTC day and liquidated side (see `daily_frame`)."""
     rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
     date = sd.window.start.date()
-    lb = float(params.get("population.entry_lookback_days"))
-    eb = sd.entry_bars
-    if "ts" in eb and len(eb):
-        cut = sd.window.start - pd.Timedelta(days=lb)
-        sel = eb[pd.to_datetime(eb["ts"], utc=True) >= cut]
-        eb = sel if len(sel) else eb
-    pop = make_population_for(sd, params, rng, eb, date, n_accounts, collateral_prices)
-    inp = path_input(sd, params)
+    pop, pop_kind = population_for(sd, params, seed, rng, n_accounts, collateral_prices)
+    inp = path_input(sd, params, seed)
     if sd.venue == "binance":
         res = run_binance(inp, pop, params, symbol=sd.symbol, date=date)
     else:
@@ -53,7 +79,13 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
            "adv_usd": float(sd.adv_usd), "adv_source": sd.adv_source, "bars": int(inp.n_bars),
            "gaps_pct": float(sd.gaps_pct), "start_price": float(sd.start_price),
            "end_price": float(inp.close[-1]), "n_topped_up": int(pop.meta.get("n_topped_up", 0) or 0),
-           "funding_prints": int(len(inp.funding_bar))}
+           "funding_prints": int(len(inp.funding_bar)), "population": pop_kind,
+           "accounts_simulated": int(len(pop)), "real_accounts": float(np.sum(pop.weight)),
+           "path_mode": str(params.get("path.mode")),
+           "trigger_source": str(getattr(sd, "trigger_source", "trade bars"))}
+    if pop_kind == "v2":
+        row["book_start"] = str(pop.meta.get("book_start", ""))
+        row["oi_source"] = str(getattr(sd, "oi_path_source", "") or sd.oi_source)
     key = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin}
     series = res.series.assign(**key)
     series.insert(0, "ts", pd.to_datetime(series.pop("ts_s"), unit="s", utc=True))

@@ -12,7 +12,7 @@ from backtest.path import bar_paths, tick_prices
 from backtest.population import NEVER, OPEN_ALWAYS
 from backtest.reference import reference_binance
 from backtest.replay import PathInput, run_binance
-from backtest.replay._linear_path import fill_bar_path
+from backtest.paths import fill_bar_path
 from backtest.replay.recorder import BLP_PARTS, loss_accounting
 
 from tests.backtest._synth import DATE, crash_bars, setup
@@ -211,3 +211,37 @@ def test_ftx_oi_fallback_from_events_matches_final_positions():
     for s_, name in ((1, "long"), (-1, "short")):
         want = float(res.final_qty[pop.side == s_].sum() * inp.close[-1])
         assert oi[oi.side == name].oi_usd.iloc[-1] == pytest.approx(want, rel=1e-9, abs=1e-3)
+
+
+def test_binance_parity_with_real_account_weights():
+    """Accounts standing for many real ones (Population.weight): brackets at one real account's
+    size, in the kernel and in the oracle alike."""
+    bars = crash_bars(n_bars=60, crash=-0.03, squeeze=0.02)
+    params, pop, inp, sym = setup("binance", 300, {"population.leverage_scale": 1.6}, bars=bars)
+    rng = np.random.default_rng(11)
+    pop = dataclasses.replace(_mid_run_population(pop, inp), weight=np.exp(rng.uniform(0, 7, len(pop))))
+    fast = run_binance(inp, pop, params, symbol=sym, date=DATE)
+    ref = reference_binance(inp, pop, params, symbol=sym, date=DATE)
+    assert_same(fast, ref, min_events=10)
+
+
+def test_one_weighted_account_is_w_identical_real_accounts():
+    """A simulated account of weight w liquidates exactly when w identical real accounts of 1/w
+    its size would, for the same coins; at weight 1 a large position sits in a
+    higher bracket and is liquidated sooner."""
+    bars = crash_bars(n_bars=60, crash=-0.06, squeeze=0.0)
+    params, pop, inp, sym = setup("binance", 40, {"population.leverage_scale": 1.0}, bars=bars)
+    big = dataclasses.replace(pop, qty_coin=pop.qty_coin * 0 + 500.0, wallet_usd=pop.wallet_usd * 0 + 500.0 * 20000 / 12,
+                              entry_price=pop.entry_price * 0 + 20000.0, side=np.ones(len(pop), np.int8),
+                              isolated=np.ones(len(pop), bool), exempt=np.zeros(len(pop), bool))
+    w = 1000.0
+    weighted = dataclasses.replace(big, weight=np.full(len(pop), w))
+    small = dataclasses.replace(big, qty_coin=big.qty_coin / w, wallet_usd=big.wallet_usd / w)
+    r_w = run_binance(inp, weighted, params, symbol=sym, date=DATE)
+    r_s = run_binance(inp, small, params, symbol=sym, date=DATE)
+    r_1 = run_binance(inp, big, params, symbol=sym, date=DATE)
+    assert len(r_w.events) == len(r_s.events) > 0
+    np.testing.assert_allclose(r_w.events.t_s.to_numpy(), r_s.events.t_s.to_numpy())
+    # the same coins at the same ticks (fill prices differ by impact: one order of w real ones)
+    np.testing.assert_allclose(r_w.events.qty_coin.sum(), w * r_s.events.qty_coin.sum(), rtol=1e-9)
+    assert r_1.events.t_s.min() < r_w.events.t_s.min()
