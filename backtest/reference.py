@@ -4,7 +4,7 @@ No trigger prices, no sorting, no event search: at each engine tick of each bar 
 venue engine, for every live account, whether the account is in trouble at that tick's
 path price (Binance: `binance.is_liquidatable`, MM >= WB + uPnL; FTX: MF < MMF from
 `ftx.account_tav_mf` / `ftx.margin_thresholds`), and settles those with the same
-per-event arithmetic the fast replay uses (`BinanceState.settle`, `FtxState.tick`).
+per-event arithmetic the fast replay uses (`BinanceState.settle`, the FTX engine tick).
 Cost: bars x ticks x accounts. Small populations only.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ import numpy as np
 from backtest.params import Params
 from backtest.path import tick_prices
 from backtest.population import Population
-from backtest.replay import BinanceState, FtxState, PathInput, Recorder, SeriesResult, _finish
+from backtest.replay import BinanceState, PathInput, Recorder, SeriesResult, _finish
+from backtest.replay.ftx import resolve_seed
+from backtest.replay.ftx.state import replay as ftx_replay
 from backtest.venues import binance
 
 
@@ -41,25 +43,12 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
     return _finish(st, rec, inp, "binance", params)
 
 
-def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
-                  rng: np.random.Generator | None = None, hedge: PathInput | None = None,
-                  collateral=None) -> SeriesResult:
-    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge, collateral=collateral)
-    st.oracle = True
-    rec = Recorder(inp.n_bars)
-    for b in range(inp.n_bars):
-        st.revalue(b)      # other coins' collateral steps in at the bar's start
-        prices = tick_prices(inp.paths, b)
-        for k in range(inp.n_ticks):
-            cand = np.nonzero(st.alive & ~st.exempt)[0]
-            if cand.size == 0:
-                break
-            price = float(prices[k])
-            _, mf = st.tav_mf(cand, price)
-            mmf, _ = st.thresholds(cand)
-            sel = cand[mf < mmf]
-            if sel.size:
-                st.tick(rec, b, k, price, sel)
-            st.changed_by_overflow = []
-        rec.bar_fund[b] = st.fund
-    return _finish(st, rec, inp, "ftx", params)
+def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date=None,
+                  seed: int | None = None, deterministic: bool | None = None, hedge: PathInput | None = None,
+                  collateral=None, rng: np.random.Generator | None = None) -> SeriesResult:
+    """Every bar, every tick, every open account's MF against its MMF (ftx loop.run_oracle): no
+    trigger prices, no trees, no skipping, overflow over all opposing accounts; the same engine
+    tick and the same counter-based draws as the fast kernel."""
+    seed, det = resolve_seed(seed, deterministic, rng)
+    return ftx_replay(inp, pop, params, symbol=symbol, seed=seed, deterministic=det, hedge=hedge,
+                      collateral=collateral, oracle=True)
