@@ -29,8 +29,8 @@ NC_CONST = 28
  Z_POOL_OUT_L, Z_POOL_OUT_S) = range(19)
 NZ = 19
 # ---- int scalars I[...]
-(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC) = range(6)
-NI = 6
+(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR) = range(9)
+NI = 9
 # ---- keys K[...] (uint64): seed, market id
 K_SEED, K_MARKET = 0, 1
 # ---- account status

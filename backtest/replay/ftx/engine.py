@@ -52,34 +52,66 @@ def _fund(S, C, delta, gross_in, gross_out, t_s):
         S.Z[Z_BELOW_SINCE] = -1.0
 
 
+@njit(inline="always", **NJ)
+def _s1_take(S, C, i, jit, price, budget, cum, scale):
+    """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
+    pos = abs(S.qty[i])
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] / price, pos))
+    want = min(base * jit, pos)
+    wu = want * price
+    cum += wu
+    got = min(max(budget - (cum - wu), 0.0), wu)
+    return (want * got / wu if wu > 0 else 0.0) * scale, cum
+
+
 @njit(**NJ)
 def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
+    """Step-1 orders of the accounts s1[:n1] (ascending) sharing the market's budget for the
+    tick, served in random order (counter-based U per account; deterministic: index order,
+    sizes times the firing probability). Once the budget is spent every later order is zero,
+    so accounts are taken in order by bands of U and the walk stops there (the same orders as
+    sorting all of them). Returns the filled quantities (aligned with s1)."""
     det = C[C_DET] > 0
-    jit = np.ones(n1)
+    qs = np.zeros(n1)
+    budget = C[C_BUDGET]
+    cum = 0.0
     if det:
-        order = np.arange(n1)
-        scale = C[C_PROB]
+        for x in range(n1):
+            q, cum = _s1_take(S, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
+            qs[x] = q
+            if cum >= budget:
+                break
     else:
         ko = crng.make_key(K[K_SEED], crng.STEP1_ORDER, K[K_MARKET], j)
         kj = crng.make_key(K[K_SEED], crng.STEP1_JITTER, K[K_MARKET], j)
         u = np.empty(n1)
         for x in range(n1):
             u[x] = crng.uniform(ko, s1[x])
-            jit[x] = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, s1[x])
-        order = np.argsort(u, kind="mergesort")
-        scale = 1.0
-    qs = np.zeros(n1)
-    budget = C[C_BUDGET]
-    cum = 0.0
-    for x in order:
-        i = s1[x]
-        pos = abs(S.qty[i])
-        base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] / price, pos))
-        want = min(base * jit[x], pos)
-        wu = want * price
-        cum += wu
-        got = min(max(budget - (cum - wu), 0.0), wu)
-        qs[x] = (want * got / wu if wu > 0 else 0.0) * scale
+        band = np.empty(n1, np.int64)
+        bu = np.empty(n1)
+        lo = 0.0
+        width = min(1.0, 64.0 / max(n1, 1))
+        done = False
+        while not done and lo < 1.0:
+            hi = lo + width if lo + width < 1.0 else 2.0
+            m = 0
+            for x in range(n1):
+                if lo <= u[x] < hi:
+                    band[m] = x
+                    bu[m] = u[x]
+                    m += 1
+            order = np.argsort(bu[:m], kind="mergesort")
+            for o in order:
+                x = band[o]
+                i = s1[x]
+                jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, i)
+                q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
+                qs[x] = q
+                if cum >= budget:
+                    done = True
+                    break
+            lo = hi
+            width *= 2.0
     kf = np.uint64(0)
     if not det:
         kf = crng.make_key(K[K_SEED], crng.STEP1_OFFSET, K[K_MARKET], j)
@@ -101,6 +133,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
         if S.qty[i] > 0:
             requalify(S, C, i)
         evs.append((t_s, float(i), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0, float(bar)))
+    return qs
 
 
 @njit(**NJ)

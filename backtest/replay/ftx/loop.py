@@ -19,7 +19,7 @@ from numba import njit
 
 from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
 from backtest.replay.ftx.collateral import revalue
-from backtest.replay.ftx.engine import abs_tick, fires, open_close, tick
+from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
@@ -116,14 +116,22 @@ def _build(S, tl, ts, size, in_act):
 
 
 @njit(**NJ)
-def _quiet_bounds(S, act, nact):
-    """Prices at or beyond which an active (step-1) account may change state."""
+def _cache(S, act, x, a_up, a_dn, a_dir):
+    """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
+    i = act[x]
+    a_up[x] = price_at_mf(S, i, S.mmf[i])
+    a_dn[x] = price_at_mf(S, i, S.acmf[i])
+    a_dir[x] = trig_dir(S, i)
+
+
+@njit(**NJ)
+def _quiet_bounds(a_up, a_dn, a_dir, nact):
+    """Prices at or beyond which an active (step-1) account may change state (from the slot
+    caches: a sequential scan, no account arrays touched)."""
     lo, hi = -np.inf, np.inf
     for x in range(nact):
-        i = act[x]
-        up = price_at_mf(S, i, S.mmf[i])
-        dn = price_at_mf(S, i, S.acmf[i])
-        if trig_dir(S, i) == -1:      # MF rises with the price
+        up, dn = a_up[x], a_dn[x]
+        if a_dir[x] == -1:      # MF rises with the price
             if up == up:
                 hi = min(hi, up)
             if dn == dn:
@@ -134,6 +142,92 @@ def _quiet_bounds(S, act, nact):
             if dn == dn:
                 hi = min(hi, dn)
     return lo * (1 + EPS), hi * (1 - EPS)
+
+
+@njit(**NJ)
+def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, in_act, dirty,
+               tl, ts, size):
+    """engine.tick over the active slots, touching the account arrays only where something can
+    change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
+    step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
+    overflow-hit accounts are evaluated again. Same results as engine.tick. Accounts that
+    leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
+    nact, any account in step 2)."""
+    s1 = np.empty(nact, np.int64)
+    p1 = np.empty(nact, np.int64)
+    s2 = np.empty(nact, np.int64)
+    mf2 = np.empty(nact)
+    ac2 = np.empty(nact)
+    cls = np.zeros(nact, np.int8)      # 0 none, 1 step 1, 2 step 2
+    sure = np.zeros(nact, np.bool_)
+    n1 = n2 = 0
+    for x in range(nact):
+        i = act[x]
+        if a_ok[x]:
+            up, dn = a_up[x], a_dn[x]
+            if a_dir[x] == -1:
+                sure[x] = dn * (1 + EPS) < price < up * (1 - EPS)
+            else:
+                sure[x] = up * (1 + EPS) < price < dn * (1 - EPS)
+        if sure[x]:
+            cls[x] = 1
+        else:
+            tav, mf = tav_mf(S, i, price)
+            if mf < S.mmf[i]:
+                cls[x] = 1 if mf >= S.acmf[i] else 2
+                if cls[x] == 2:
+                    s2[n2] = i
+                    mf2[n2] = mf
+                    ac2[n2] = S.acmf[i]
+                    n2 += 1
+        if cls[x] == 1:
+            s1[n1] = i
+            p1[n1] = x
+            n1 += 1
+    if n2:
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, True)
+        for y in range(S.I[0]):
+            dirty[S.chg[y]] = True
+    filled = np.zeros(nact, np.bool_)
+    if n1:
+        j = abs_tick(t, C[C_TICK])
+        if fires(C, K, j):
+            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv)
+            for y in range(n1):
+                if qs[y] > 0:
+                    filled[p1[y]] = True
+    any2 = False
+    m = 0
+    for x in range(nact):
+        i = act[x]
+        keep = True
+        if not sure[x] or cls[x] != 1 or filled[x] or dirty[i]:
+            keep = False
+            if S.qty[i] > 0:
+                tav, mf = tav_mf(S, i, price)
+                if mf < S.acmf[i]:
+                    any2 = True
+                if mf < S.mmf[i]:
+                    keep = True
+        if keep:
+            act[m] = i
+            if sure[x] and not (filled[x] or dirty[i]):
+                a_up[m] = a_up[x]
+                a_dn[m] = a_dn[x]
+                a_dir[m] = a_dir[x]
+            else:
+                _cache(S, act, m, a_up, a_dn, a_dir)
+            a_ok[m] = True
+            m += 1
+        else:
+            in_act[i] = False
+            _put(S, tl, ts, size, i)
+    for y in range(S.I[0]):
+        i = S.chg[y]
+        dirty[i] = False
+        if not in_act[i]:
+            _put(S, tl, ts, size, i)
+    return m, any2
 
 
 @njit(**NJ)
@@ -155,7 +249,13 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
     in_act = np.zeros(n, np.bool_)
     _build(S, tl, ts, size, in_act)
     act = np.empty(n, np.int64)
+    a_up = np.empty(n)
+    a_dn = np.empty(n)
+    a_dir = np.empty(n, np.int64)
     nact = 0
+    a_ok = np.zeros(n, np.bool_)      # a_up/a_dn/a_dir hold the slot's thresholds
+    newb = np.empty(n, np.int64)
+    dirty = np.zeros(n, np.bool_)
     mark = np.zeros(n, np.bool_)
     buf = np.empty(n, np.int64)
     lo_b = np.empty(nb)
@@ -185,6 +285,8 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                 break
         if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
             rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+            if nch:
+                a_ok[:nact] = False                      # active accounts' thresholds moved
             if nch * 4 > n:
                 _build(S, tl, ts, size, in_act)
                 mark[:] = False
@@ -217,29 +319,29 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                     for x in range(nact):
                         if in_act[act[x]]:
                             act[m] = act[x]
+                            a_up[m] = a_up[x]
+                            a_dn[m] = a_dn[x]
+                            a_dir[m] = a_dir[x]
+                            a_ok[m] = a_ok[x]
                             m += 1
                     nact = m
             # accounts the price reaches leave the trees
-            added = False
+            nn = 0
             while tl[1] * (1 + EPS) >= price:
                 i = _arg_max(tl, size)
                 _upd_max(tl, size, i, -np.inf)
                 if not in_act[i]:
                     in_act[i] = True
-                    act[nact] = i
-                    nact += 1
-                    added = True
+                    newb[nn] = i
+                    nn += 1
             while ts[1] * (1 - EPS) <= price:
                 i = _arg_min(ts, size)
                 _upd_min(ts, size, i, np.inf)
                 if not in_act[i]:
                     in_act[i] = True
-                    act[nact] = i
-                    nact += 1
-                    added = True
-            if added:
-                act[:nact] = np.sort(act[:nact])
-            if nact == 0:
+                    newb[nn] = i
+                    nn += 1
+            if nact == 0 and nn == 0:
                 k += 1
                 while k < n_ticks:
                     p = prices[k]
@@ -247,25 +349,34 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                         break
                     k += 1
                 continue
+            if nn > 1:
+                newb[:nn] = np.sort(newb[:nn])
+            if nn:                                       # merge the new accounts in (sorted)
+                r = nact - 1
+                w = nact + nn - 1
+                x = nn - 1
+                while x >= 0:
+                    if r >= 0 and act[r] > newb[x]:
+                        act[w] = act[r]
+                        a_up[w] = a_up[r]
+                        a_dn[w] = a_dn[r]
+                        a_dir[w] = a_dir[r]
+                        a_ok[w] = a_ok[r]
+                        r -= 1
+                    else:
+                        act[w] = newb[x]
+                        a_ok[w] = False
+                        x -= 1
+                    w -= 1
+                nact += nn
             S.I[0] = 0                                   # overflow-changed list
-            new, any2 = tick(S, C, K, evs, lots, act, nact, b, t, price, bv, True)
-            for x in range(nact):
-                in_act[act[x]] = False
-            for x in range(new.shape[0]):
-                in_act[new[x]] = True
-            for x in range(nact):
-                i = act[x]
-                if not in_act[i]:
-                    _put(S, tl, ts, size, i)
-            for x in range(S.I[0]):
-                i = S.chg[x]
-                if not in_act[i]:
-                    _put(S, tl, ts, size, i)
-            nact = new.shape[0]
-            act[:nact] = new
+            S.I[6] += 1
+            S.I[7] += nact
+            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
+                                    in_act, dirty, tl, ts, size)
             k += 1
             if not det and nact > 0 and not any2 and k < n_ticks:
-                lo_h, hi_h = _quiet_bounds(S, act, nact)
+                lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
                 while k < n_ticks:
                     p = prices[k]
                     if p <= lo_h or p >= hi_h or p <= tl[1] * (1 + EPS) or p >= ts[1] * (1 - EPS):
