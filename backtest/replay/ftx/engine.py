@@ -27,7 +27,7 @@ def abs_tick(t_s, tick_s):
     return np.int64(np.floor(t_s / tick_s + 0.5))
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def fires(C, K, j):
     """Does the market's step-1 engine fire at absolute tick j? Deterministic mode: always."""
     if C[C_DET] > 0:

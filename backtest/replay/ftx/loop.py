@@ -73,7 +73,7 @@ def _arg_min(t, size):
     return p - size
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _key(S, i):
     """(direction, trigger) of account i; direction 0 = in no tree."""
     if not S.alive[i] or S.exempt[i] or S.qty[i] <= 0 or S.status[i] != OPEN:
@@ -84,14 +84,14 @@ def _key(S, i):
     return trig_dir(S, i), tr
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _put(S, tl, ts, size, i):
     d, tr = _key(S, i)
     _upd_max(tl, size, i, tr if d == -1 else -np.inf)
     _upd_min(ts, size, i, tr if d == 1 else np.inf)
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _drop(tl, ts, size, i):
     _upd_max(tl, size, i, -np.inf)
     _upd_min(ts, size, i, np.inf)
@@ -115,7 +115,7 @@ def _build(S, tl, ts, size, in_act):
         ts[p] = min(ts[2 * p], ts[2 * p + 1])
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _cache(S, act, x, a_up, a_dn, a_dir):
     """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
     i = act[x]
@@ -297,6 +297,7 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                         if not in_act[i]:
                             _put(S, tl, ts, size, i)
         fill_ticks(kv, pv, b, n_ticks, prices)
+        S.I[8] += 1                                  # bars visited
         bv = vol[b]
         k = 0
         while k < n_ticks:
