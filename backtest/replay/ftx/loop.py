@@ -17,10 +17,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from collections import namedtuple
+
 from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
+Book = namedtuple("Book", "tl ts where ver hk ha hv hn")
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
 
@@ -84,35 +87,166 @@ def _key(S, i):
     return trig_dir(S, i), tr
 
 
-@njit(inline="always", **NJ)
-def _put(S, tl, ts, size, i):
-    d, tr = _key(S, i)
-    _upd_max(tl, size, i, tr if d == -1 else -np.inf)
-    _upd_min(ts, size, i, tr if d == 1 else np.inf)
-
-
-@njit(inline="always", **NJ)
-def _drop(tl, ts, size, i):
-    _upd_max(tl, size, i, -np.inf)
-    _upd_min(ts, size, i, np.inf)
+# ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
+# with lazy deletion (an entry counts only while its version is the account's and the account
+# is in a heap); the big trees hold each account's first trigger only, so the churn of
+# accounts going in and out of step 1 stays in cache-sized heaps
+@njit(**NJ)
+def _hsift_down(hk, ha, hv, sd, j, n):
+    key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
+    while True:
+        c = 2 * j + 1
+        if c >= n:
+            break
+        if c + 1 < n and hk[sd, c + 1] > hk[sd, c]:
+            c += 1
+        if hk[sd, c] <= key:
+            break
+        hk[sd, j], ha[sd, j], hv[sd, j] = hk[sd, c], ha[sd, c], hv[sd, c]
+        j = c
+    hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
 
 
 @njit(**NJ)
-def _build(S, tl, ts, size, in_act):
+def _hpop(B, sd):
+    n = B.hn[sd] - 1
+    B.hn[sd] = n
+    if n > 0:
+        B.hk[sd, 0], B.ha[sd, 0], B.hv[sd, 0] = B.hk[sd, n], B.ha[sd, n], B.hv[sd, n]
+        _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
+
+
+@njit(**NJ)
+def _hpush(B, sd, key, a, v):
+    if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
+        m = 0
+        for j in range(B.hn[sd]):
+            x = B.ha[sd, j]
+            if B.hv[sd, j] == B.ver[x] and B.where[x] == 1:
+                B.hk[sd, m], B.ha[sd, m], B.hv[sd, m] = B.hk[sd, j], B.ha[sd, j], B.hv[sd, j]
+                m += 1
+        B.hn[sd] = m
+        for j in range(m // 2 - 1, -1, -1):
+            _hsift_down(B.hk, B.ha, B.hv, sd, j, m)
+    j = B.hn[sd]
+    B.hn[sd] = j + 1
+    while j > 0:
+        p = (j - 1) // 2
+        if B.hk[sd, p] >= key:
+            break
+        B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = B.hk[sd, p], B.ha[sd, p], B.hv[sd, p]
+        j = p
+    B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
+
+
+@njit(**NJ)
+def _ltop(B):
+    """Highest live long-like trigger (-inf if none); stale tops are discarded."""
+    size = B.tl.shape[0] // 2
+    while B.tl[1] > -np.inf:
+        i = _arg_max(B.tl, size)
+        if B.where[i] == 0:
+            break
+        _upd_max(B.tl, size, i, -np.inf)
+    while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
+        _hpop(B, 0)
+    v = B.tl[1]
+    if B.hn[0] > 0 and B.hk[0, 0] > v:
+        v = B.hk[0, 0]
+    return v
+
+
+@njit(**NJ)
+def _stop(B):
+    """Lowest live short-like trigger (inf if none)."""
+    size = B.ts.shape[0] // 2
+    while B.ts[1] < np.inf:
+        i = _arg_min(B.ts, size)
+        if B.where[i] == 0:
+            break
+        _upd_min(B.ts, size, i, np.inf)
+    while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
+        _hpop(B, 1)
+    v = B.ts[1]
+    if B.hn[1] > 0 and -B.hk[1, 0] < v:
+        v = -B.hk[1, 0]
+    return v
+
+
+@njit(**NJ)
+def _take(B, price, in_act, newb, nn):
+    """Accounts whose trigger the price reaches leave the book for the active set."""
+    size = B.tl.shape[0] // 2
+    while _ltop(B) * (1 + EPS) >= price:
+        if B.hn[0] > 0 and B.hk[0, 0] > B.tl[1]:
+            i = B.ha[0, 0]
+            _hpop(B, 0)
+        else:
+            i = _arg_max(B.tl, size)
+            _upd_max(B.tl, size, i, -np.inf)
+        B.where[i] = 2
+        if not in_act[i]:
+            in_act[i] = True
+            newb[nn] = i
+            nn += 1
+    while _stop(B) * (1 - EPS) <= price:
+        if B.hn[1] > 0 and -B.hk[1, 0] < B.ts[1]:
+            i = B.ha[1, 0]
+            _hpop(B, 1)
+        else:
+            i = _arg_min(B.ts, size)
+            _upd_min(B.ts, size, i, np.inf)
+        B.where[i] = 2
+        if not in_act[i]:
+            in_act[i] = True
+            newb[nn] = i
+            nn += 1
+    return nn
+
+
+@njit(**NJ)
+def _put(S, B, i):
+    """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
+    B.ver[i] += 1
+    d, tr = _key(S, i)
+    if d == -1:
+        B.where[i] = 1
+        _hpush(B, 0, tr, i, B.ver[i])
+    elif d == 1:
+        B.where[i] = 1
+        _hpush(B, 1, -tr, i, B.ver[i])
+    else:
+        B.where[i] = 2
+
+
+@njit(inline="always", **NJ)
+def _drop(B, i):
+    B.ver[i] += 1
+    B.where[i] = 2
+
+
+@njit(**NJ)
+def _build(S, B, in_act):
+    """Every account outside the active set into the big trees (heaps emptied)."""
     n = S.qty.shape[0]
-    tl[:] = -np.inf
-    ts[:] = np.inf
+    size = B.tl.shape[0] // 2
+    B.tl[:] = -np.inf
+    B.ts[:] = np.inf
+    B.hn[:] = 0
     for i in range(n):
+        B.where[i] = 2
         if in_act[i]:
             continue
         d, tr = _key(S, i)
         if d == -1:
-            tl[size + i] = tr
+            B.tl[size + i] = tr
+            B.where[i] = 0
         elif d == 1:
-            ts[size + i] = tr
+            B.ts[size + i] = tr
+            B.where[i] = 0
     for p in range(size - 1, 0, -1):
-        tl[p] = max(tl[2 * p], tl[2 * p + 1])
-        ts[p] = min(ts[2 * p], ts[2 * p + 1])
+        B.tl[p] = max(B.tl[2 * p], B.tl[2 * p + 1])
+        B.ts[p] = min(B.ts[2 * p], B.ts[2 * p + 1])
 
 
 @njit(inline="always", **NJ)
@@ -146,7 +280,7 @@ def _quiet_bounds(a_up, a_dn, a_dir, nact):
 
 @njit(**NJ)
 def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, in_act, dirty,
-               tl, ts, size):
+               B):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
     step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
@@ -221,12 +355,12 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             m += 1
         else:
             in_act[i] = False
-            _put(S, tl, ts, size, i)
+            _put(S, B, i)
     for y in range(S.I[0]):
         i = S.chg[y]
         dirty[i] = False
         if not in_act[i]:
-            _put(S, tl, ts, size, i)
+            _put(S, B, i)
     return m, any2
 
 
@@ -244,10 +378,12 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
     size = 1
     while size < max(n, 1):
         size *= 2
-    tl = np.empty(2 * size)
-    ts = np.empty(2 * size)
+    cap = 2 * n + 64
+    B = Book(tl=np.empty(2 * size), ts=np.empty(2 * size), where=np.full(n, 2, np.int8), ver=np.zeros(n, np.int64),
+             hk=np.empty((2, cap)), ha=np.empty((2, cap), np.int64), hv=np.empty((2, cap), np.int64),
+             hn=np.zeros(2, np.int64))
     in_act = np.zeros(n, np.bool_)
-    _build(S, tl, ts, size, in_act)
+    _build(S, B, in_act)
     act = np.empty(n, np.int64)
     a_up = np.empty(n)
     a_dn = np.empty(n)
@@ -273,10 +409,11 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
     b = 0
     while b < nb:
         if nact == 0:
+            lt_top, st_top = _ltop(B), _stop(B)
             while b < nb:
                 if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
                     break
-                if lo_b[b] <= tl[1] * (1 + EPS) or hi_b[b] >= ts[1] * (1 - EPS):
+                if lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
                     break
                 if nxt_oc <= ts_s[b] + (n_ticks - 1) * tick_s:
                     break
@@ -288,14 +425,14 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
             if nch:
                 a_ok[:nact] = False                      # active accounts' thresholds moved
             if nch * 4 > n:
-                _build(S, tl, ts, size, in_act)
+                _build(S, B, in_act)
                 mark[:] = False
             elif nch:
                 for i in range(n):
                     if mark[i]:
                         mark[i] = False
                         if not in_act[i]:
-                            _put(S, tl, ts, size, i)
+                            _put(S, B, i)
         fill_ticks(kv, pv, b, n_ticks, prices)
         S.I[8] += 1                                  # bars visited
         bv = vol[b]
@@ -309,9 +446,9 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                 for x in range(nbuf):
                     i = buf[x]
                     if S.status[i] == OPEN:
-                        _put(S, tl, ts, size, i)
+                        _put(S, B, i)
                     else:
-                        _drop(tl, ts, size, i)
+                        _drop(B, i)
                         if in_act[i]:
                             in_act[i] = False
                             removed = True
@@ -326,27 +463,14 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                             a_ok[m] = a_ok[x]
                             m += 1
                     nact = m
-            # accounts the price reaches leave the trees
-            nn = 0
-            while tl[1] * (1 + EPS) >= price:
-                i = _arg_max(tl, size)
-                _upd_max(tl, size, i, -np.inf)
-                if not in_act[i]:
-                    in_act[i] = True
-                    newb[nn] = i
-                    nn += 1
-            while ts[1] * (1 - EPS) <= price:
-                i = _arg_min(ts, size)
-                _upd_min(ts, size, i, np.inf)
-                if not in_act[i]:
-                    in_act[i] = True
-                    newb[nn] = i
-                    nn += 1
+            # accounts the price reaches leave the book
+            nn = _take(B, price, in_act, newb, 0)
             if nact == 0 and nn == 0:
                 k += 1
+                lt_top, st_top = _ltop(B), _stop(B)
                 while k < n_ticks:
                     p = prices[k]
-                    if p <= tl[1] * (1 + EPS) or p >= ts[1] * (1 - EPS) or nxt_oc <= ts_s[b] + k * tick_s:
+                    if p <= lt_top * (1 + EPS) or p >= st_top * (1 - EPS) or nxt_oc <= ts_s[b] + k * tick_s:
                         break
                     k += 1
                 continue
@@ -374,13 +498,16 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
             S.I[6] += 1
             S.I[7] += nact
             nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
-                                    in_act, dirty, tl, ts, size)
+                                    in_act, dirty, B)
             k += 1
             if not det and nact > 0 and not any2 and k < n_ticks:
                 lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
+                lt_top, st_top = _ltop(B), _stop(B)
+                lo_h = max(lo_h, lt_top * (1 + EPS))
+                hi_h = min(hi_h, st_top * (1 - EPS))
                 while k < n_ticks:
                     p = prices[k]
-                    if p <= lo_h or p >= hi_h or p <= tl[1] * (1 + EPS) or p >= ts[1] * (1 - EPS):
+                    if p <= lo_h or p >= hi_h:
                         break
                     tk = ts_s[b] + k * tick_s
                     if nxt_oc <= tk or fires(C, K, abs_tick(tk, tick_s)):
