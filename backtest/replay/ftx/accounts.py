@@ -3,7 +3,10 @@
 `FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels; scalars shared by
 all accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts)
 live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
-module constant here. The njit helpers mirror backtest/venues/ftx.py operation for
+module constant here. The kernel may hold the accounts in another order than the population
+(sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
+its index to the population's, and everything observable (draw keys, events, the order in
+which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror backtest/venues/ftx.py operation for
 operation (margin_thresholds, account_tav_mf, price_at_margin_fraction).
 """
 from __future__ import annotations
@@ -42,7 +45,7 @@ FtxArrays = namedtuple("FtxArrays", [
     "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
     "status", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
-    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs"])
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid"])
 
 
 @njit(inline="always", **NJ)

@@ -99,6 +99,10 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
     cand = _pool(S, C, opp, qty, use_pool)
     if cand.shape[0] == 0:
         return
+    aids = np.empty(cand.shape[0], np.int64)
+    for j in range(cand.shape[0]):
+        aids[j] = S.aid[cand[j]]
+    cand = cand[np.argsort(aids, kind="mergesort")]      # ties go to the lower account id
     qv = np.empty(cand.shape[0])
     for j in range(cand.shape[0]):
         qv[j] = -S.qty[cand[j]]

@@ -76,7 +76,10 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
     budget = C[C_BUDGET]
     cum = 0.0
     if det:
+        aids = np.empty(n1, np.int64)
         for x in range(n1):
+            aids[x] = S.aid[s1[x]]
+        for x in np.argsort(aids, kind="mergesort"):
             q, cum = _s1_take(S, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
             qs[x] = q
             if cum >= budget:
@@ -86,7 +89,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
         kj = crng.make_key(K[K_SEED], crng.STEP1_JITTER, K[K_MARKET], j)
         u = np.empty(n1)
         for x in range(n1):
-            u[x] = crng.uniform(ko, s1[x])
+            u[x] = crng.uniform(ko, S.aid[s1[x]])
         band = np.empty(n1, np.int64)
         bu = np.empty(n1)
         lo = 0.0
@@ -104,7 +107,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
             for o in order:
                 x = band[o]
                 i = s1[x]
-                jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, i)
+                jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, S.aid[i])
                 q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
                 qs[x] = q
                 if cum >= budget:
@@ -123,7 +126,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
         i = s1[x]
         s = S.side[i]
         slip = sqrt_impact(q * price, bar_vol, C[C_SIGMA], C[C_ETA], C[C_BM], C[C_MAXSLIP])
-        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * crng.uniform(kf, i)) * 1e-4
+        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * crng.uniform(kf, S.aid[i])) * 1e-4
         fill = max(price * (1.0 - s * (off + slip)), 0.0)
         fee = q * fill * C[C_FEE]
         user_pnl = s * q * (fill - price) - fee
@@ -132,12 +135,19 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
         close_out(S, i)
         if S.qty[i] > 0:
             requalify(S, C, i)
-        evs.append((t_s, float(i), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0, float(bar)))
+        evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0, float(bar)))
     return qs
 
 
 @njit(**NJ)
 def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool):
+    aids = np.empty(n2, np.int64)
+    for x in range(n2):
+        aids[x] = S.aid[s2[x]]
+    o = np.argsort(aids, kind="mergesort")           # BLP capacity is served in account order
+    s2 = s2[:n2][o]
+    mf2 = mf2[:n2][o]
+    ac2 = ac2[:n2][o]
     a = np.empty(n2, np.int64)
     cq = np.empty(n2)
     zp = np.empty(n2)
@@ -202,7 +212,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
         if tq[x] > 0:
             w = tq[x] / cq[x]
             S.Z[Z_TAKEOVER] += tq[x] * price
-            evs.append((t_s, float(i), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
+            evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
                         ul[x] * w, fd[x] * w, float(bar)))
         if tq[x] > 0 or hair[x] != 0 or cost[x] != 0:
             lots.append((t_s, float(s), tq[x], blp[x], price, hair[x], cost[x], float(bar)))
@@ -213,7 +223,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
             i = a[x]
             s = S.side[i]
             w = oq / cq[x]
-            evs.append((t_s, float(i), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
+            evs.append((t_s, float(S.aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
                         ul[x] * w, fd[x] * w, float(bar)))
             if s > 0:
                 qsum_l += oq

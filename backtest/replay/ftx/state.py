@@ -27,7 +27,10 @@ EV_COLS = ("t_s", "account", "side", "mechanism", "qty_coin", "price", "mark_pri
 
 
 def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed: int, deterministic: bool,
-            collateral: dict[str, CollateralPath] | None):
+            collateral: dict[str, CollateralPath] | None, permute: bool = False):
+    """The kernels' arrays. permute: hold the accounts sorted by (trigger direction, trigger
+    price), so that the accounts a crash reaches together are adjacent in memory (the state
+    maps back through `aid`)."""
     n = len(pop)
     coin = ftx.coin_of(symbol)
     coins, obal, ow, oval, oprice, ohas, osig, obm, rv, holders = other_collateral(pop, params, coin, inp, collateral)
@@ -62,7 +65,7 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
                     ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan))
+                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64))
     if n:
         if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
             raise ftx.LeverageError("leverage must be a positive finite number")
@@ -74,8 +77,43 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     open_order = pend[np.argsort(open_s[pend], kind="stable")].astype(np.int64)
     cl = np.nonzero((status != A.CLOSED) & (close_s < np.iinfo(np.int64).max // 4))[0]
     close_order = cl[np.argsort(close_s[cl], kind="stable")].astype(np.int64)
+    if permute and n > 1:
+        S, open_order, close_order, holders = _permuted(S, holders)
     K = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, crng.name_id("ftx", symbol.upper())], dtype=np.uint64)
     return S, C, K, rv, holders, open_order, close_order
+
+
+def _permuted(S, holders):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trig = (S.side * S.qty * S.entry - S.usd) / (S.cbal * S.cw + S.side * S.qty - S.mmf * S.qty)
+    trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
+    d = np.where(S.usd - S.side * S.qty * S.entry < 0, -1, 1)
+    order = np.lexsort((trig, d)).astype(np.int64)
+    n = order.size
+    fields = {}
+    for name, v in S._asdict().items():
+        if name in ("Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "oprice", "ovol", "ohas",
+                    "osig", "obm"):
+            fields[name] = v
+        elif name in ("obal", "ow", "oval"):
+            fields[name] = np.ascontiguousarray(v[:, order])
+        elif name == "aid":
+            fields[name] = order
+        else:
+            fields[name] = np.ascontiguousarray(v[order])
+    P = type(S)(**fields)
+    ptr, idx = [0], []
+    for c in range(P.obal.shape[0]):
+        h = np.nonzero(P.obal[c] != 0)[0]
+        idx.append(h)
+        ptr.append(ptr[-1] + h.size)
+    holders = (np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64))
+    pend = np.nonzero(P.status == A.PENDING)[0]
+    open_order = pend[np.argsort(P.open_s[pend], kind="stable")].astype(np.int64)
+    cl = np.nonzero((P.status != A.CLOSED) & (P.close_s < np.iinfo(np.int64).max // 4))[0]
+    close_order = cl[np.argsort(P.close_s[cl], kind="stable")].astype(np.int64)
+    assert n == P.qty.size
+    return P, open_order, close_order, holders
 
 
 class FtxState:
@@ -83,7 +121,12 @@ class FtxState:
 
     def __init__(self, S, C, lots: dict, book: dict, inp: PathInput):
         self.S = S
-        self.qty, self.usd, self.liquidated = S.qty, S.usd, S.liq
+
+        def orig(v):
+            out = np.empty_like(v)
+            out[S.aid] = v
+            return out
+        self.qty, self.usd, self.liquidated = orig(S.qty), orig(S.usd), orig(S.liq)
         self.exempt = S.exempt
         self.fund = float(S.Z[A.Z_FUND])
         self.fund_start = float(C[A.C_FUND0])
@@ -132,7 +175,8 @@ class FtxState:
 def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed: int, deterministic: bool,
            hedge: PathInput | None, collateral, oracle: bool = False) -> SeriesResult:
     S, C, K, rv, holders, open_order, close_order = prepare(inp, pop, params, symbol=symbol, seed=seed,
-                                                            deterministic=deterministic, collateral=collateral)
+                                                            deterministic=deterministic, collateral=collateral,
+                                                            permute=not oracle)
     fn = run_oracle if oracle else run_kernel
     q0 = (float(S.Z[A.Z_QL]), float(S.Z[A.Z_QS]))
     ev, lt = fn(S, C, K, inp.ts_s.astype(np.int64), inp.volume_quote.astype(float), inp.paths.k, inp.paths.p,
