@@ -141,13 +141,7 @@ def _hpush(B, sd, key, a, v):
 
 @njit(**NJ)
 def _ltop(B):
-    """Highest live long-like trigger (-inf if none); stale tops are discarded."""
-    size = B.tl.shape[0] // 2
-    while B.tl[1] > -np.inf:
-        i = _arg_max(B.tl, size)
-        if B.where[i] == 0:
-            break
-        _upd_max(B.tl, size, i, -np.inf)
+    """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
     while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
         _hpop(B, 0)
     v = B.tl[1]
@@ -159,12 +153,6 @@ def _ltop(B):
 @njit(**NJ)
 def _stop(B):
     """Lowest live short-like trigger (inf if none)."""
-    size = B.ts.shape[0] // 2
-    while B.ts[1] < np.inf:
-        i = _arg_min(B.ts, size)
-        if B.where[i] == 0:
-            break
-        _upd_min(B.ts, size, i, np.inf)
     while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
         _hpop(B, 1)
     v = B.ts[1]
@@ -207,6 +195,7 @@ def _take(B, price, in_act, newb, nn):
 @njit(**NJ)
 def _put(S, B, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
+    _off_trees(B, i)
     B.ver[i] += 1
     d, tr = _key(S, i)
     if d == -1:
@@ -220,7 +209,17 @@ def _put(S, B, i):
 
 
 @njit(inline="always", **NJ)
+def _off_trees(B, i):
+    """Keep the big trees exact (their roots are read without checks): clear i's leaf."""
+    if B.where[i] == 0:
+        size = B.tl.shape[0] // 2
+        _upd_max(B.tl, size, i, -np.inf)
+        _upd_min(B.ts, size, i, np.inf)
+
+
+@njit(inline="always", **NJ)
 def _drop(B, i):
+    _off_trees(B, i)
     B.ver[i] += 1
     B.where[i] = 2
 
