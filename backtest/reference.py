@@ -5,9 +5,9 @@ venue engine, for every live account, whether the account is in trouble at that 
 path price (Binance: `binance.is_liquidatable`, MM >= WB + uPnL; FTX: MF < MMF from
 `ftx.account_tav_mf` / `ftx.margin_thresholds`), and settles those: Binance through
 `BinanceState` (numpy arithmetic of backtest/venues/binance.py, independent of the compiled
-kernel's own per-scalar arithmetic, its trigger books and its lazy funding); FTX with the
-per-event arithmetic the fast replay uses (`FtxState.tick`). Both see the bar's ticks through
-the path function the kernels use (`PathInput.bar_ticks`). Cost: bars x ticks x accounts.
+kernel's own per-scalar arithmetic, its trigger books and its lazy funding); FTX with the same
+engine tick as the fast kernel (compiled loop over every account at every tick, overflow over
+all opposing accounts, the same counter-based draws). Cost: bars x ticks x accounts.
 Small populations only.
 """
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from backtest.params import Params
-from backtest.path import tick_prices
 from backtest.population import Population
-from backtest.replay import BinanceState, FtxState, PathInput, Recorder, SeriesResult, _finish
+from backtest.replay import BinanceState, PathInput, Recorder, SeriesResult, _finish
+from backtest.replay.ftx import resolve_seed
+from backtest.replay.ftx.state import replay as ftx_replay
 from backtest.venues import binance
 
 
@@ -76,25 +77,12 @@ def _oi_frame(inp: PathInput, rows: list[dict]) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date,
-                  rng: np.random.Generator | None = None, hedge: PathInput | None = None,
-                  collateral=None) -> SeriesResult:
-    st = FtxState(pop, inp, params, symbol=symbol, date=date, rng=rng, hedge=hedge, collateral=collateral)
-    st.oracle = True
-    rec = Recorder(inp.n_bars)
-    for b in range(inp.n_bars):
-        st.revalue(b)      # other coins' collateral steps in at the bar's start
-        prices = tick_prices(inp.paths, b)
-        for k in range(inp.n_ticks):
-            cand = np.nonzero(st.alive & ~st.exempt)[0]
-            if cand.size == 0:
-                break
-            price = float(prices[k])
-            _, mf = st.tav_mf(cand, price)
-            mmf, _ = st.thresholds(cand)
-            sel = cand[mf < mmf]
-            if sel.size:
-                st.tick(rec, b, k, price, sel)
-            st.changed_by_overflow = []
-        rec.bar_fund[b] = st.fund
-    return _finish(st, rec, inp, "ftx", params)
+def reference_ftx(inp: PathInput, pop: Population, params: Params, *, symbol: str, date=None,
+                  seed: int | None = None, deterministic: bool | None = None, hedge: PathInput | None = None,
+                  collateral=None, rng: np.random.Generator | None = None) -> SeriesResult:
+    """Every bar, every tick, every open account's MF against its MMF (ftx loop.run_oracle): no
+    trigger prices, no trees, no skipping, overflow over all opposing accounts; the same engine
+    tick and the same counter-based draws as the fast kernel."""
+    seed, det = resolve_seed(seed, deterministic, rng)
+    return ftx_replay(inp, pop, params, symbol=symbol, seed=seed, deterministic=det, hedge=hedge,
+                      collateral=collateral, oracle=True)

@@ -1,0 +1,127 @@
+"""FTX accounts as structure-of-arrays: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
+
+`FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels; scalars shared by
+all accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts)
+live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
+module constant here. The kernel may hold the accounts in another order than the population
+(sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
+its index to the population's, and everything observable (draw keys, events, the order in
+which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror backtest/venues/ftx.py operation for
+operation (margin_thresholds, account_tav_mf, price_at_margin_fraction).
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from backtest.params import Params
+from backtest.venues import ftx
+
+NJ = dict(cache=True, error_model="numpy")
+
+# ---- constants C[...]
+(C_IMF_F, C_MMF_FLOOR, C_MMF_RATIO, C_ACMF_RATIO, C_ACMF_OFF, C_BUDGET, C_ETA, C_FEE, C_MAXSLIP, C_TOPN,
+ C_CAPMIN, C_CAPHOUR, C_PROB, C_S1FRAC, C_S1MIN, C_JLO, C_JHI, C_OLO, C_OHI, C_S2MIN, C_NEGSHARE, C_ZPW,
+ C_SIGMA, C_BM, C_TICK, C_DET, C_FUND0, C_NC) = range(28)
+NC_CONST = 28
+# ---- float scalars Z[...]
+(Z_FUND, Z_FUND_MIN, Z_USED_MIN, Z_USED_HOUR, Z_CUR_MIN, Z_CUR_HOUR, Z_COUNTERPARTY, Z_TAKEOVER,
+ Z_HAIRCUT, Z_SALECOST, Z_COLL_OTHER, Z_INCOME, Z_PAYOUT, Z_BELOW_SINCE, Z_BELOW_S, Z_QL, Z_QS,
+ Z_POOL_OUT_L, Z_POOL_OUT_S) = range(19)
+NZ = 19
+# ---- int scalars I[...]
+(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR) = range(9)
+NI = 9
+# ---- keys K[...] (uint64): seed, market id
+K_SEED, K_MARKET = 0, 1
+# ---- account status
+PENDING, OPEN, CLOSED = 0, 1, 2
+# ---- mechanisms (recorder.MECHS order)
+M_STEP1, M_STEP2, M_OVERFLOW = 0, 1, 2
+
+FtxArrays = namedtuple("FtxArrays", [
+    "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
+    "status", "open_s", "close_s",
+    "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid"])
+
+
+@njit(inline="always", **NJ)
+def requalify(S, C, i):
+    """MMF/ACMF of account i from its current size (IMF depends on it)."""
+    imf = max(1.0 / S.lev[i], C[C_IMF_F] * np.sqrt(abs(S.qty[i])))
+    mmf = max(C[C_MMF_FLOOR], C[C_MMF_RATIO] * imf)
+    S.mmf[i] = mmf
+    S.acmf[i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
+
+
+@njit(inline="always", **NJ)
+def tav_mf(S, i, price):
+    q = S.qty[i]
+    cv = S.cbal[i] * price * S.cw[i]
+    tav = S.usd[i] + cv + S.side[i] * q * (price - S.entry[i])
+    mf = tav / (q * price) if q > 0 else np.inf
+    return tav, mf
+
+
+@njit(inline="always", **NJ)
+def price_at_mf(S, i, target):
+    """Mark at which MF == target (nan: never at a positive price)."""
+    s, q = S.side[i], S.qty[i]
+    num = s * q * S.entry[i] - S.usd[i]
+    den = S.cbal[i] * S.cw[i] + s * q - target * q
+    m = num / den
+    if np.isfinite(m) and m > 0 and q > 0:
+        return m
+    return np.nan
+
+
+@njit(inline="always", **NJ)
+def trig_dir(S, i):
+    """-1: MF falls when the price falls (long-like), +1: when it rises."""
+    return -1 if S.usd[i] - S.side[i] * S.qty[i] * S.entry[i] < 0 else 1
+
+
+@njit(inline="always", **NJ)
+def set_qty(S, i, q):
+    """Change account i's size, keeping the open-coin totals per side (daily OI) in step."""
+    d = q - S.qty[i]
+    if S.side[i] > 0:
+        S.Z[Z_QL] += d
+    else:
+        S.Z[Z_QS] += d
+    S.qty[i] = q
+
+
+@njit(inline="always", **NJ)
+def close_out(S, i):
+    if S.qty[i] <= 1e-12:
+        set_qty(S, i, 0.0)
+        S.alive[i] = False
+        S.liq[i] = True
+
+
+def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: int) -> np.ndarray:
+    g = lambda k: float(params.get(k))   # noqa: E731
+    C = np.zeros(NC_CONST)
+    C[C_IMF_F] = ftx.imf_factor_for(symbol, params)
+    C[C_MMF_FLOOR], C[C_MMF_RATIO] = g("ftx.mmf_floor"), g("ftx.mmf_imf_ratio")
+    C[C_ACMF_RATIO], C[C_ACMF_OFF] = g("ftx.acmf_ratio"), g("ftx.acmf_offset")
+    C[C_BUDGET] = ftx.step1_budget_usd(inp.adv_usd, params)
+    C[C_ETA], C[C_FEE], C[C_MAXSLIP] = g("execution.eta.ftx"), g("execution.taker_fee.ftx"), g("execution.max_slippage")
+    C[C_TOPN] = int(params.get("ftx.overflow_top_n"))
+    C[C_CAPMIN], C[C_CAPHOUR] = g("ftx.blp.capacity_per_minute_usd"), g("ftx.blp.capacity_per_hour_usd")
+    C[C_PROB], C[C_S1FRAC], C[C_S1MIN] = g("ftx.step1.probability"), g("ftx.step1.fraction"), g("ftx.step1.min_usd")
+    C[C_JLO], C[C_JHI] = g("ftx.step1.jitter_low"), g("ftx.step1.jitter_high")
+    C[C_OLO], C[C_OHI] = g("ftx.step1.offset_bp_low"), g("ftx.step1.offset_bp_high")
+    C[C_S2MIN], C[C_NEGSHARE], C[C_ZPW] = g("ftx.step2.min_usd"), g("ftx.negative_equity_blp_share"), \
+        g("ftx.blp_price_zp_weight")
+    if not 0.0 <= C[C_NEGSHARE] <= 1.0:
+        raise ValueError("ftx.negative_equity_blp_share must be in [0, 1]")
+    C[C_SIGMA], C[C_BM], C[C_TICK] = inp.sigma_1m, inp.bar_minutes, inp.tick_s
+    C[C_DET] = 1.0 if deterministic else 0.0
+    C[C_FUND0] = g("ftx.insurance_fund_start_usd")
+    C[C_NC] = n_other
+    return C

@@ -1,0 +1,217 @@
+"""BLP side of step 2 (MODEL.md 3.5, 3.6): aggregate per-minute / per-hour capacity, overflow
+to the top-n opposing accounts (compiled), and the BLP book's accounting: hedge after the
+latency, P&L in its parts, marked to market per bar (Python, vectorised over lots)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest import execution
+from backtest.params import Params
+from backtest.replay.ftx.accounts import (C_CAPHOUR, C_CAPMIN, C_TOPN, I_NCHG, I_POOL_NL, I_POOL_NS, NJ,
+                                          Z_COUNTERPARTY, Z_CUR_HOUR, Z_CUR_MIN, Z_POOL_OUT_L, Z_POOL_OUT_S,
+                                          Z_USED_HOUR, Z_USED_MIN, close_out, requalify, set_qty)
+
+
+@njit(**NJ)
+def capacity_room(S, C, t_s):
+    """What the BLPs can still take this tick (resets at each new minute / hour)."""
+    minute, hour = np.floor(t_s / 60.0), np.floor(t_s / 3600.0)
+    if minute != S.Z[Z_CUR_MIN]:
+        S.Z[Z_CUR_MIN] = minute
+        S.Z[Z_USED_MIN] = 0.0
+    if hour != S.Z[Z_CUR_HOUR]:
+        S.Z[Z_CUR_HOUR] = hour
+        S.Z[Z_USED_HOUR] = 0.0
+    return max(0.0, min(C[C_CAPMIN] - S.Z[Z_USED_MIN], C[C_CAPHOUR] - S.Z[Z_USED_HOUR]))
+
+
+@njit(**NJ)
+def _pool(S, C, opp, need, use_pool):
+    """Opposing accounts (side opp) eligible for overflow, ascending index. With use_pool: the
+    largest ones only, enough to serve `need` exactly as all of them would (sizes only shrink;
+    an account opening later raises the outside maximum and forces a rebuild)."""
+    slot = 0 if opp > 0 else 1
+    n = S.qty.shape[0]
+    if use_pool:
+        cnt = S.I[I_POOL_NL + slot]
+        if cnt >= 0:
+            m = 0
+            mn = np.inf
+            tot = 0.0
+            for j in range(cnt):
+                i = S.pool[slot, j]
+                if S.alive[i] and S.qty[i] > 0:
+                    S.pool[slot, m] = i
+                    m += 1
+                    mn = min(mn, S.qty[i])
+                    tot += S.qty[i]
+            S.I[I_POOL_NL + slot] = m
+            if m > 0 and mn >= S.Z[Z_POOL_OUT_L + slot] and tot >= need:
+                return S.pool[slot, :m].copy()
+    cand = np.empty(n, np.int64)
+    nc = 0
+    for i in range(n):
+        if S.alive[i] and S.side[i] == opp and S.qty[i] > 0:
+            cand[nc] = i
+            nc += 1
+    cand = cand[:nc].copy()
+    if not use_pool:
+        return cand
+    K = max(64, 8 * int(C[C_TOPN]), nc // 256)
+    while True:
+        if nc <= K:
+            idx = cand.copy()
+            out_max = 0.0
+        else:
+            qv = np.empty(nc)
+            for j in range(nc):
+                qv[j] = -S.qty[cand[j]]
+            thr = -np.partition(qv, K - 1)[K - 1]          # the K-th largest size
+            sel = np.empty(nc, np.int64)
+            m = 0
+            out_max = 0.0
+            for j in range(nc):
+                q = S.qty[cand[j]]
+                if q >= thr:
+                    sel[m] = cand[j]
+                    m += 1
+                elif q > out_max:
+                    out_max = q
+            idx = sel[:m].copy()
+        tot = 0.0
+        for i in idx:
+            tot += S.qty[i]
+        if idx.shape[0] == nc or tot >= need * 1.5:
+            break
+        K *= 4
+    S.pool[slot, :idx.shape[0]] = idx
+    S.I[I_POOL_NL + slot] = idx.shape[0]
+    S.Z[Z_POOL_OUT_L + slot] = out_max
+    return idx.copy()
+
+
+@njit(**NJ)
+def overflow(S, C, side, qty, price_close, mark, use_pool):
+    """Close `qty` coins of a side's overflow at its mean BLP price against the top-n largest
+    opposing accounts, pro rata (ftx.overflow_allocate); they go on the changed list."""
+    opp = -side
+    cand = _pool(S, C, opp, qty, use_pool)
+    if cand.shape[0] == 0:
+        return
+    aids = np.empty(cand.shape[0], np.int64)
+    for j in range(cand.shape[0]):
+        aids[j] = S.aid[cand[j]]
+    cand = cand[np.argsort(aids, kind="mergesort")]      # ties go to the lower account id
+    qv = np.empty(cand.shape[0])
+    for j in range(cand.shape[0]):
+        qv[j] = -S.qty[cand[j]]
+    order = np.argsort(qv, kind="mergesort")             # largest first, ties by index
+    top_n = int(C[C_TOPN])
+    remaining = qty
+    take = np.zeros(cand.shape[0])
+    for start in range(0, order.shape[0], top_n):
+        if remaining <= 0:
+            break
+        end = min(start + top_n, order.shape[0])
+        total = 0.0
+        for j in range(start, end):
+            total += S.qty[cand[order[j]]]
+        if remaining >= total:
+            for j in range(start, end):
+                take[order[j]] = S.qty[cand[order[j]]]
+            remaining -= total
+        else:
+            r = remaining / total
+            for j in range(start, end):
+                take[order[j]] = S.qty[cand[order[j]]] * r
+            remaining = 0.0
+    for j in range(cand.shape[0]):
+        q = take[j]
+        if q <= 0:
+            continue
+        o = cand[j]
+        so = S.side[o]
+        S.usd[o] += so * q * (price_close - S.entry[o])
+        set_qty(S, o, S.qty[o] - q)
+        S.Z[Z_COUNTERPARTY] += so * q * (price_close - mark)
+        S.chg[S.I[I_NCHG]] = o
+        S.I[I_NCHG] += 1
+        close_out(S, o)
+        if S.qty[o] > 0:
+            requalify(S, C, o)
+
+
+# ---------------------------------------------------------------------------------------
+# accounting (Python)
+# ---------------------------------------------------------------------------------------
+LOT_COLS = ("t_s", "side", "qty", "price", "mark", "haircut", "sale_cost", "bar")
+
+
+def _hedge_prices(inp, hedge, t, t_fill, mark):
+    """Hedge fill and end prices in the FTX mark's units: the hedge venue's relative move from
+    the takeover to the fill (and to the end) applied to the takeover mark. On one path (no
+    hedge venue, or a stand-in on the same bars) that is exactly the path price; on two bar
+    sets it keeps the venues' interpolation basis out of the BLP's P&L (review 3.2 item 5)."""
+    if hedge is None or hedge is inp or _same_bars(inp, hedge):
+        return inp.price_at_time(t_fill), np.full(t.shape, inp.close[-1]), inp
+    h_t = hedge.price_at_time(t)
+    return mark * hedge.price_at_time(t_fill) / h_t, mark * hedge.close[-1] / h_t, hedge
+
+
+def _same_bars(a, b) -> bool:
+    return (a.n_bars == b.n_bars and a.bar_seconds == b.bar_seconds and a.tick_s == b.tick_s
+            and np.array_equal(a.ts_s, b.ts_s) and np.array_equal(a.open, b.open) and np.array_equal(a.high, b.high)
+            and np.array_equal(a.low, b.low) and np.array_equal(a.close, b.close))
+
+
+def blp_book(lots: dict, inp, hedge, params: Params, bar_coll: np.ndarray) -> dict:
+    """The BLP book's P&L in its parts (MODEL.md 3.6) from the takeover lots, marked at the
+    end of the window; plus the cumulative P&L per bar and the gross loss of loss-making
+    takeovers. Parts: discount side*q*(mark - price); move until hedged side*h*q*(fill - mark);
+    hedge cost (impact + fee); unhedged mark-to-market side*(1-h)*q*(end - mark) plus the
+    hedged part's tracking side*h*q*(end - hedge end); collateral haircut gain and sale costs."""
+    lat = float(params.get("ftx.blp.hedge_latency_s"))
+    h = float(params.get("ftx.blp.hedge_ratio"))
+    fee = float(params.get("execution.taker_fee.binance"))
+    eta = float(params.get("execution.eta.binance"))
+    max_slip = float(params.get("execution.max_slippage"))
+    t, s, q, tp, mk = (lots[k] for k in ("t_s", "side", "qty", "price", "mark"))
+    t_fill = t + lat
+    hf, he, hp = _hedge_prices(inp, hedge, t, t_fill, mk)
+    hb = np.clip(np.searchsorted(hp.ts_s, t_fill, side="right") - 1, 0, hp.n_bars - 1)
+    slip = np.asarray(execution.sqrt_impact(h * q * hf, hp.volume_quote[hb], hp.sigma_1m, eta, hp.bar_minutes,
+                                            max_slippage=max_slip), float).reshape(-1) if len(t) else np.zeros(0)
+    hq = h * q
+    cost = -(hq * hf * slip) - hq * hf * (1 - s * slip) * fee
+    me = inp.close[-1]
+    discount = s * q * (mk - tp)
+    move = s * hq * (hf - mk)
+    unhedged = s * (q - hq) * (me - mk) + s * hq * (me - he)
+    hair, sale = lots["haircut"], -lots["sale_cost"]
+    lot_pnl = discount + move + cost + unhedged + hair + sale
+    parts = {"blp_discount_usd": float(discount.sum()), "blp_move_usd": float(move.sum()),
+             "blp_hedge_cost_usd": float(cost.sum()), "blp_collateral_sales_usd": float(sale.sum()),
+             "blp_haircut_gain_usd": float(hair.sum()), "blp_unhedged_mtm_usd": float(unhedged.sum())}
+    parts["blp_pnl_usd"] = float(sum(parts.values()))
+    parts["blp_loss_gross_usd"] = float(-lot_pnl[lot_pnl < 0].sum())
+    # cumulative P&L per bar: positions marked at the bar close from the lot's bar on, hedges
+    # from the bar holding their fill, collateral when sold
+    nb = inp.n_bars
+    close_t = inp.ts_s + inp.bar_seconds
+    lot_bar = np.searchsorted(close_t, t, side="right")
+    fill_bar = np.searchsorted(close_t, t_fill, side="right")
+
+    def cum(values, at):
+        return np.cumsum(np.bincount(np.minimum(at, nb), weights=values, minlength=nb + 1)[:nb])
+
+    if hp is inp:
+        hedge_close = np.broadcast_to(inp.price_at_time(close_t - 1e-6), (1, nb))
+        ratio = np.ones(len(t))
+    else:
+        hedge_close = np.broadcast_to(hp.price_at_time(close_t - 1e-6), (1, nb))
+        ratio = mk / hp.price_at_time(t)          # hedge prices in FTX mark units, per lot
+    pos = inp.close * cum(s * q, lot_bar) - cum(s * q * tp, lot_bar)
+    hedge_leg = -hedge_close[0] * cum(s * hq * ratio, fill_bar) + cum(s * hq * hf, fill_bar) + cum(cost, fill_bar)
+    parts["_by_bar"] = np.cumsum(bar_coll) + pos + hedge_leg
+    return parts

@@ -1,0 +1,330 @@
+"""One engine tick of the FTX state machine over a set of accounts (MODEL.md 3.3-3.5), compiled.
+
+Shared by the event-driven kernel (loop.py) and the naive oracle (backtest/reference.py):
+step 2 (takeover at the zero price, BLP price, fund share, capacity, overflow) then step 1
+(order-book liquidation under the market's per-tick budget). Step-1 draws are counter-based
+(backtest/rng.py), keyed by (seed, market, absolute tick, account): whoever asks, in whatever
+order, gets the same numbers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest import rng as crng
+from backtest.replay.ftx.accounts import (C_BUDGET, C_DET, C_ETA, C_FEE, C_FUND0, C_JHI, C_JLO, C_MAXSLIP, C_NEGSHARE,
+                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_SIGMA, C_BM, C_TICK, C_ZPW,
+                                          CLOSED, K_MARKET, K_SEED, M_OVERFLOW, M_STEP1, M_STEP2, NJ, OPEN, I_PC, I_PO,
+                                          Z_BELOW_SINCE, Z_BELOW_S, Z_FUND, Z_FUND_MIN, Z_INCOME, Z_PAYOUT,
+                                          Z_POOL_OUT_L, Z_TAKEOVER, Z_USED_HOUR, Z_USED_MIN, close_out, requalify,
+                                          set_qty, tav_mf)
+from backtest.replay.ftx.blp import capacity_room, overflow
+from backtest.replay.ftx.collateral import sqrt_impact, transfer
+
+
+@njit(inline="always", **NJ)
+def abs_tick(t_s, tick_s):
+    return np.int64(np.floor(t_s / tick_s + 0.5))
+
+
+@njit(inline="always", **NJ)
+def fires(C, K, j):
+    """Does the market's step-1 engine fire at absolute tick j? Deterministic mode: always."""
+    if C[C_DET] > 0:
+        return True
+    key = crng.make_key(K[K_SEED], crng.STEP1_FIRE, K[K_MARKET], 0)
+    return crng.uniform(key, j) < C[C_PROB]
+
+
+@njit(**NJ)
+def _fund(S, C, delta, gross_in, gross_out, t_s):
+    """The fund receives / pays one tick's net `delta` (gross parts kept apart)."""
+    f1 = S.Z[Z_FUND] + delta
+    S.Z[Z_FUND] = f1
+    S.Z[Z_INCOME] += gross_in
+    S.Z[Z_PAYOUT] += gross_out
+    S.Z[Z_FUND_MIN] = min(S.Z[Z_FUND_MIN], f1)
+    start = C[C_FUND0]
+    if f1 < start and S.Z[Z_BELOW_SINCE] < 0:
+        S.Z[Z_BELOW_SINCE] = t_s
+    elif f1 >= start and S.Z[Z_BELOW_SINCE] >= 0:
+        S.Z[Z_BELOW_S] += t_s - S.Z[Z_BELOW_SINCE]
+        S.Z[Z_BELOW_SINCE] = -1.0
+
+
+@njit(inline="always", **NJ)
+def _s1_take(S, C, i, jit, price, budget, cum, scale):
+    """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
+    pos = abs(S.qty[i])
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] / price, pos))
+    want = min(base * jit, pos)
+    wu = want * price
+    cum += wu
+    got = min(max(budget - (cum - wu), 0.0), wu)
+    return (want * got / wu if wu > 0 else 0.0) * scale, cum
+
+
+@njit(**NJ)
+def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
+    """Step-1 orders of the accounts s1[:n1] (ascending) sharing the market's budget for the
+    tick, served in random order (counter-based U per account; deterministic: index order,
+    sizes times the firing probability). Once the budget is spent every later order is zero,
+    so accounts are taken in order by bands of U and the walk stops there (the same orders as
+    sorting all of them). Returns the filled quantities (aligned with s1)."""
+    det = C[C_DET] > 0
+    qs = np.zeros(n1)
+    budget = C[C_BUDGET]
+    cum = 0.0
+    if det:
+        aids = np.empty(n1, np.int64)
+        for x in range(n1):
+            aids[x] = S.aid[s1[x]]
+        for x in np.argsort(aids, kind="mergesort"):
+            q, cum = _s1_take(S, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
+            qs[x] = q
+            if cum >= budget:
+                break
+    else:
+        ko = crng.make_key(K[K_SEED], crng.STEP1_ORDER, K[K_MARKET], j)
+        kj = crng.make_key(K[K_SEED], crng.STEP1_JITTER, K[K_MARKET], j)
+        u = np.empty(n1)
+        for x in range(n1):
+            u[x] = crng.uniform(ko, S.aid[s1[x]])
+        band = np.empty(n1, np.int64)
+        bu = np.empty(n1)
+        lo = 0.0
+        width = min(1.0, 64.0 / max(n1, 1))
+        done = False
+        while not done and lo < 1.0:
+            hi = lo + width if lo + width < 1.0 else 2.0
+            m = 0
+            for x in range(n1):
+                if lo <= u[x] < hi:
+                    band[m] = x
+                    bu[m] = u[x]
+                    m += 1
+            order = np.argsort(bu[:m], kind="mergesort")
+            for o in order:
+                x = band[o]
+                i = s1[x]
+                jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, S.aid[i])
+                q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
+                qs[x] = q
+                if cum >= budget:
+                    done = True
+                    break
+            lo = hi
+            width *= 2.0
+    kf = np.uint64(0)
+    if not det:
+        kf = crng.make_key(K[K_SEED], crng.STEP1_OFFSET, K[K_MARKET], j)
+    mid = (C[C_OLO] + C[C_OHI]) / 2
+    for x in range(n1):
+        q = qs[x]
+        if q <= 0:
+            continue
+        i = s1[x]
+        s = S.side[i]
+        slip = sqrt_impact(q * price, bar_vol, C[C_SIGMA], C[C_ETA], C[C_BM], C[C_MAXSLIP])
+        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * crng.uniform(kf, S.aid[i])) * 1e-4
+        fill = max(price * (1.0 - s * (off + slip)), 0.0)
+        fee = q * fill * C[C_FEE]
+        user_pnl = s * q * (fill - price) - fee
+        S.usd[i] += s * q * (fill - S.entry[i]) - fee
+        set_qty(S, i, S.qty[i] - q)
+        close_out(S, i)
+        if S.qty[i] > 0:
+            requalify(S, C, i)
+        evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0, float(bar)))
+    return qs
+
+
+@njit(**NJ)
+def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool):
+    aids = np.empty(n2, np.int64)
+    for x in range(n2):
+        aids[x] = S.aid[s2[x]]
+    o = np.argsort(aids, kind="mergesort")           # BLP capacity is served in account order
+    s2 = s2[:n2][o]
+    mf2 = mf2[:n2][o]
+    ac2 = ac2[:n2][o]
+    a = np.empty(n2, np.int64)
+    cq = np.empty(n2)
+    zp = np.empty(n2)
+    blp = np.empty(n2)
+    cf = np.empty(n2)
+    ul = np.empty(n2)
+    fd = np.empty(n2)
+    m = 0
+    for x in range(n2):
+        i = s2[x]
+        q = S.qty[i]
+        s = S.side[i]
+        mf, ac = mf2[x], ac2[x]
+        frac = 1.0 if mf < 0 else (1.0 - mf / ac if mf < ac else 0.0)
+        if frac <= 0:
+            continue
+        close = min(max(frac * q, min(C[C_S2MIN] / price, q)), q)
+        if close <= 0:
+            continue
+        z = price * (1.0 - s * mf)
+        w = C[C_ZPW] if mf >= 0 else C[C_NEGSHARE]
+        bp = price + w * (z - price)
+        a[m], cq[m], zp[m], blp[m] = i, close, z, bp
+        cf[m] = close / q if q > 0 else 0.0
+        ul[m] = s * close * (price - z)
+        fd[m] = s * close * (bp - z)
+        m += 1
+    if m == 0:
+        return
+    hair = np.zeros(m)
+    cost = np.zeros(m)
+    fsum = fin = fout = 0.0
+    for x in range(m):
+        i = a[x]
+        S.usd[i] += S.side[i] * cq[x] * (zp[x] - S.entry[i])
+        hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar)
+        hair[x] = hx
+        cost[x] = cx
+        set_qty(S, i, S.qty[i] - cq[x])
+        fsum += fd[x]
+        if fd[x] > 0:
+            fin += fd[x]
+        else:
+            fout -= fd[x]
+    _fund(S, C, fsum, fin, fout, t_s)
+    # BLP capacity, served in account order; the rest overflows
+    room = capacity_room(S, C, t_s)
+    cum = 0.0
+    used = 0.0
+    tq = np.empty(m)
+    for x in range(m):
+        nt = cq[x] * price
+        cum += nt
+        taken = min(cum, room) - min(cum - nt, room)
+        used += taken
+        tq[x] = cq[x] * (taken / nt) if nt > 0 else 0.0
+    S.Z[Z_USED_MIN] += used
+    S.Z[Z_USED_HOUR] += used
+    for x in range(m):
+        i = a[x]
+        s = S.side[i]
+        if tq[x] > 0:
+            w = tq[x] / cq[x]
+            S.Z[Z_TAKEOVER] += tq[x] * price
+            evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
+                        ul[x] * w, fd[x] * w, float(bar)))
+        if tq[x] > 0 or hair[x] != 0 or cost[x] != 0:
+            lots.append((t_s, float(s), tq[x], blp[x], price, hair[x], cost[x], float(bar)))
+    qsum_l = qsum_s = pq_l = pq_s = 0.0
+    for x in range(m):
+        oq = cq[x] - tq[x]
+        if oq > 0:
+            i = a[x]
+            s = S.side[i]
+            w = oq / cq[x]
+            evs.append((t_s, float(S.aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
+                        ul[x] * w, fd[x] * w, float(bar)))
+            if s > 0:
+                qsum_l += oq
+                pq_l += oq * blp[x]
+            else:
+                qsum_s += oq
+                pq_s += oq * blp[x]
+    if qsum_l > 0:
+        overflow(S, C, 1, qsum_l, pq_l / qsum_l, price, use_pool)
+    if qsum_s > 0:
+        overflow(S, C, -1, qsum_s, pq_s / qsum_s, price, use_pool)
+    for x in range(m):
+        i = a[x]
+        close_out(S, i)
+        if S.qty[i] > 0:
+            requalify(S, C, i)
+
+
+@njit(**NJ)
+def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, use_pool):
+    """Apply the state machine at one tick to sel[:nsel] (ascending). Returns (accounts still
+    in step 1/2 after the tick, ascending; whether any of them is in step 2). use_pool: overflow
+    looks at a pool of the largest opposing accounts (the oracle: at all of them)."""
+    s1 = np.empty(nsel, np.int64)
+    s2 = np.empty(nsel, np.int64)
+    mf2 = np.empty(nsel)
+    ac2 = np.empty(nsel)
+    n1 = n2 = 0
+    for x in range(nsel):
+        i = sel[x]
+        tav, mf = tav_mf(S, i, price)
+        if mf >= S.mmf[i]:
+            continue
+        if mf >= S.acmf[i]:
+            s1[n1] = i
+            n1 += 1
+        else:
+            s2[n2] = i
+            mf2[n2] = mf
+            ac2[n2] = S.acmf[i]
+            n2 += 1
+    if n2:
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
+    if n1:
+        j = abs_tick(t_s, C[C_TICK])
+        if fires(C, K, j):
+            step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol)
+    out = np.empty(nsel, np.int64)
+    no = 0
+    any2 = False
+    for x in range(nsel):
+        i = sel[x]
+        if S.qty[i] > 0:
+            tav, mf = tav_mf(S, i, price)
+            if mf < S.acmf[i]:
+                any2 = True
+            if mf < S.mmf[i]:
+                out[no] = i
+                no += 1
+    return out[:no], any2
+
+
+@njit(**NJ)
+def open_close(S, C, t, price, open_order, close_order, buf):
+    """Accounts whose open_s / close_s is at or before time t: they enter the book, or close
+    voluntarily at the path price (no event). Writes the accounts touched to buf; returns
+    their count and the next open/close time (inf if none)."""
+    nb = 0
+    po, pc = S.I[I_PO], S.I[I_PC]
+    while po < open_order.shape[0] and S.open_s[open_order[po]] <= t:
+        i = open_order[po]
+        po += 1
+        if S.status[i] != 0:
+            continue
+        S.status[i] = OPEN
+        if S.qty[i] > 0:
+            S.alive[i] = True
+            q = S.qty[i]
+            S.qty[i] = 0.0
+            set_qty(S, i, q)
+            slot = 0 if S.side[i] > 0 else 1
+            S.Z[Z_POOL_OUT_L + slot] = max(S.Z[Z_POOL_OUT_L + slot], q)
+        buf[nb] = i
+        nb += 1
+    while pc < close_order.shape[0] and S.close_s[close_order[pc]] <= t:
+        i = close_order[pc]
+        pc += 1
+        if S.status[i] != OPEN:
+            continue
+        S.status[i] = CLOSED
+        if S.alive[i] and S.qty[i] > 0:
+            S.usd[i] += S.side[i] * S.qty[i] * (price - S.entry[i])
+            set_qty(S, i, 0.0)
+        S.alive[i] = False
+        buf[nb] = i
+        nb += 1
+    S.I[I_PO] = po
+    S.I[I_PC] = pc
+    nxt = np.inf
+    if po < open_order.shape[0]:
+        nxt = float(S.open_s[open_order[po]])
+    if pc < close_order.shape[0]:
+        nxt = min(nxt, float(S.close_s[close_order[pc]]))
+    return nb, nxt

@@ -1,0 +1,571 @@
+"""The event-driven FTX tick kernel (MODEL.md 3), compiled with numba.
+
+Every account outside step 1/2 sits in one of two trigger trees (a max-tree of the marks at
+which a long-like account's MF reaches MMF, a min-tree for short-like ones: segment trees
+over the account index, O(log n) insert/remove/pop). The kernel walks bars; a bar is visited
+only when its low/high reaches a tree's root, a collateral price steps, an account opens or
+closes in it, or accounts are in step 1/2. In a visited bar the ticks are walked with the
+same path formula as backtest/path.py; accounts reached by the price leave the trees and join
+the active set, which the shared engine tick (engine.tick) processes; those that leave step
+1/2, or whose position changed by overflow, go back with fresh triggers. In random mode
+ticks on which nothing can happen (no account in step 2, the market not firing, no threshold
+reached, nothing opening) are skipped; the draws are counter-based, so skipping changes
+nothing. Cost grows with bars + events, not bars x accounts.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from collections import namedtuple
+
+from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
+from backtest.replay.ftx.collateral import revalue
+from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
+
+Book = namedtuple("Book", "tl ts where ver hk ha hv hn")
+EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
+
+
+@njit(**NJ)
+def fill_ticks(kv, pv, b, n, out):
+    """Tick prices of bar b on the v1 linear path (path._interp, operation for operation)."""
+    for k in range(n):
+        leg = 2 if k >= kv[b, 2] else (1 if k >= kv[b, 1] else 0)
+        ka, kb = kv[b, leg], kv[b, leg + 1]
+        pa, pb = pv[b, leg], pv[b, leg + 1]
+        dk = kb - ka
+        frac = (k - ka) / dk if dk > 0 else 1.0
+        out[k] = pa + (pb - pa) * frac
+
+
+# ---- segment trees: tl (max of long-like triggers), ts (min of short-like triggers)
+@njit(inline="always", **NJ)
+def _upd_max(t, size, i, v):
+    p = size + i
+    t[p] = v
+    p >>= 1
+    while p >= 1:
+        t[p] = max(t[2 * p], t[2 * p + 1])
+        p >>= 1
+
+
+@njit(inline="always", **NJ)
+def _upd_min(t, size, i, v):
+    p = size + i
+    t[p] = v
+    p >>= 1
+    while p >= 1:
+        t[p] = min(t[2 * p], t[2 * p + 1])
+        p >>= 1
+
+
+@njit(inline="always", **NJ)
+def _arg_max(t, size):
+    p = 1
+    while p < size:
+        p = 2 * p if t[2 * p] >= t[2 * p + 1] else 2 * p + 1
+    return p - size
+
+
+@njit(inline="always", **NJ)
+def _arg_min(t, size):
+    p = 1
+    while p < size:
+        p = 2 * p if t[2 * p] <= t[2 * p + 1] else 2 * p + 1
+    return p - size
+
+
+@njit(inline="always", **NJ)
+def _key(S, i):
+    """(direction, trigger) of account i; direction 0 = in no tree."""
+    if not S.alive[i] or S.exempt[i] or S.qty[i] <= 0 or S.status[i] != OPEN:
+        return 0, np.nan
+    tr = price_at_mf(S, i, S.mmf[i])
+    if not (tr > 0):
+        return 0, np.nan
+    return trig_dir(S, i), tr
+
+
+# ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
+# with lazy deletion (an entry counts only while its version is the account's and the account
+# is in a heap); the big trees hold each account's first trigger only, so the churn of
+# accounts going in and out of step 1 stays in cache-sized heaps
+@njit(**NJ)
+def _hsift_down(hk, ha, hv, sd, j, n):
+    key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
+    while True:
+        c = 2 * j + 1
+        if c >= n:
+            break
+        if c + 1 < n and hk[sd, c + 1] > hk[sd, c]:
+            c += 1
+        if hk[sd, c] <= key:
+            break
+        hk[sd, j], ha[sd, j], hv[sd, j] = hk[sd, c], ha[sd, c], hv[sd, c]
+        j = c
+    hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
+
+
+@njit(**NJ)
+def _hpop(B, sd):
+    n = B.hn[sd] - 1
+    B.hn[sd] = n
+    if n > 0:
+        B.hk[sd, 0], B.ha[sd, 0], B.hv[sd, 0] = B.hk[sd, n], B.ha[sd, n], B.hv[sd, n]
+        _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
+
+
+@njit(**NJ)
+def _hpush(B, sd, key, a, v):
+    if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
+        m = 0
+        for j in range(B.hn[sd]):
+            x = B.ha[sd, j]
+            if B.hv[sd, j] == B.ver[x] and B.where[x] == 1:
+                B.hk[sd, m], B.ha[sd, m], B.hv[sd, m] = B.hk[sd, j], B.ha[sd, j], B.hv[sd, j]
+                m += 1
+        B.hn[sd] = m
+        for j in range(m // 2 - 1, -1, -1):
+            _hsift_down(B.hk, B.ha, B.hv, sd, j, m)
+    j = B.hn[sd]
+    B.hn[sd] = j + 1
+    while j > 0:
+        p = (j - 1) // 2
+        if B.hk[sd, p] >= key:
+            break
+        B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = B.hk[sd, p], B.ha[sd, p], B.hv[sd, p]
+        j = p
+    B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
+
+
+@njit(**NJ)
+def _ltop(B):
+    """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
+    while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
+        _hpop(B, 0)
+    v = B.tl[1]
+    if B.hn[0] > 0 and B.hk[0, 0] > v:
+        v = B.hk[0, 0]
+    return v
+
+
+@njit(**NJ)
+def _stop(B):
+    """Lowest live short-like trigger (inf if none)."""
+    while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
+        _hpop(B, 1)
+    v = B.ts[1]
+    if B.hn[1] > 0 and -B.hk[1, 0] < v:
+        v = -B.hk[1, 0]
+    return v
+
+
+@njit(**NJ)
+def _take(B, price, in_act, newb, nn):
+    """Accounts whose trigger the price reaches leave the book for the active set."""
+    size = B.tl.shape[0] // 2
+    while _ltop(B) * (1 + EPS) >= price:
+        if B.hn[0] > 0 and B.hk[0, 0] > B.tl[1]:
+            i = B.ha[0, 0]
+            _hpop(B, 0)
+        else:
+            i = _arg_max(B.tl, size)
+            _upd_max(B.tl, size, i, -np.inf)
+        B.where[i] = 2
+        if not in_act[i]:
+            in_act[i] = True
+            newb[nn] = i
+            nn += 1
+    while _stop(B) * (1 - EPS) <= price:
+        if B.hn[1] > 0 and -B.hk[1, 0] < B.ts[1]:
+            i = B.ha[1, 0]
+            _hpop(B, 1)
+        else:
+            i = _arg_min(B.ts, size)
+            _upd_min(B.ts, size, i, np.inf)
+        B.where[i] = 2
+        if not in_act[i]:
+            in_act[i] = True
+            newb[nn] = i
+            nn += 1
+    return nn
+
+
+@njit(**NJ)
+def _put(S, B, i):
+    """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
+    _off_trees(B, i)
+    B.ver[i] += 1
+    d, tr = _key(S, i)
+    if d == -1:
+        B.where[i] = 1
+        _hpush(B, 0, tr, i, B.ver[i])
+    elif d == 1:
+        B.where[i] = 1
+        _hpush(B, 1, -tr, i, B.ver[i])
+    else:
+        B.where[i] = 2
+
+
+@njit(inline="always", **NJ)
+def _off_trees(B, i):
+    """Keep the big trees exact (their roots are read without checks): clear i's leaf."""
+    if B.where[i] == 0:
+        size = B.tl.shape[0] // 2
+        _upd_max(B.tl, size, i, -np.inf)
+        _upd_min(B.ts, size, i, np.inf)
+
+
+@njit(inline="always", **NJ)
+def _drop(B, i):
+    _off_trees(B, i)
+    B.ver[i] += 1
+    B.where[i] = 2
+
+
+@njit(**NJ)
+def _build(S, B, in_act):
+    """Every account outside the active set into the big trees (heaps emptied)."""
+    n = S.qty.shape[0]
+    size = B.tl.shape[0] // 2
+    B.tl[:] = -np.inf
+    B.ts[:] = np.inf
+    B.hn[:] = 0
+    for i in range(n):
+        B.where[i] = 2
+        if in_act[i]:
+            continue
+        d, tr = _key(S, i)
+        if d == -1:
+            B.tl[size + i] = tr
+            B.where[i] = 0
+        elif d == 1:
+            B.ts[size + i] = tr
+            B.where[i] = 0
+    for p in range(size - 1, 0, -1):
+        B.tl[p] = max(B.tl[2 * p], B.tl[2 * p + 1])
+        B.ts[p] = min(B.ts[2 * p], B.ts[2 * p + 1])
+
+
+@njit(inline="always", **NJ)
+def _cache(S, act, x, a_up, a_dn, a_dir):
+    """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
+    i = act[x]
+    a_up[x] = price_at_mf(S, i, S.mmf[i])
+    a_dn[x] = price_at_mf(S, i, S.acmf[i])
+    a_dir[x] = trig_dir(S, i)
+
+
+@njit(**NJ)
+def _quiet_bounds(a_up, a_dn, a_dir, nact):
+    """Prices at or beyond which an active (step-1) account may change state (from the slot
+    caches: a sequential scan, no account arrays touched)."""
+    lo, hi = -np.inf, np.inf
+    for x in range(nact):
+        up, dn = a_up[x], a_dn[x]
+        if a_dir[x] == -1:      # MF rises with the price
+            if up == up:
+                hi = min(hi, up)
+            if dn == dn:
+                lo = max(lo, dn)
+        else:
+            if up == up:
+                lo = max(lo, up)
+            if dn == dn:
+                hi = min(hi, dn)
+    return lo * (1 + EPS), hi * (1 - EPS)
+
+
+@njit(**NJ)
+def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, in_act, dirty,
+               B):
+    """engine.tick over the active slots, touching the account arrays only where something can
+    change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
+    step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
+    overflow-hit accounts are evaluated again. Same results as engine.tick. Accounts that
+    leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
+    nact, any account in step 2)."""
+    s1 = np.empty(nact, np.int64)
+    p1 = np.empty(nact, np.int64)
+    s2 = np.empty(nact, np.int64)
+    mf2 = np.empty(nact)
+    ac2 = np.empty(nact)
+    cls = np.zeros(nact, np.int8)      # 0 none, 1 step 1, 2 step 2
+    sure = np.zeros(nact, np.bool_)
+    n1 = n2 = 0
+    for x in range(nact):
+        i = act[x]
+        if a_ok[x]:
+            up, dn = a_up[x], a_dn[x]
+            if a_dir[x] == -1:
+                sure[x] = dn * (1 + EPS) < price < up * (1 - EPS)
+            else:
+                sure[x] = up * (1 + EPS) < price < dn * (1 - EPS)
+        if sure[x]:
+            cls[x] = 1
+        else:
+            tav, mf = tav_mf(S, i, price)
+            if mf < S.mmf[i]:
+                cls[x] = 1 if mf >= S.acmf[i] else 2
+                if cls[x] == 2:
+                    s2[n2] = i
+                    mf2[n2] = mf
+                    ac2[n2] = S.acmf[i]
+                    n2 += 1
+        if cls[x] == 1:
+            s1[n1] = i
+            p1[n1] = x
+            n1 += 1
+    if n2:
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, True)
+        for y in range(S.I[0]):
+            dirty[S.chg[y]] = True
+    filled = np.zeros(nact, np.bool_)
+    if n1:
+        j = abs_tick(t, C[C_TICK])
+        if fires(C, K, j):
+            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv)
+            for y in range(n1):
+                if qs[y] > 0:
+                    filled[p1[y]] = True
+    any2 = False
+    m = 0
+    for x in range(nact):
+        i = act[x]
+        keep = True
+        if not sure[x] or cls[x] != 1 or filled[x] or dirty[i]:
+            keep = False
+            if S.qty[i] > 0:
+                tav, mf = tav_mf(S, i, price)
+                if mf < S.acmf[i]:
+                    any2 = True
+                if mf < S.mmf[i]:
+                    keep = True
+        if keep:
+            act[m] = i
+            if sure[x] and not (filled[x] or dirty[i]):
+                a_up[m] = a_up[x]
+                a_dn[m] = a_dn[x]
+                a_dir[m] = a_dir[x]
+            else:
+                _cache(S, act, m, a_up, a_dn, a_dir)
+            a_ok[m] = True
+            m += 1
+        else:
+            in_act[i] = False
+            _put(S, B, i)
+    for y in range(S.I[0]):
+        i = S.chg[y]
+        dirty[i] = False
+        if not in_act[i]:
+            _put(S, B, i)
+    return m, any2
+
+
+@njit(**NJ)
+def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
+               open_order, close_order):
+    n = S.qty.shape[0]
+    nb = ts_s.shape[0]
+    tick_s = C[C_TICK]
+    det = C[C_DET] > 0
+    evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+    evs.pop()
+    lots = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+    lots.pop()
+    size = 1
+    while size < max(n, 1):
+        size *= 2
+    cap = 2 * n + 64
+    B = Book(tl=np.empty(2 * size), ts=np.empty(2 * size), where=np.full(n, 2, np.int8), ver=np.zeros(n, np.int64),
+             hk=np.empty((2, cap)), ha=np.empty((2, cap), np.int64), hv=np.empty((2, cap), np.int64),
+             hn=np.zeros(2, np.int64))
+    in_act = np.zeros(n, np.bool_)
+    _build(S, B, in_act)
+    act = np.empty(n, np.int64)
+    a_up = np.empty(n)
+    a_dn = np.empty(n)
+    a_dir = np.empty(n, np.int64)
+    nact = 0
+    a_ok = np.zeros(n, np.bool_)      # a_up/a_dn/a_dir hold the slot's thresholds
+    newb = np.empty(n, np.int64)
+    dirty = np.zeros(n, np.bool_)
+    mark = np.zeros(n, np.bool_)
+    buf = np.empty(n, np.int64)
+    lo_b = np.empty(nb)
+    hi_b = np.empty(nb)
+    for b in range(nb):
+        lo_b[b] = min(min(pv[b, 0], pv[b, 1]), min(pv[b, 2], pv[b, 3]))
+        hi_b[b] = max(max(pv[b, 0], pv[b, 1]), max(pv[b, 2], pv[b, 3]))
+    prices = np.empty(n_ticks)
+    nxt_oc = np.inf
+    if open_order.shape[0]:
+        nxt_oc = float(S.open_s[open_order[0]])
+    if close_order.shape[0]:
+        nxt_oc = min(nxt_oc, float(S.close_s[close_order[0]]))
+    rvp = 0
+    b = 0
+    while b < nb:
+        if nact == 0:
+            lt_top, st_top = _ltop(B), _stop(B)
+            while b < nb:
+                if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
+                    break
+                if lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
+                    break
+                if nxt_oc <= ts_s[b] + (n_ticks - 1) * tick_s:
+                    break
+                b += 1
+            if b >= nb:
+                break
+        if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
+            rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+            if nch:
+                a_ok[:nact] = False                      # active accounts' thresholds moved
+            if nch * 4 > n:
+                _build(S, B, in_act)
+                mark[:] = False
+            elif nch:
+                for i in range(n):
+                    if mark[i]:
+                        mark[i] = False
+                        if not in_act[i]:
+                            _put(S, B, i)
+        fill_ticks(kv, pv, b, n_ticks, prices)
+        S.I[8] += 1                                  # bars visited
+        bv = vol[b]
+        k = 0
+        while k < n_ticks:
+            t = ts_s[b] + k * tick_s
+            price = prices[k]
+            if nxt_oc <= t:
+                nbuf, nxt_oc = open_close(S, C, t, price, open_order, close_order, buf)
+                removed = False
+                for x in range(nbuf):
+                    i = buf[x]
+                    if S.status[i] == OPEN:
+                        _put(S, B, i)
+                    else:
+                        _drop(B, i)
+                        if in_act[i]:
+                            in_act[i] = False
+                            removed = True
+                if removed:
+                    m = 0
+                    for x in range(nact):
+                        if in_act[act[x]]:
+                            act[m] = act[x]
+                            a_up[m] = a_up[x]
+                            a_dn[m] = a_dn[x]
+                            a_dir[m] = a_dir[x]
+                            a_ok[m] = a_ok[x]
+                            m += 1
+                    nact = m
+            # accounts the price reaches leave the book
+            nn = _take(B, price, in_act, newb, 0)
+            if nact == 0 and nn == 0:
+                k += 1
+                lt_top, st_top = _ltop(B), _stop(B)
+                while k < n_ticks:
+                    p = prices[k]
+                    if p <= lt_top * (1 + EPS) or p >= st_top * (1 - EPS) or nxt_oc <= ts_s[b] + k * tick_s:
+                        break
+                    k += 1
+                continue
+            if nn > 1:
+                newb[:nn] = np.sort(newb[:nn])
+            if nn:                                       # merge the new accounts in (sorted)
+                r = nact - 1
+                w = nact + nn - 1
+                x = nn - 1
+                while x >= 0:
+                    if r >= 0 and act[r] > newb[x]:
+                        act[w] = act[r]
+                        a_up[w] = a_up[r]
+                        a_dn[w] = a_dn[r]
+                        a_dir[w] = a_dir[r]
+                        a_ok[w] = a_ok[r]
+                        r -= 1
+                    else:
+                        act[w] = newb[x]
+                        a_ok[w] = False
+                        x -= 1
+                    w -= 1
+                nact += nn
+            S.I[0] = 0                                   # overflow-changed list
+            S.I[6] += 1
+            S.I[7] += nact
+            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
+                                    in_act, dirty, B)
+            k += 1
+            if not det and nact > 0 and not any2 and k < n_ticks:
+                lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
+                lt_top, st_top = _ltop(B), _stop(B)
+                lo_h = max(lo_h, lt_top * (1 + EPS))
+                hi_h = min(hi_h, st_top * (1 - EPS))
+                while k < n_ticks:
+                    p = prices[k]
+                    if p <= lo_h or p >= hi_h:
+                        break
+                    tk = ts_s[b] + k * tick_s
+                    if nxt_oc <= tk or fires(C, K, abs_tick(tk, tick_s)):
+                        break
+                    k += 1
+        S.bar_fund[b] = S.Z[0]
+        S.bar_ql[b] = S.Z[15]
+        S.bar_qs[b] = S.Z[16]
+        b += 1
+    return _to_array(evs, 11), _to_array(lots, 8)
+
+
+@njit(**NJ)
+def _to_array(lst, w):
+    out = np.empty((len(lst), w))
+    for r in range(len(lst)):
+        row = lst[r]
+        for c in range(w):
+            out[r, c] = row[c]
+    return out
+
+
+@njit(**NJ)
+def run_oracle(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
+               open_order, close_order):
+    """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
+    account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
+    opposing accounts."""
+    n = S.qty.shape[0]
+    nb = ts_s.shape[0]
+    tick_s = C[C_TICK]
+    evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+    evs.pop()
+    lots = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+    lots.pop()
+    mark = np.zeros(n, np.bool_)
+    buf = np.empty(n, np.int64)
+    prices = np.empty(n_ticks)
+    sel = np.empty(n, np.int64)
+    rvp = 0
+    for b in range(nb):
+        rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+        mark[:] = False
+        fill_ticks(kv, pv, b, n_ticks, prices)
+        for k in range(n_ticks):
+            t = ts_s[b] + k * tick_s
+            price = prices[k]
+            open_close(S, C, t, price, open_order, close_order, buf)
+            m = 0
+            for i in range(n):
+                if S.alive[i] and not S.exempt[i] and S.status[i] == OPEN:
+                    tav, mf = tav_mf(S, i, price)
+                    if mf < S.mmf[i]:
+                        sel[m] = i
+                        m += 1
+            if m:
+                S.I[0] = 0
+                tick(S, C, K, evs, lots, sel, m, b, t, price, vol[b], False)
+        S.bar_fund[b] = S.Z[0]
+        S.bar_ql[b] = S.Z[15]
+        S.bar_qs[b] = S.Z[16]
+    return _to_array(evs, 11), _to_array(lots, 8)
