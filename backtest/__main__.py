@@ -3,4 +3,4 @@ import sys
 
 from backtest.console import main
 
-sys.exit(main(stages=("backtest.cli",)))
+sys.exit(main(stages=("backtest.cli", "backtest.cli_sweep")))

@@ -85,6 +85,9 @@ def load(directory: Path | str) -> ReportInput:
     notes: list[str] = []
     if rows is None or len(rows) == 0:
         rows = pd.DataFrame(summary.get("rows") or [])
+    if len(rows) == 0:
+        raise UserError(f"{directory} holds no result rows (nothing ran): re-run `liqreplay run` on a lake "
+                        "with data for the windows")
     if len(rows):
         absent = [k for k in ROW_KEYS if k not in rows.columns]
         if absent:
