@@ -193,8 +193,9 @@ class _Dask:
                     f"no Dask scheduler answers at {scheduler} (within {connect_timeout:.0f} s): start one "
                     f"(`dask scheduler`) or leave out --scheduler to use a local cluster") from exc
         else:
+            net = {"host": "127.0.0.1"} if processes else {}   # threads in one process talk in-process
             self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                                        host="127.0.0.1", dashboard_address=None)
+                                        dashboard_address=None, **net)
             self.client = Client(self.cluster)
         self.data = self.client.scatter(data, broadcast=True, hash=False)
 
