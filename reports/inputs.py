@@ -31,6 +31,7 @@ class ReportInput:
     series: pd.DataFrame
     sweep: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)  # what was missing, said on the page
+    cache: dict = field(default_factory=dict, repr=False)  # derived once per input (the sweep's answer)
 
     @property
     def windows(self) -> list[dict]:
