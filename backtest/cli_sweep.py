@@ -94,6 +94,15 @@ class SweepProgress:
             self.bar = None
 
 
+def quiet_dask() -> None:
+    """Dask's cluster start/stop chatter is not the user's business (here and in the workers)."""
+    import dask
+    import distributed  # noqa: F401  (configures its loggers on import; set the levels after)
+    dask.config.set({"logging.distributed": "warning"})
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def cmd_sweep(args) -> int:
     from backtest import sensitivity as S
     from backtest.console import UserError
@@ -106,10 +115,11 @@ def cmd_sweep(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be 0 (no cluster) or more")
     if args.bench:
+        if not args.verbose:
+            quiet_dask()
         return _bench(args)
-    if not args.verbose:   # Dask's cluster start/stop chatter is not the user's business
-        for name in ("distributed", "tornado"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if not args.verbose:
+        quiet_dask()
     out = Path(args.out) if args.out else Path("results") / f"sweep-s{args.seed}"
     prog = SweepProgress()
     t0 = time.time()

@@ -188,6 +188,8 @@ class _Dask:
         if scheduler:
             try:
                 self.client = Client(scheduler, timeout=connect_timeout)
+            except ValueError as exc:   # "missing port number", "unknown address scheme"
+                raise UserError(f"--scheduler {scheduler}: {exc}; give an address such as tcp://HOST:8786") from None
             except (OSError, TimeoutError) as exc:
                 raise SchedulerUnreachable(
                     f"no Dask scheduler answers at {scheduler} (within {connect_timeout:.0f} s): start one "
@@ -197,7 +199,9 @@ class _Dask:
             self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
                                         dashboard_address=None, **net)
             self.client = Client(self.cluster)
-        self.data = self.client.scatter(data, broadcast=True, hash=False)
+        # one future for the whole input (a dict would be scattered under its own keys, which a
+        # shared cluster's other users could collide with)
+        self.data = self.client.scatter([data], broadcast=True, hash=False)[0]
 
     def run(self, jobs, fn):
         from distributed import as_completed
@@ -340,7 +344,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         totals = S.sample_totals(frame, dims, year_ids)
         sens = S.sensitivity(totals, dims, seed=int(seed))
         front = S.frontier(totals, dims)
-        if search and search_evals > 0:
+        if search and search_evals > 0 and "ftx" in vs:
             def evaluate(u_points: list[np.ndarray], seed_: int) -> list[float]:
                 jobs_ = [(f"search-{k}", (f"search-{k}", overrides_of(dims, u), seed_, {**cfg, "daily_dir": None}))
                          for k, u in enumerate(u_points)]

@@ -157,3 +157,10 @@ def test_sensitivity_finds_the_driver_and_frontier_the_nearest_setting():
     assert words[0].startswith("FTX's house loses $1.00B in 2022 only if a is")
     assert S.plain_words({"targets": [{"target_usd": 8e9, "reached_by": 0}], "max_usd": 5e8})[0].startswith(
         "No sampled setting makes FTX's house lose $8.00B")
+
+
+def test_a_malformed_scheduler_address_is_a_user_error(small_lake, tmp_path, capsys):
+    assert main(["sweep", "--window", "2022-10", "--market", "BTC", "--samples", "1", "--accounts", "100",
+                 "--lake", str(small_lake), "--out", str(tmp_path / "o"), "--scheduler", "localhost"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("liqreplay sweep: --scheduler localhost:") and "tcp://HOST:8786" in err[-1]
