@@ -140,6 +140,10 @@ def cmd_sweep(args) -> int:
           f"{m['accounts']} accounts, {time.time() - t0:.1f}s)")
     if m["failed_samples"]:
         first = res.rows.loc[res.rows["error"].notna(), "error"].iloc[0]
+        if m["failed_samples"] == m["samples"]:
+            print(f"liqreplay sweep: every sample failed (rows with the errors in {out / 'sweep.parquet'}), "
+                  f"e.g.: {first}", file=sys.stderr)
+            return 1
         print(f"  {m['failed_samples']} sample(s) failed, e.g.: {first}")
     dist = res.sensitivity.get("distribution", {})
     for col, label in (("ftx_2022", "FTX house loss"), ("binance_2022", "Binance house loss")):

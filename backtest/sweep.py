@@ -344,7 +344,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         totals = S.sample_totals(frame, dims, year_ids)
         sens = S.sensitivity(totals, dims, seed=int(seed))
         front = S.frontier(totals, dims)
-        if search and search_evals > 0 and "ftx" in vs:
+        if search and search_evals > 0 and "ftx" in vs and len(totals):
             def evaluate(u_points: list[np.ndarray], seed_: int) -> list[float]:
                 jobs_ = [(f"search-{k}", (f"search-{k}", overrides_of(dims, u), seed_, {**cfg, "daily_dir": None}))
                          for k, u in enumerate(u_points)]

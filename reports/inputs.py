@@ -52,6 +52,9 @@ def _read(directory: Path):
     from backtest.results import load_results  # noqa: PLC0415
 
     if not (directory / "summary.json").exists():
+        if (directory / "sweep.json").exists():
+            raise UserError(f"{directory} holds a sweep but no run: `liqreplay run --out {directory}` over the same "
+                            "windows adds the run the report is built on (the sweep is kept)")
         raise UserError(f"{directory} has no summary.json: not a results directory "
                         "(make one with `liqreplay run --out DIR`)")
     try:

@@ -164,3 +164,16 @@ def test_a_malformed_scheduler_address_is_a_user_error(small_lake, tmp_path, cap
                  "--lake", str(small_lake), "--out", str(tmp_path / "o"), "--scheduler", "localhost"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("liqreplay sweep: --scheduler localhost:") and "tcp://HOST:8786" in err[-1]
+
+
+def test_a_sweep_where_every_sample_fails_exits_1_with_the_reason(small_lake, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[population.long_share]\nvalue = 0.5\nrange = [1.2, 1.6]\nsource = "test: all fail"\n')
+    out = tmp_path / "o"
+    assert main(["sweep", "--window", "2022-10", "--market", "BTC", "--samples", "2", "--accounts", "100",
+                 "--workers", "0", "--params", str(bad), "--lake", str(small_lake), "--out", str(out)]) == 1
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("liqreplay")]
+    assert len(err) == 1 and "every sample failed" in err[0] and "long_share" in err[0]
+    assert pd.read_parquet(out / "sweep.parquet")["error"].notna().all()
+    assert main(["report", str(out)]) == 2
+    assert "holds a sweep but no run" in capsys.readouterr().err
