@@ -147,7 +147,15 @@ def describe_setting(u: np.ndarray, dims, *, top: int | None = None) -> list[dic
     return recs[:top] if top else recs
 
 
-def frontier(totals: pd.DataFrame, dims, targets=TARGETS_USD) -> dict:
+def scope_of(window_ids, year_ids) -> str:
+    """How the sentences name what was summed: "in 2022" with the whole-year run, else the windows."""
+    if set(year_ids) & set(window_ids):
+        return "in 2022"
+    ids = list(window_ids)
+    return f"over the window{'s' if len(ids) != 1 else ''} {', '.join(ids)}" if ids else "in the swept windows"
+
+
+def frontier(totals: pd.DataFrame, dims, targets=TARGETS_USD, *, scope: str = "in 2022") -> dict:
     """From the sampled points alone: per target, how many samples reach it and the least
     implausible one (smallest distance from the defaults)."""
     u0 = unit_default(dims)
@@ -156,7 +164,7 @@ def frontier(totals: pd.DataFrame, dims, targets=TARGETS_USD) -> dict:
     dist = np.sqrt(((U - u0) ** 2).sum(axis=1)) if len(U) else np.zeros(0)
     out = {"measure": "FTX 2022 house loss: max(whole-year run, sum of crash windows), over markets",
            "distance": "Euclidean norm of |u - u_default| per parameter, u = position in the range (0..1)",
-           "samples": int(len(totals)), "max_usd": float(np.nanmax(y)) if len(y) and np.isfinite(y).any() else None,
+           "scope": scope, "samples": int(len(totals)), "max_usd": float(np.nanmax(y)) if len(y) and np.isfinite(y).any() else None,
            "targets": []}
     for T in targets:
         reach = np.isfinite(y) & (y >= T)
@@ -264,6 +272,7 @@ class _Budget(Exception):
 def plain_words(front: dict, top: int = 4) -> list[str]:
     """One sentence per target, e.g. "FTX's house loses $1B in 2022 only if ..."."""
     lines = []
+    scope = front.get("scope") or "in 2022"
     for item in front.get("targets", []):
         T = _money(item["target_usd"])
         best = item.get("searched") or item.get("nearest_sample")
@@ -273,16 +282,16 @@ def plain_words(front: dict, top: int = 4) -> list[str]:
             mx = front.get("max_usd")
             corner = (front.get("search") or {}).get("corner")
             extra = f"; the worst corner of the ranges gives {_money(corner['ftx_2022_usd'])}" if corner else ""
-            lines.append(f"No sampled setting makes FTX's house lose {T} in 2022 (the largest sampled loss is "
+            lines.append(f"No sampled setting makes FTX's house lose {T} {scope} (the largest sampled loss is "
                          f"{_money(mx) if mx is not None else 'n/a'}{extra}).")
             continue
         if best.get("at_defaults"):
-            lines.append(f"FTX's house loses {T} in 2022 at the sourced defaults.")
+            lines.append(f"FTX's house loses {T} {scope} at the sourced defaults.")
             continue
         moved = [s for s in best["setting"] if s["distance"] >= 0.05][:top]
         parts = [f"{s['param']} is {_fmt(s['value'])} (default {_fmt(s['default'])}, {s['distance']:.0%} of its range "
                  f"{s['direction']})" for s in moved]
-        lines.append(f"FTX's house loses {T} in 2022 only if " + "; ".join(parts or ["(no parameter moves much)"])
+        lines.append(f"FTX's house loses {T} {scope} only if " + "; ".join(parts or ["(no parameter moves much)"])
                      + f" — distance {best['distance']:.2f} from the defaults, {item['reached_by']} of "
                        f"{front.get('samples', 0)} samples reach it.")
     return lines

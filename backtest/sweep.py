@@ -343,7 +343,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         year_ids = {lw.window.id for lw in loaded if lw.window.whole_year}
         totals = S.sample_totals(frame, dims, year_ids)
         sens = S.sensitivity(totals, dims, seed=int(seed))
-        front = S.frontier(totals, dims)
+        front = S.frontier(totals, dims, scope=S.scope_of([lw.window.id for lw in loaded], year_ids))
         if search and search_evals > 0 and "ftx" in vs and len(totals):
             def evaluate(u_points: list[np.ndarray], seed_: int) -> list[float]:
                 jobs_ = [(f"search-{k}", (f"search-{k}", overrides_of(dims, u), seed_, {**cfg, "daily_dir": None}))

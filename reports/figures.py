@@ -513,7 +513,7 @@ def sweep_distribution_figure(totals: pd.DataFrame, title: str) -> dict | None:
                      "line": {"color": st["color"]}, "hovertemplate": "%{x:$,.3s}<extra></extra>"})
     if not data or hi <= 0:
         return None
-    layout = {"xaxis": {"title": {"text": "house loss in 2022, USD"}, "rangemode": "tozero"},
+    layout = {"xaxis": {"title": {"text": "house loss per sample, USD"}, "rangemode": "tozero"},
               "yaxis": {"type": "category"}, "shapes": [], "annotations": []}
     for target in (1e9, 8e9):
         if hi >= 0.2 * target:

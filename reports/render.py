@@ -334,14 +334,15 @@ def _sweep_context(inp: ReportInput, tables: dict[str, Table], tables_href: str,
     a = sweep_of(inp)
     if a is None:
         return None
-    dist = F.sweep_distribution_figure(a.totals, "House loss in 2022 across the sweep, per venue")
+    dist = F.sweep_distribution_figure(a.totals, f"House loss {a.scope} across the sweep, per venue")
     sens = F.sensitivity_figure(a.sensitivity, "What drives the house loss (rank correlation, 90% interval)")
     view = {
         "sentence": distribution_sentence(a), "words": a.words, "notes": list(a.notes),
         "size": f"{a.samples} samples, seed {a.seed}" + (f", {a.accounts} accounts per series" if a.accounts else ""),
         "failed": a.failed,
         "dist_fig": add("fig-sweep-dist", dist, "Each point is one sweep sample; the box spans its quartiles. "
-                        "2022 = the larger of the whole-year run and the sum of the crash windows.") if dist else None,
+                        "With the whole-year run swept, a sample's 2022 loss is the larger of the year run and the sum of "
+                        "the crash windows (they overlap); without it, the sum of the windows swept.") if dist else None,
         "dist_note": None if dist else "The sweep's house loss is zero (or missing) in every sample: "
                                        "no distribution to draw.",
         "sens_fig": add("fig-sensitivity", sens, "Spearman rank correlation of each parameter with the 2022 "

@@ -29,6 +29,7 @@ class SweepAnswer:
     seed: object
     accounts: object
     params: list[str]
+    scope: str
     totals: pd.DataFrame
     sensitivity: dict
     frontier: dict
@@ -82,6 +83,10 @@ def _compute(inp: ReportInput, year_ids: set[str]) -> SweepAnswer | None:
     dims = _dims(inp, meta)
     if meta and meta.get("windows"):
         year_ids = {str(w["id"]) for w in meta["windows"] if w.get("whole_year")}
+        window_ids = [str(w["id"]) for w in meta["windows"]]
+    else:
+        window_ids = [str(w) for w in dict.fromkeys(sw["window"].dropna().astype(str))]
+    scope = S.scope_of(window_ids, year_ids)
     totals = S.sample_totals(sw, dims, year_ids)
     seed = (meta or {}).get("seed", inp.summary.get("seed"))
     sens = _read_json(inp, "sensitivity.json")
@@ -90,11 +95,11 @@ def _compute(inp: ReportInput, year_ids: set[str]) -> SweepAnswer | None:
     if sens is None:
         sens = S.sensitivity(totals, dims, seed=int(seed or 0), bootstrap=100)
     if front is None:
-        front = S.frontier(totals, dims)
+        front = S.frontier(totals, dims, scope=scope)
         notes.append("frontier from the sampled points only (no search runs recorded)")
     failed = int(sw.loc[sw["error"].notna(), "sample"].nunique()) if "error" in sw else 0
     return SweepAnswer(samples=int(sw["sample"].nunique()), seed=seed, accounts=(meta or {}).get("accounts"),
-                       params=[d.key for d in dims], totals=totals, sensitivity=sens, frontier=front,
+                       params=[d.key for d in dims], scope=front.get("scope") or scope, totals=totals, sensitivity=sens, frontier=front,
                        words=S.plain_words(front), failed=failed, notes=notes)
 
 
@@ -104,8 +109,12 @@ def distribution_sentence(a: SweepAnswer) -> str:
     for col, label in (("ftx_2022", "FTX's"), ("binance_2022", "Binance's")):
         x = d.get(col)
         if x:
-            parts.append(f"{label} 2022 house loss has median {S._money(x['median'])} "
+            parts.append(f"{label} house loss {a.scope} has median {S._money(x['median'])} "
                          f"(5–95%: {S._money(x['q05'])} to {S._money(x['q95'])}, max {S._money(x['max'])})")
+    r = d.get("ftx_binance_ratio")
+    if r and parts:
+        parts.append(f"the FTX ÷ Binance ratio has median ×{r['median']:,.3g} (5–95%: ×{r['q05']:,.3g} to "
+                     f"×{r['q95']:,.3g}; Binance floored at $1k)")
     size = (f"Across {a.samples} sweep samples (seed {a.seed}"
             + (f", {a.accounts} accounts per series" if a.accounts else "") + f", {len(a.params)} parameters)")
     if not parts:

@@ -348,13 +348,13 @@ def sweep_of(inp: ReportInput) -> SweepAnswer | None:
 
 def distribution_table(a: SweepAnswer) -> Table:
     d = a.sensitivity.get("distribution") or S.distribution(a.totals)
-    recs = [{"measure": k, **v} for k, v in d.items()]
+    recs = [{"measure": k, **v} for k, v in d.items() if k in ("ftx_2022", "binance_2022")]
     frame = pd.DataFrame(recs, columns=["measure", "n", "min", "q05", "q25", "median", "q75", "q95", "max", "mean"])
     kinds = {c: "usd" for c in ("min", "q05", "q25", "median", "q75", "q95", "max", "mean")}
     kinds["n"] = "int"
-    t = Table("sweep_distribution", "House loss in 2022 across the sweep, per venue (and the FTX ÷ Binance ratio)",
-              frame, kinds, "2022 = the larger of the whole-year run and the sum of the crash windows, over "
-                            "markets; ratio rows are plain ratios (Binance floored at $1k).")
+    t = Table("sweep_distribution", "House loss across the sweep, per venue",
+              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the crash "
+                            "windows (they overlap); summed over markets.")
     return t
 
 
