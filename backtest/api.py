@@ -198,9 +198,11 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
                     on_series(v, c, "failed")
                 continue
             row, se, ev, dy = unpack_series_result(res)
-            if v == "ftx":
-                row["hedge_source"] = ("own path (no binance series loaded)" if hedge_sd is None else
-                                       f"binance {hedge_sd.source.market} {hedge_sd.source.symbol} ({hedge_sd.timeframe})")
+            if v == "ftx" and hedge_sd is None:
+                row["hedge_source"] = "own path (no binance series loaded)"
+            elif v == "ftx":
+                src = hedge_sd.source
+                row["hedge_source"] = f"binance {src.market} {src.symbol} ({hedge_sd.timeframe})"
             rows.append(row)
             series.append(se)
             events.append(ev)
@@ -361,7 +363,8 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
         raise
 
     meta = {"run_id": run_id, "data_snapshot": snapshot, "params_hash": params.hash(),
-            "params_file": params_path(params), "seed": int(seed), "params": params.to_dict(), "param_sources": params.sources(),
+            "params_file": params_path(params), "seed": int(seed), "params": params.to_dict(),
+            "param_sources": params.sources(),
             "param_ranges": params.sweep_ranges(), "n_accounts": n_accounts, "lake": str(catalog.root),
             "command": command or "", "sweep_params": [], "sweep_samples": 0}
     write_kw = dict(meta=meta, windows=win_entries, rows=rows, series=series, events=events, coverage=coverage)

@@ -164,7 +164,8 @@ def frontier(totals: pd.DataFrame, dims, targets=TARGETS_USD, *, scope: str = "i
     dist = np.sqrt(((U - u0) ** 2).sum(axis=1)) if len(U) else np.zeros(0)
     out = {"measure": "FTX 2022 house loss: max(whole-year run, sum of crash windows), over markets",
            "distance": "Euclidean norm of |u - u_default| per parameter, u = position in the range (0..1)",
-           "scope": scope, "samples": int(len(totals)), "max_usd": float(np.nanmax(y)) if len(y) and np.isfinite(y).any() else None,
+           "scope": scope, "samples": int(len(totals)),
+           "max_usd": float(np.nanmax(y)) if len(y) and np.isfinite(y).any() else None,
            "targets": []}
     for T in targets:
         reach = np.isfinite(y) & (y >= T)
@@ -243,7 +244,7 @@ def search_frontier(front: dict, totals: pd.DataFrame, sens: dict, dims,
                 if not v1 >= T:     # the nearest sample's loss came with its own seed; this seed may fall short
                     continue
 
-                def g(t, u1=u1):
+                def g(t, u1=u1, T=T):
                     return f([u0 + t * (u1 - u0)])[0] - T
                 try:
                     t = brentq(g, 0.0, 1.0, xtol=0.02, maxiter=8)

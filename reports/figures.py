@@ -540,7 +540,7 @@ def sensitivity_figure(sens: dict, title: str, top: int = 10) -> dict | None:
         return None
     layout = grid(len(panels), 1, vspace=0.12, date_x=False, shared_x=False, titles=[esc(p[0]) for p in panels])
     data = []
-    for k, (label, ent) in enumerate(panels, start=1):
+    for k, (_, ent) in enumerate(panels, start=1):
         ent = list(reversed(ent))
         layout[_ax("y", k)]["type"] = "category"
         layout[_ax("x", k)].update(type="linear", range=[-1.05, 1.05], zeroline=True,

@@ -99,7 +99,8 @@ def _compute(inp: ReportInput, year_ids: set[str]) -> SweepAnswer | None:
         notes.append("frontier from the sampled points only (no search runs recorded)")
     failed = int(sw.loc[sw["error"].notna(), "sample"].nunique()) if "error" in sw else 0
     return SweepAnswer(samples=int(sw["sample"].nunique()), seed=seed, accounts=(meta or {}).get("accounts"),
-                       params=[d.key for d in dims], scope=front.get("scope") or scope, totals=totals, sensitivity=sens, frontier=front,
+                       params=[d.key for d in dims], scope=front.get("scope") or scope, totals=totals,
+                       sensitivity=sens, frontier=front,
                        words=S.plain_words(front), failed=failed, notes=notes)
 
 
