@@ -34,7 +34,7 @@ from backtest.console import UserError
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
 from backtest.results import Results, _jsonable, load_results, write_results
-from backtest.scenarios import COINS, VENUES, Scenarios, Window, load_scenarios, load_window_series
+from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
 from fetch import atomic
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,6 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
                   "data_snapshot": snapshot, "n_accounts": n_accounts, "venues": list(vs), "markets": list(cs),
                   "deterministic": bool(deterministic), "scenarios": file_hash(sc.source_file)}
 
-    from backtest.scenarios import SeriesLoader
     loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
     total = len(wins) * len(vs) * len(cs)
     done = [0]

@@ -39,9 +39,11 @@ import numpy as np
 import pandas as pd
 
 from backtest import api, rng
+from backtest import sensitivity as S
 from backtest.console import UserError
 from backtest.params import Params, ParamsError
 from backtest.results import _jsonable, add_per_1b
+from backtest.scenarios import SeriesLoader
 from fetch import atomic
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,10 @@ def sample_task(data: dict, sample, overrides: dict, seed: int, cfg: dict) -> li
 class _InProcess:
     """workers=0: the tasks one after another in this process (no Dask)."""
 
-    def __init__(self, data):
+    def __init__(self):
+        self.data = None
+
+    def load(self, data):
         self.data = data
 
     def run(self, jobs, fn):
@@ -182,7 +187,7 @@ class _InProcess:
 
 
 class _Dask:
-    def __init__(self, data, *, scheduler: str | None, workers: int, connect_timeout: float, processes: bool):
+    def __init__(self, *, scheduler: str | None, workers: int, connect_timeout: float, processes: bool):
         from distributed import Client, LocalCluster
         self.cluster = None
         if scheduler:
@@ -195,12 +200,20 @@ class _Dask:
                     f"no Dask scheduler answers at {scheduler} (within {connect_timeout:.0f} s): start one "
                     f"(`dask scheduler`) or leave out --scheduler to use a local cluster") from exc
         else:
-            net = {"host": "127.0.0.1"} if processes else {}   # threads in one process talk in-process
-            self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                                        dashboard_address=None, **net)
+            # threads in one process talk in-process; the dashboard on a free local port
+            net = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"} if processes else {
+                "dashboard_address": ":0"}
+            self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes, **net)
             self.client = Client(self.cluster)
-        # one future for the whole input (a dict would be scattered under its own keys, which a
-        # shared cluster's other users could collide with)
+        try:
+            log.info("sweep: Dask dashboard at %s", self.client.dashboard_link)
+        except Exception:   # no dashboard (bokeh absent): nothing to say
+            pass
+        self.data = None
+
+    def load(self, data):
+        """The loaded series to every worker, once: one future for the whole input (a dict would be
+        scattered under its own keys, which a shared cluster's other users could collide with)."""
         self.data = self.client.scatter([data], broadcast=True, hash=False)[0]
 
     def run(self, jobs, fn):
@@ -228,16 +241,16 @@ def _token() -> str:
     return hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:8]
 
 
-def open_executor(data, *, workers: int | None = None, scheduler: str | None = None,
+def open_executor(*, workers: int | None = None, scheduler: str | None = None,
                   connect_timeout: float = 10.0, processes: bool = True):
     if scheduler:
-        return _Dask(data, scheduler=scheduler, workers=0, connect_timeout=connect_timeout, processes=processes)
+        return _Dask(scheduler=scheduler, workers=0, connect_timeout=connect_timeout, processes=processes)
     if workers is None:
         import os
         workers = max(1, min(os.cpu_count() or 1, 8))
     if int(workers) <= 0:
-        return _InProcess(data)
-    return _Dask(data, scheduler=None, workers=int(workers), connect_timeout=connect_timeout, processes=processes)
+        return _InProcess()
+    return _Dask(scheduler=None, workers=int(workers), connect_timeout=connect_timeout, processes=processes)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -265,8 +278,6 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
     `on_progress(event)`: kind "start" (total, resumed), "sample" (done, total, sample, failed),
     "search" (evals). Raises UserError for bad inputs, SchedulerUnreachable when `scheduler`
     does not answer."""
-    from backtest import sensitivity as S
-
     if int(samples) < 1:
         raise UserError("--samples must be at least 1")
     if int(accounts) < 2:
@@ -283,8 +294,19 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         raise UserError(f"--out {out} is a file: give a directory")
     catalog = api.open_catalog(lake)
     snapshot = catalog.snapshot_id()
+    # connect first: a scheduler that does not answer is said within connect_timeout, before any loading
+    ex = executor or open_executor(workers=workers, scheduler=scheduler, connect_timeout=connect_timeout,
+                                   processes=processes)
+    try:
+        return _sweep(ex, wins, vs, cs, dims, params, sc, catalog, snapshot, seed=seed, samples=samples,
+                      accounts=accounts, out=out, deterministic=deterministic, on_progress=on_progress,
+                      search=search, search_evals=search_evals)
+    finally:
+        ex.close()
 
-    from backtest.scenarios import SeriesLoader
+
+def _sweep(ex, wins, vs, cs, dims, params, sc, catalog, snapshot, *, seed, samples, accounts, out, deterministic,
+           on_progress, search, search_evals) -> SweepResult:
     loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
     loaded, skipped = [], []
     for w in wins:
@@ -322,44 +344,40 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
     if on_progress:
         on_progress({"kind": "start", "total": n, "resumed": n - len(todo)})
     t0 = time.time()
-    ex = executor or open_executor(data, workers=workers, scheduler=scheduler, connect_timeout=connect_timeout,
-                                   processes=processes)
-    try:
-        done, failed = n - len(todo), 0
-        jobs = [(i, (i, overrides_of(dims, U[i]), seeds[i], cfg)) for i in todo]
-        for i, rows in ex.run(jobs, sample_task):
-            frame = pd.DataFrame(rows)
-            with atomic.atomic_path(part(i)) as tmp:
-                frame.to_parquet(tmp, index=False)
-            done += 1
-            bad = bool(frame["error"].notna().any()) if "error" in frame else False
-            failed += bad
-            if on_progress:
-                on_progress({"kind": "sample", "sample": i, "done": done, "total": n, "failed": failed,
-                             "elapsed_s": time.time() - t0, "ran_now": done - (n - len(todo))})
+    ex.load(data)
+    done, failed = n - len(todo), 0
+    jobs = [(i, (i, overrides_of(dims, U[i]), seeds[i], cfg)) for i in todo]
+    for i, rows in ex.run(jobs, sample_task):
+        frame = pd.DataFrame(rows)
+        with atomic.atomic_path(part(i)) as tmp:
+            frame.to_parquet(tmp, index=False)
+        done += 1
+        bad = bool(frame["error"].notna().any()) if "error" in frame else False
+        failed += bad
+        if on_progress:
+            on_progress({"kind": "sample", "sample": i, "done": done, "total": n, "failed": failed,
+                         "elapsed_s": time.time() - t0, "ran_now": done - (n - len(todo))})
 
-        frame = pd.concat([pd.read_parquet(part(i)) for i in range(n)], ignore_index=True)
-        frame = _order_columns(frame, dims)
-        year_ids = {lw.window.id for lw in loaded if lw.window.whole_year}
-        totals = S.sample_totals(frame, dims, year_ids)
-        sens = S.sensitivity(totals, dims, seed=int(seed))
-        front = S.frontier(totals, dims, scope=S.scope_of([lw.window.id for lw in loaded], year_ids))
-        if search and search_evals > 0 and "ftx" in vs and len(totals):
-            def evaluate(u_points: list[np.ndarray], seed_: int) -> list[float]:
-                jobs_ = [(f"search-{k}", (f"search-{k}", overrides_of(dims, u), seed_, {**cfg, "daily_dir": None}))
-                         for k, u in enumerate(u_points)]
-                got = dict(ex.run(jobs_, sample_task))
-                vals = []
-                for k in range(len(u_points)):
-                    f = pd.DataFrame(got[f"search-{k}"])
-                    vals.append(S.ftx_2022(f, year_ids))
-                if on_progress:
-                    on_progress({"kind": "search", "evals": len(u_points)})
-                return vals
-            front = S.search_frontier(front, totals, sens, dims, evaluate, budget=int(search_evals),
-                                      seed=int(seed))
-    finally:
-        ex.close()
+    frame = pd.concat([pd.read_parquet(part(i)) for i in range(n)], ignore_index=True)
+    frame = _order_columns(frame, dims)
+    year_ids = {lw.window.id for lw in loaded if lw.window.whole_year}
+    totals = S.sample_totals(frame, dims, year_ids)
+    sens = S.sensitivity(totals, dims, seed=int(seed))
+    front = S.frontier(totals, dims, scope=S.scope_of([lw.window.id for lw in loaded], year_ids))
+    if search and search_evals > 0 and "ftx" in vs and len(totals):
+        def evaluate(u_points: list[np.ndarray], seed_: int) -> list[float]:
+            jobs_ = [(f"search-{k}", (f"search-{k}", overrides_of(dims, u), seed_, {**cfg, "daily_dir": None}))
+                     for k, u in enumerate(u_points)]
+            got = dict(ex.run(jobs_, sample_task))
+            vals = []
+            for k in range(len(u_points)):
+                f = pd.DataFrame(got[f"search-{k}"])
+                vals.append(S.ftx_2022(f, year_ids))
+            if on_progress:
+                on_progress({"kind": "search", "evals": len(u_points)})
+            return vals
+        front = S.search_frontier(front, totals, sens, dims, evaluate, budget=int(search_evals),
+                                  seed=int(seed))
 
     quant = quantiles(frame)
     meta = {"samples": n, "seed": int(seed), "accounts": int(accounts), "design": "sobol (scrambled)",
