@@ -13,6 +13,7 @@ Euclidean norm of the per-parameter distances |u - u_default|.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -122,7 +123,9 @@ def _rbd_fast(X: np.ndarray, y: np.ndarray, dims, seed: int):
                "bounds": [[d.lo, d.hi] if d.hi > d.lo else [d.lo, d.lo + 1.0] for d in dims]}
     M = max(1, min(10, (len(y) - 1) // 4))
     try:
-        r = rbd_fast.analyze(problem, X, y, M=M, num_resamples=100, conf_level=0.90, seed=int(seed) % (2**32))
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a resample with no variance: NaN, said as such
+            r = rbd_fast.analyze(problem, X, y, M=M, num_resamples=100, conf_level=0.90, seed=int(seed) % (2**32))
     except Exception:   # SALib raises on degenerate inputs; the rank correlations still stand
         return None
     return np.asarray(r["S1"], float), np.asarray(r["S1_conf"], float)
