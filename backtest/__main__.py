@@ -1,6 +1,7 @@
 """`python -m backtest`: the backtest stage's subcommands alone."""
 import sys
 
-from backtest.console import main
+from backtest import cli, cli_sweep
+from fetch import cmdline
 
-sys.exit(main(stages=("backtest.cli", "backtest.cli_sweep")))
+sys.exit(cmdline.main(None, (cli, cli_sweep), prog="python -m backtest"))

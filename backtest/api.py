@@ -30,12 +30,12 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from backtest.console import UserError
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
 from backtest.results import Results, _jsonable, load_results, write_results
 from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
 from fetch import atomic
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,9 @@ def open_catalog(lake):
     from backtest.catalog import Catalog
     from fetch.lake import resolve_lake
 
-    root = resolve_lake(lake)
+    root = resolve_lake(lake)      # refuses a path that is a file
     if not root.exists():
         raise UserError(f"no lake at {root}: run `liqreplay import ../shared/data` (or pass --lake DIR)")
-    if not root.is_dir():
-        raise UserError(f"--lake {root} is a file, not a lake directory: pass the directory "
-                        "`liqreplay import` wrote")
     catalog = Catalog(root)
     try:
         empty = catalog.series().empty
@@ -131,6 +128,21 @@ def open_catalog(lake):
     if empty:
         raise UserError(f"the lake at {root} is empty: run `liqreplay import ../shared/data --lake {root}`")
     return catalog
+
+
+def make_out_dir(out: Path) -> Path:
+    """Create the results folder (and its .parts) or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the results (it is created)")
+    try:
+        (out / ".parts").mkdir(parents=True, exist_ok=True)
+        probe = out / ".parts" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the results to {out}: {exc.strerror or exc}; "
+                        f"pass --out DIR on a writable disk") from None
+    return out
 
 
 def params_path(params: Params) -> str:
@@ -297,21 +309,16 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
         out_dir, resume = Path(tmpdir.name) / "run", False
     else:
         out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file: give a directory")
     created = not out_dir.exists()
-    parts = out_dir / ".parts"
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write --out {out_dir}: {exc.strerror or exc}") from None
+    parts = make_out_dir(out_dir) / ".parts"
     run_id = out_dir.name if out is not None else (
         f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{params.hash()[:8]}-s{seed}")
     resume_key = {"version": RESULTS_VERSION, "params_hash": params.hash(), "seed": int(seed),
                   "data_snapshot": snapshot, "n_accounts": n_accounts, "venues": list(vs), "markets": list(cs),
                   "deterministic": bool(deterministic), "scenarios": file_hash(sc.source_file)}
 
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
+    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")),
+                          params=params)
     total = len(wins) * len(vs) * len(cs)
     done = [0]
     t0 = time.time()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fetch.cmdline import non_negative_int, positive_int
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 20221108   # the same as backtest.api.DEFAULT_SEED (not imported: keeps `--help` free of numba)
@@ -29,18 +31,19 @@ def register(subparsers) -> None:
     """Add this stage's subcommands to the `liqreplay` parser."""
     p = subparsers.add_parser("run", help="replay crash windows through both liquidation engines",
                               description="Replay the 2022 windows (and the whole year) on the lake's data.")
-    p.add_argument("--window", action="append", metavar="ID", help="window id (repeatable), e.g. 2022-10")
+    p.add_argument("--window", action="append", metavar="ID",
+                   help=f"window id (repeatable): {_window_ids()}")
     p.add_argument("--all", action="store_true", help="every window plus the whole-year run")
     p.add_argument("--venue", action="append", choices=("ftx", "binance"), help="venue (repeatable; default both)")
     p.add_argument("--market", action="append", metavar="COIN", help="market coin (repeatable; default BTC ETH)")
     p.add_argument("--params", metavar="FILE", help="parameter file (a subset of backtest/params.toml)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    p.add_argument("--sweep", nargs="?", type=int, const=20, default=0, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--sweep", nargs="?", type=non_negative_int, const=20, default=0, metavar="N",
                    help="then `liqreplay sweep --samples N` (default 20) over the same windows, in this process, "
                         "into the same directory")
-    p.add_argument("--sweep-accounts", type=int, default=20000, metavar="N",
+    p.add_argument("--sweep-accounts", type=positive_int, default=20000, metavar="N",
                    help="accounts per series in each sweep sample (default 20000)")
-    p.add_argument("--accounts", type=int, metavar="N", help="accounts per series (default population.n_accounts)")
+    p.add_argument("--accounts", type=positive_int, metavar="N", help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -51,11 +54,36 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
                               description="Synthetic 1-minute year, 2 venues x 2 markets; prints a scaling table.")
     b.add_argument("--sizes", default="10000,100000,1000000", help="accounts per venue-market, comma separated")
-    b.add_argument("--days", type=float, default=365.0, help="length of the synthetic path in days (default 365)")
-    b.add_argument("--oracle-accounts", type=int, default=200, help="accounts for the oracle comparison")
-    b.add_argument("--oracle-bars", type=int, default=240, help="1-minute bars for the oracle comparison")
-    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--days", type=_positive_float, default=365.0, help="length of the synthetic path in days (default 365)")
+    b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
+    b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
+    b.add_argument("--seed", type=non_negative_int, default=7)
+    b.add_argument("--venue", action="append", choices=["ftx", "binance"],
+                   help="time only this venue's series (repeatable; default both)")
     b.set_defaults(func=cmd_bench)
+
+
+def _window_ids() -> str:
+    """The default scenario file's window ids with their labels, for `run --help`."""
+    from backtest.scenarios import load_scenarios
+    try:
+        sc = load_scenarios()
+    except Exception as exc:  # noqa: BLE001 (help must render even with a broken scenario file)
+        return f"see backtest/scenarios.toml ({exc})"
+    return ", ".join(w.id for w in sc.windows).replace("%", "%%") + \
+        " (labels and dates: `liqreplay data status`)"
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -78,8 +106,8 @@ class SeriesProgress:
         label = f"{ev['window']} {ev['venue']} {ev['market']}"
         if self.tty:
             if self.bar is None:
-                from tqdm import tqdm
-                self.bar = tqdm(total=ev["total"], unit="series", file=sys.stderr, dynamic_ncols=True)
+                from fetch.progress import progress_bar
+                self.bar = progress_bar(total=ev["total"], desc=self.prefix, unit="series", enabled=True)
             self.bar.set_postfix_str(f"{label} {ev['status']}")
             self.bar.update(1)
         else:  # a log or a pipe: one line per finished series, no carriage returns
@@ -93,12 +121,10 @@ class SeriesProgress:
 
 def cmd_run(args) -> int:
     from backtest.api import run_windows
-    from backtest.console import UserError
+    from fetch.errors import UserError
 
     if not args.all and not args.window:
         raise UserError("say which windows: --window ID (repeatable) or --all")
-    if args.sweep is not None and args.sweep < 0:
-        raise UserError("--sweep takes a number of samples >= 1")
     t0 = time.time()
     from backtest.params import load_params
     params = load_params(args.params)
@@ -166,7 +192,7 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
 # --------------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
     from backtest.bench import run_bench
-    from backtest.console import UserError
+    from fetch.errors import UserError
     try:
         sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     except ValueError:
@@ -174,4 +200,4 @@ def cmd_bench(args) -> int:
     if not sizes or min(sizes) < 2:
         raise UserError("--sizes needs population sizes of at least 2")
     return run_bench(sizes, days=args.days, oracle_accounts=args.oracle_accounts, oracle_bars=args.oracle_bars,
-                     seed=args.seed)
+                     seed=args.seed, venues=args.venue)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from backtest.cli import DEFAULT_SEED
+from fetch.cmdline import non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,19 @@ def register(subparsers) -> None:
     p.add_argument("--all", action="store_true", help="every window plus the whole-year run")
     p.add_argument("--venue", action="append", choices=("ftx", "binance"), help="venue (repeatable; default both)")
     p.add_argument("--market", action="append", metavar="COIN", help="market coin (repeatable; default BTC ETH)")
-    p.add_argument("--samples", type=int, required=True, metavar="N", help="number of parameter samples")
-    p.add_argument("--accounts", type=int, default=20000, metavar="N", help="accounts per series (default 20000)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sweep seed (default {DEFAULT_SEED})")
+    p.add_argument("--samples", type=positive_int, required=True, metavar="N", help="number of parameter samples")
+    p.add_argument("--accounts", type=positive_int, default=20000, metavar="N",
+                   help="accounts per series (default 20000)")
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, help=f"sweep seed (default {DEFAULT_SEED})")
     p.add_argument("--params", metavar="FILE", help="parameter file (its ranges are what is swept)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/sweep-s<seed>)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                                                           "(default: a local cluster)")
-    p.add_argument("--workers", type=int, metavar="K", help="local worker processes (default: the cores; "
+    p.add_argument("--workers", type=non_negative_int, metavar="K", help="local worker processes (default: the cores; "
                                                             "0 runs in this process without Dask)")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for --scheduler to answer (default 10; then exit 75)")
-    p.add_argument("--search-evals", type=int, default=12, metavar="N",
+    p.add_argument("--search-evals", type=non_negative_int, default=12, metavar="N",
                    help="model runs for the frontier search after the sweep (default 12; 0: none)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -72,9 +74,9 @@ class SweepProgress:
             if ev["resumed"]:
                 log.info("sweep: %d of %d samples already finished (resumed)", ev["resumed"], self.total)
             if self.tty:
-                from tqdm import tqdm
-                self.bar = tqdm(total=self.total, initial=ev["resumed"], unit="sample", file=sys.stderr,
-                                dynamic_ncols=True)
+                from fetch.progress import progress_bar
+                self.bar = progress_bar(total=self.total, desc="sweep", unit="sample", enabled=True,
+                                        initial=ev["resumed"])
         elif ev["kind"] == "sample":
             if self.bar is not None:
                 self.bar.update(1)
@@ -105,15 +107,11 @@ def quiet_dask() -> None:
 
 def cmd_sweep(args) -> int:
     from backtest import sensitivity as S
-    from backtest.console import UserError
-    from backtest.sweep import EX_TEMPFAIL, SchedulerUnreachable, run_sweep
+    from backtest.sweep import run_sweep
+    from fetch.errors import UserError
 
     if not args.all and not args.window:
         raise UserError("say which windows: --window ID (repeatable) or --all")
-    if args.samples < 1:
-        raise UserError("--samples must be at least 1")
-    if args.workers is not None and args.workers < 0:
-        raise UserError("--workers must be 0 (no cluster) or more")
     if args.bench:
         if not args.verbose:
             quiet_dask()
@@ -123,16 +121,13 @@ def cmd_sweep(args) -> int:
     out = Path(args.out) if args.out else Path("results") / f"sweep-s{args.seed}"
     prog = SweepProgress()
     t0 = time.time()
-    try:
+    try:   # SchedulerUnreachable is a TemporaryFailure: the console says it in one line, exit 75
         res = run_sweep("all" if args.all else args.window, lake=args.lake, params=args.params, seed=args.seed,
                         samples=args.samples, accounts=args.accounts, venues=args.venue, markets=args.market,
                         out=out, scenarios=args.scenarios, deterministic=bool(args.deterministic),
                         workers=args.workers, scheduler=args.scheduler, connect_timeout=args.connect_timeout,
                         on_progress=prog,
                         search=args.search_evals > 0, search_evals=args.search_evals)
-    except SchedulerUnreachable as exc:
-        print(f"liqreplay sweep: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
     finally:
         prog.close()
     m = res.meta

@@ -40,11 +40,11 @@ import pandas as pd
 
 from backtest import api, rng
 from backtest import sensitivity as S
-from backtest.console import UserError
 from backtest.params import Params, ParamsError
 from backtest.results import _jsonable, add_per_1b
 from backtest.scenarios import SeriesLoader
 from fetch import atomic
+from fetch.errors import TemporaryFailure, UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,10 @@ SWEEP_VERSION = 1     # bump when a code change alters sweep rows: finished part
 ID_COLUMNS = ("sample", "seed", "window", "venue", "market", "error")
 QUANTILE_METRICS = ("house_loss_usd", "house_loss_usd_per_1b_oi", "liquidated_usd", "reported_liquidated_usd",
                     "blp_pnl_usd", "fund_drawdown_usd", "fund_end_usd", "adl_usd", "user_loss_usd")
-EX_TEMPFAIL = 75      # sysexits: a scheduler that does not answer (try again later)
 
 
-class SchedulerUnreachable(Exception):
-    """The Dask scheduler at the given address did not answer (exit 75)."""
+class SchedulerUnreachable(TemporaryFailure):
+    """The Dask scheduler at the given address did not answer (one line, exit 75)."""
 
 
 # --------------------------------------------------------------------------- the design
@@ -291,7 +290,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         raise UserError("no parameter has a `range` in the parameter file: nothing to sweep")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give a directory")
+        raise UserError(f"--out {out} is a file: give a folder for the sweep (it is created)")
     catalog = api.open_catalog(lake)
     snapshot = catalog.snapshot_id()
     # connect first: a scheduler that does not answer is said within connect_timeout, before any loading
@@ -307,7 +306,8 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
 
 def _sweep(ex, wins, vs, cs, dims, params, sc, catalog, snapshot, *, seed, samples, accounts, out, deterministic,
            on_progress, search, search_evals) -> SweepResult:
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
+    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")),
+                          params=params)
     loaded, skipped = [], []
     for w in wins:
         lw = api.load_window(loader, w, vs, cs)

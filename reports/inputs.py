@@ -2,7 +2,7 @@
 
 The report reads only what `liqreplay run` wrote: summary.json, summary.parquet,
 series.parquet, sweep.parquet (optional), through `backtest.results.load_results`.
-Anything missing or malformed ends in `backtest.console.UserError` (one line naming the fix).
+Anything missing or malformed ends in `fetch.errors.UserError` (one line naming the fix).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from backtest.console import UserError
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
 

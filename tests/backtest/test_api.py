@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import backtest.api as api
-from backtest.console import UserError
+from fetch.errors import UserError
 
 
 def test_run_windows_in_memory_with_progress(small_lake):
@@ -28,29 +28,21 @@ def test_run_windows_rejects_unknowns_in_one_line(small_lake):
         api.run_windows(["1999-01"], lake=small_lake)
 
 
-def test_daily_frames_of_the_replay_are_kept(small_lake, tmp_path, monkeypatch):
-    """run_series gains a 4th element `daily` (the kernels' change): collected, kept in the
-    resume parts, and in each sweep sample's daily partition."""
-    real = api.run_series
-
-    def with_daily(sd, *a, **kw):
-        row, se, ev = real(sd, *a, **kw)
-        daily = pd.DataFrame({"window": [sd.window.id], "venue": [sd.venue], "market": [sd.coin],
-                              "date": [sd.window.start.floor("D")], "side": ["long"],
-                              "liquidated_usd": [row["liquidated_usd"]], "reported_usd": [0.0], "oi_usd": [1.0]})
-        return row, se, ev, daily
-
-    monkeypatch.setattr(api, "run_series", with_daily)
+def test_daily_frames_of_the_replay_are_kept(small_lake, tmp_path):
+    """run_series' 4th element `daily`: in results (daily.parquet), in the resume parts, and in
+    each sweep sample's daily partition (written by the worker, not sent through the scheduler)."""
     out = tmp_path / "r"
-    api.run_windows(["2022-10"], lake=small_lake, accounts=200, markets=["BTC"], out=out)
-    daily = pd.read_parquet(out / ".parts" / "2022-10.daily.parquet")
-    assert sorted(daily["venue"]) == ["binance", "ftx"]
+    res = api.run_windows(["2022-10"], lake=small_lake, accounts=200, markets=["BTC"], out=out)
+    parts = pd.read_parquet(out / ".parts" / "2022-10.daily.parquet")
+    assert sorted(set(parts["venue"])) == ["binance", "ftx"]
+    pd.testing.assert_frame_equal(res.daily.reset_index(drop=True), parts.reset_index(drop=True),
+                                  check_dtype=False)
 
     from backtest.sweep import run_sweep
-    res = run_sweep(["2022-10"], lake=small_lake, out=tmp_path / "s", samples=2, accounts=100, markets=["BTC"],
-                    workers=0, search=False)
-    parts = sorted((tmp_path / "s").glob(".sweep/*/daily/sample-*.parquet"))
-    assert len(parts) == 2
-    d = pd.read_parquet(parts[1])
-    assert set(d["sample"]) == {1} and len(d) == 2
-    assert res.meta["daily_dir"]
+    sw = run_sweep(["2022-10"], lake=small_lake, out=tmp_path / "s", samples=2, accounts=100, markets=["BTC"],
+                   workers=0, search=False)
+    files = sorted((tmp_path / "s").glob(".sweep/*/daily/sample-*.parquet"))
+    assert len(files) == 2
+    d = pd.read_parquet(files[1])
+    assert set(d["sample"]) == {1} and sorted(set(d["venue"])) == ["binance", "ftx"]
+    assert sw.meta["daily_dir"]

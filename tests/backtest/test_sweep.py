@@ -69,16 +69,16 @@ def test_resume_after_a_killed_sweep(local_sweep, small_lake, tmp_path):
 
 
 def test_a_sample_whose_parameters_fail_is_reported(small_lake, tmp_path):
-    bad = tmp_path / "wide.toml"
-    bad.write_text('[population.long_share]\nvalue = 0.5\nrange = [0.4, 1.6]\nsource = "test: past 1 fails"\n')
+    bad = tmp_path / "wide.toml"   # leverage_low_min above leverage_low_max (5) fails the parameter checks
+    bad.write_text('[population.leverage_low_min]\nvalue = 1.0\nrange = [1.0, 9.0]\nsource = "test: past 5 fails"\n')
     res = run_sweep(["2022-10"], lake=small_lake, params=bad, out=tmp_path / "o", workers=0,
                     **{**KW, "samples": 6})
     rows = res.rows
     assert sorted(rows["sample"].unique()) == list(range(6))          # nothing silently dropped
     failed = rows[rows["error"].notna()]
-    assert len(failed) and failed["error"].str.contains("long_share").all()
-    assert (failed["population.long_share"] >= 1.0).all()
-    fine = rows[rows["population.long_share"] < 1.0]
+    assert len(failed) and failed["error"].str.contains("leverage_low_min").all()
+    assert (failed["population.leverage_low_min"] > 5.0).all()
+    fine = rows[rows["population.leverage_low_min"] <= 5.0]
     assert len(fine) and fine["error"].isna().all()
     assert res.meta["failed_samples"] == failed["sample"].nunique()
     assert res.sensitivity["samples"] == 6 - failed["sample"].nunique()
@@ -168,12 +168,12 @@ def test_a_malformed_scheduler_address_is_a_user_error(small_lake, tmp_path, cap
 
 def test_a_sweep_where_every_sample_fails_exits_1_with_the_reason(small_lake, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[population.long_share]\nvalue = 0.5\nrange = [1.2, 1.6]\nsource = "test: all fail"\n')
+    bad.write_text('[population.leverage_low_min]\nvalue = 1.0\nrange = [6.0, 9.0]\nsource = "test: all fail"\n')
     out = tmp_path / "o"
     assert main(["sweep", "--window", "2022-10", "--market", "BTC", "--samples", "2", "--accounts", "100",
                  "--workers", "0", "--params", str(bad), "--lake", str(small_lake), "--out", str(out)]) == 1
     err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("liqreplay")]
-    assert len(err) == 1 and "every sample failed" in err[0] and "long_share" in err[0]
+    assert len(err) == 1 and "every sample failed" in err[0] and "leverage_low_min" in err[0]
     assert pd.read_parquet(out / "sweep.parquet")["error"].notna().all()
     assert main(["report", str(out)]) == 2
     assert "holds a sweep but no run" in capsys.readouterr().err
