@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from backtest.cli import DEFAULT_SEED
 from fetch.cmdline import non_negative_int, positive_int
 
@@ -146,7 +148,8 @@ def cmd_sweep(args) -> int:
         if d:
             print(f"  {label:<20} median {S._money(d['median']):>9}  5-95% {S._money(d['q05'])} - {S._money(d['q95'])}")
     for col in ("ftx_2022", "ftx_binance_ratio"):
-        ent = (res.sensitivity["outputs"].get(col) or {}).get("params", [])[:3]
+        ent = [e for e in (res.sensitivity["outputs"].get(col) or {}).get("params", [])
+               if e.get("rho") is not None and np.isfinite(e["rho"])][:3]
         if ent:
             print(f"  drivers of {col}: " + ", ".join(f"{e['param']} (rho {e['rho']:+.2f})" for e in ent))
     for line in S.plain_words(res.frontier):
