@@ -571,3 +571,67 @@ def tornado_figure(tornado: pd.DataFrame, title: str) -> dict:
                               hovertemplate=label + ": %{x:$,.3s} vs median<extra></extra>"))
     return figure(data, layout, title, 180 + 44 * tornado["param"].nunique(), barmode="group", bargap=0.25,
                   hovermode="closest", margin={"l": 230, "r": 40, "t": 90, "b": 50})
+
+
+def sweep_distribution_figure(totals: pd.DataFrame, title: str) -> dict | None:
+    """Each venue's 2022 house loss across the sweep samples (box with every sample as a point).
+    None when there is nothing to draw (the caller says so in one line)."""
+    data, hi = [], 0.0
+    for venue, col in (("ftx", "ftx_2022"), ("binance", "binance_2022")):
+        if col not in totals:
+            continue
+        x = totals[col].astype("float64").dropna()
+        if x.empty:
+            continue
+        hi = max(hi, float(x.max()))
+        st = venue_style(venue)
+        data.append({"type": "box", "orientation": "h", "x": [float(v) for v in x], "name": esc(st["label"]),
+                     "boxpoints": "all", "jitter": 0.5, "pointpos": 0, "marker": {"color": st["color"], "size": 4},
+                     "line": {"color": st["color"]}, "hovertemplate": "%{x:$,.3s}<extra></extra>"})
+    if not data or hi <= 0:
+        return None
+    layout = {"xaxis": {"title": {"text": "house loss per sample, USD"}, "rangemode": "tozero"},
+              "yaxis": {"type": "category"}, "shapes": [], "annotations": []}
+    for target in (1e9, 8e9):
+        if hi >= 0.2 * target:
+            layout["shapes"].append({"type": "line", "x0": target, "x1": target, "y0": 0, "y1": 1, "yref": "paper",
+                                     "line": {"dash": "dash", "color": "#555", "width": 1}})
+            layout["annotations"].append({"x": target, "y": 1, "yref": "paper", "text": money(target),
+                                          "showarrow": False, "yanchor": "bottom", "font": {"size": 10}})
+    return figure(data, layout, title, 120 + 80 * len(data), hovermode="closest", showlegend=False,
+                  margin={"l": 90, "r": 40, "t": 50, "b": 50})
+
+
+def sensitivity_figure(sens: dict, title: str, top: int = 10) -> dict | None:
+    """Spearman's rho with its bootstrap 90% interval, the top parameters per output.
+    None when no output varies across the sweep."""
+    names = {"ftx_2022": "FTX house loss", "binance_2022": "Binance house loss",
+             "ftx_binance_ratio": "FTX ÷ Binance"}
+    panels = []
+    for out, label in names.items():
+        ent = [e for e in ((sens.get("outputs") or {}).get(out) or {}).get("params", [])
+               if e.get("rho") is not None and np.isfinite(e["rho"])]
+        if ent:
+            panels.append((label, ent[:top]))
+    if not panels:
+        return None
+    layout = grid(len(panels), 1, vspace=0.12, date_x=False, shared_x=False, titles=[esc(p[0]) for p in panels])
+    data = []
+    for k, (_, ent) in enumerate(panels, start=1):
+        ent = list(reversed(ent))
+        layout[_ax("y", k)]["type"] = "category"
+        layout[_ax("x", k)].update(type="linear", range=[-1.05, 1.05], zeroline=True,
+                                   title={"text": "rank correlation (rho)"})
+        rho = np.array([e["rho"] for e in ent], float)
+        lo = np.array([e.get("rho_lo", np.nan) if e.get("rho_lo") is not None else np.nan for e in ent], float)
+        hi = np.array([e.get("rho_hi", np.nan) if e.get("rho_hi") is not None else np.nan for e in ent], float)
+        data.append({"type": "scatter", "mode": "markers", "x": arr(rho), "y": [esc(e["param"]) for e in ent],
+                     "xaxis": _ref("x", k), "yaxis": _ref("y", k), "name": "rho (90% bootstrap interval)",
+                     "showlegend": k == 1, "marker": {"color": "#1b5e9e", "size": 9},
+                     "error_x": {"type": "data", "symmetric": False, "array": arr(np.nan_to_num(hi - rho)),
+                                 "arrayminus": arr(np.nan_to_num(rho - lo)), "color": "#1b5e9e"},
+                     "hovertemplate": "%{y}: rho %{x:.2f}<extra></extra>"})
+    n = sum(len(p[1]) for p in panels)
+    return figure(data, layout, title, 140 + 26 * n + 60 * len(panels), hovermode="closest",
+                  margin={"l": 260, "r": 30, "t": 70, "b": 50},
+                  legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})

@@ -31,6 +31,7 @@ class ReportInput:
     series: pd.DataFrame
     sweep: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)  # what was missing, said on the page
+    cache: dict = field(default_factory=dict, repr=False)  # derived once per input (the sweep's answer)
 
     @property
     def windows(self) -> list[dict]:
@@ -51,6 +52,9 @@ def _read(directory: Path):
     from backtest.results import load_results  # noqa: PLC0415
 
     if not (directory / "summary.json").exists():
+        if (directory / "sweep.json").exists():
+            raise UserError(f"{directory} holds a sweep but no run: `liqreplay run --out {directory}` over the same "
+                            "windows adds the run the report is built on (the sweep is kept)")
         raise UserError(f"{directory} has no summary.json: not a results directory "
                         "(make one with `liqreplay run --out DIR`)")
     try:
@@ -85,6 +89,9 @@ def load(directory: Path | str) -> ReportInput:
     notes: list[str] = []
     if rows is None or len(rows) == 0:
         rows = pd.DataFrame(summary.get("rows") or [])
+    if len(rows) == 0:
+        raise UserError(f"{directory} holds no result rows (nothing ran): re-run `liqreplay run` on a lake "
+                        "with data for the windows")
     if len(rows):
         absent = [k for k in ROW_KEYS if k not in rows.columns]
         if absent:

@@ -23,7 +23,8 @@ import plotly.offline
 from fetch import atomic
 from reports import figures as F
 from reports.inputs import ReportInput
-from reports.tables import Table, all_tables, is_year, ran_windows, window_labels
+from reports.sweep_answer import distribution_sentence
+from reports.tables import Table, all_tables, is_year, ran_windows, sweep_of, window_labels
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
@@ -321,6 +322,7 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
                                   torn.note) if not torn.frame.empty else None)
         ctx["tornado_note"] = torn.note
         ctx["sweep_params"] = list(sweep.get("params") or [])
+    ctx["sweep_answer"] = _sweep_context(inp, tables, tables_href, add)
     ctx["sweep_table"] = table_view(tables["sweep_quantiles"], tables_href)
     ctx["tornado_table"] = table_view(tables["tornado"], tables_href)
     for name in ("calibration", "parameters", "coverage", "windows", "cross_venue", "results"):
@@ -340,6 +342,31 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
     ctx["csp"] = CSP
     ctx["tables_href"] = tables_href
     return ctx
+
+
+def _sweep_context(inp: ReportInput, tables: dict[str, Table], tables_href: str, add) -> dict | None:
+    """The sweep's answer: distribution per venue, frontier in words, drivers (reports/sweep_answer.py)."""
+    a = sweep_of(inp)
+    if a is None:
+        return None
+    dist = F.sweep_distribution_figure(a.totals, f"House loss {a.scope} across the sweep, per venue")
+    sens = F.sensitivity_figure(a.sensitivity, "What drives the house loss (rank correlation, 90% interval)")
+    view = {
+        "sentence": distribution_sentence(a), "words": a.words, "notes": list(a.notes),
+        "size": f"{a.samples} samples, seed {a.seed}" + (f", {a.accounts} accounts per series" if a.accounts else ""),
+        "failed": a.failed,
+        "dist_fig": add("fig-sweep-dist", dist, "Each point is one sweep sample; the box spans its quartiles. "
+                        "With the whole-year run swept, a sample's 2022 loss is the larger of the year run and the sum of "
+                        "the crash windows (they overlap); without it, the sum of the windows swept.") if dist else None,
+        "dist_note": None if dist else "The sweep's house loss is zero (or missing) in every sample: "
+                                       "no distribution to draw.",
+        "sens_fig": add("fig-sensitivity", sens, "Spearman rank correlation of each parameter with the 2022 "
+                        "house loss across the samples; bars: bootstrap 90% interval.") if sens else None,
+        "sens_note": None if sens else "No output varies across the sweep: no parameter to rank.",
+    }
+    for name in ("sweep_distribution", "sensitivity", "frontier"):
+        view[f"{name}_table"] = table_view(tables[name], tables_href) if name in tables else None
+    return view
 
 
 def render(inp: ReportInput, tables: dict[str, Table] | None = None, *, tables_href: str = "report_tables") -> str:

@@ -12,7 +12,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from backtest import sensitivity as S
 from reports.inputs import ReportInput
+from reports.sweep_answer import SweepAnswer, sweep_answer
 
 YEAR_MIN_DAYS = 60  # a window at least this long is the whole-year ("24/7") run
 
@@ -338,8 +340,63 @@ def calibration_table(inp: ReportInput, published: pd.DataFrame | None = None) -
                  "listed, so a ratio below 1 is expected. Ratio uses the reported figure where there is one.")
 
 
+# ---- the sweep's answer (reports/sweep_answer.py) -------------------------------------
+
+def sweep_of(inp: ReportInput) -> SweepAnswer | None:
+    return sweep_answer(inp, {str(w.get("id")) for w in inp.windows if is_year(w)})
+
+
+def distribution_table(a: SweepAnswer) -> Table:
+    d = a.sensitivity.get("distribution") or S.distribution(a.totals)
+    recs = [{"measure": k, **v} for k, v in d.items() if k in ("ftx_2022", "binance_2022")]
+    frame = pd.DataFrame(recs, columns=["measure", "n", "min", "q05", "q25", "median", "q75", "q95", "max", "mean"])
+    kinds = {c: "usd" for c in ("min", "q05", "q25", "median", "q75", "q95", "max", "mean")}
+    kinds["n"] = "int"
+    t = Table("sweep_distribution", "House loss across the sweep, per venue",
+              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the crash "
+                            "windows (they overlap); summed over markets.")
+    return t
+
+
+def sensitivity_table(a: SweepAnswer) -> Table:
+    recs = []
+    for out, v in (a.sensitivity.get("outputs") or {}).items():
+        for e in v.get("params", []):
+            recs.append({"output": out, "param": e["param"], "rho": e.get("rho"), "rho_lo": e.get("rho_lo"),
+                         "rho_hi": e.get("rho_hi"), "S1": e.get("S1"), "S1_conf": e.get("S1_conf")})
+    frame = pd.DataFrame(recs, columns=["output", "param", "rho", "rho_lo", "rho_hi", "S1", "S1_conf"])
+    return Table("sensitivity", "What drives the 2022 house loss: rank correlation and variance share", frame,
+                 {c: "num" for c in ("rho", "rho_lo", "rho_hi", "S1", "S1_conf")},
+                 "rho: Spearman rank correlation with its bootstrap 90% interval; S1: RBD-FAST first-order "
+                 "share of variance (SALib), where the sweep has enough samples.")
+
+
+def frontier_table(a: SweepAnswer) -> Table:
+    recs = []
+    for item in a.frontier.get("targets", []):
+        for how in ("nearest_sample", "searched"):
+            b = item.get(how)
+            if not b:
+                continue
+            for s in b["setting"]:
+                recs.append({"target_usd": item["target_usd"], "found_by": how.replace("_", " "),
+                             "ftx_2022_usd": b["ftx_2022_usd"], "distance_total": b["distance"],
+                             "param": s["param"], "value": s["value"], "default": s["default"],
+                             "distance": s["distance"]})
+    frame = pd.DataFrame(recs, columns=["target_usd", "found_by", "ftx_2022_usd", "distance_total", "param",
+                                        "value", "default", "distance"])
+    return Table("frontier", "What it would take: the least implausible settings reaching each target", frame,
+                 {"distance_total": "num", "value": "num", "default": "num", "distance": "num"},
+                 "distance: how far from the sourced default, in units of the parameter's range.")
+
+
+def sweep_tables(inp: ReportInput) -> list[Table]:
+    a = sweep_of(inp)
+    return [] if a is None else [distribution_table(a), sensitivity_table(a), frontier_table(a)]
+
+
 def all_tables(inp: ReportInput) -> dict[str, Table]:
     tables = [answer_table(inp), who_bore_table(inp), cross_venue_table(inp), mechanism_table(inp),
-              sweep_table(inp), tornado_table(inp), calibration_table(inp), parameters_table(inp),
-              coverage_table(inp), windows_table(inp), results_table(inp)]
+              sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
+              parameters_table(inp), coverage_table(inp), windows_table(inp), results_table(inp)]
     return {t.name: t for t in tables}

@@ -1,41 +1,12 @@
 """End to end: `liqreplay run` on a small lake imported from real shared-data files."""
 from __future__ import annotations
 
-import csv
-import shutil
-
 import pandas as pd
 import pytest
 
 from backtest.console import main
 from backtest.results import load_results
 from backtest.scenarios import SCENARIOS_FILE
-
-FILES = (
-    "binance_freqtrade_MoonEyes/binance_usdm_BTCUSDT_1h.parquet",
-    "coinalyze_binance_daily_hmb2662/binance_usdm_open_interest_1d_coinalyze.parquet",
-    "binance_um_funding_pierre-cheneau/binance_um_funding_rates_2021H2_2023Jan.parquet",
-)
-
-
-@pytest.fixture(scope="module")
-def small_lake(shared_data, tmp_path_factory):
-    """A lake with Binance BTCUSDT perp 1h, Coinalyze OI and funding (no FTX bars at all)."""
-    src = tmp_path_factory.mktemp("seed")
-    with open(shared_data / "datasets.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["file"] in FILES]
-    assert len(rows) == len(FILES)
-    for r in rows:
-        dst = src / r["file"]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared_data / r["file"], dst)   # a tmp copy (the importer refuses links out of DIR)
-    with open(src / "datasets.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    lake = tmp_path_factory.mktemp("lake")
-    assert main(["import", str(src), "--lake", str(lake), "--no-progress"]) == 0
-    return lake
 
 
 @pytest.fixture()
@@ -134,3 +105,62 @@ def test_run_user_errors(small_lake, tmp_path, capsys):
     bad.write_text("[ftx.blp]\nno_such_knob = 1\n")
     assert main(["run", "--all", "--params", str(bad), "--lake", str(small_lake)]) == 2
     assert "no_such_knob" in capsys.readouterr().err
+
+
+def test_repeated_window_counts_once(small_lake, tmp_path):
+    """Issue 11 item 2: `--window X --window X` runs X once (OI and losses not doubled)."""
+    out = tmp_path / "dup"
+    assert main(["run", "--window", "2022-10", "--window", "2022-10", "--market", "BTC", "--market", "btc",
+                 "--venue", "binance", "--accounts", "200", "--lake", str(small_lake), "--out", str(out)]) == 0
+    res = load_results(out)
+    assert [w["id"] for w in res.summary["windows"]] == ["2022-10"]
+    assert len(res.rows) == 1 and len(res.summary["rows"]) == 1
+
+
+def _one_line(err: str) -> str:
+    lines = [x for x in err.strip().splitlines() if x.startswith("liqreplay ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_empty_lake_exits_nonzero_and_writes_nothing(tmp_path, capsys):
+    """Issue 11 item 4: an empty lake directory is not a run that ran."""
+    lake = tmp_path / "empty-lake"
+    lake.mkdir()
+    out = tmp_path / "out"
+    assert main(["run", "--all", "--lake", str(lake), "--out", str(out)]) == 2
+    assert "empty" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_lake_that_is_a_file_exits_nonzero(tmp_path, capsys):
+    lake = tmp_path / "lake.txt"
+    lake.write_text("not a lake")
+    out = tmp_path / "out"
+    assert main(["run", "--all", "--lake", str(lake), "--out", str(out)]) == 2
+    assert "is a file" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_every_series_failing_exits_nonzero_and_writes_nothing(small_lake, tmp_path, capsys):
+    """A parameter every series rejects: nothing ran, one line, no results directory."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[population]\nlong_share = 1.5\n")
+    out = tmp_path / "out"
+    code = main(["run", "--window", "2022-10", "--market", "BTC", "--accounts", "200", "--params", str(bad),
+                 "--lake", str(small_lake), "--out", str(out)])
+    assert code != 0
+    line = _one_line(capsys.readouterr().err)
+    assert "long_share" in line
+    assert not out.exists()
+
+
+def test_report_refuses_results_without_rows(tmp_path, capsys):
+    """Issue 11 item 4: `liqreplay report` on results with no rows says so in one line."""
+    from backtest.results import write_results
+    d = tmp_path / "norows"
+    write_results(d, meta={"run_id": "x"}, windows=[{"id": "2022-10", "status": "skipped", "reason": "no data"}],
+                  rows=[])
+    assert main(["report", str(d)]) == 2
+    assert "no result rows" in _one_line(capsys.readouterr().err)
+    assert not (d / "report.html").exists()

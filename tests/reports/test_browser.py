@@ -94,8 +94,9 @@ def test_every_chart_draws(loaded):
     stats = page.evaluate("""() => Array.from(document.querySelectorAll('.plot')).map(el => ({
         id: el.id, drawn: el.getAttribute('data-drawn') === '1',
         svgs: el.querySelectorAll('.main-svg').length,
-        traces: el.querySelectorAll('.scatterlayer .trace, .barlayer .trace').length,
-        marks: el.querySelectorAll('.scatterlayer path.js-line, .scatterlayer .point, .barlayer .point').length,
+        traces: el.querySelectorAll('.scatterlayer .trace, .barlayer .trace, .boxlayer .trace').length,
+        marks: el.querySelectorAll('.scatterlayer path.js-line, .scatterlayer .point, .barlayer .point, '
+                                   + '.boxlayer path.box, .boxlayer .point').length,
         height: el.getBoundingClientRect().height}))""")
     assert len(stats) >= 20  # answer, who bore, 4 per window x 5, fan, tornado
     for s in stats:

@@ -1,0 +1,389 @@
+"""Run orchestration as a library: the windows, the lake, the parameters in; Results out.
+
+    from backtest.api import run_windows
+    res = run_windows(["2022-10"], lake="lake", params=None, seed=1, accounts=2000)
+    res.rows            # one row per (window, venue, market), as load_results returns
+
+`run_windows` walks params -> scenarios -> lake -> catalog -> series -> run_series ->
+results, with resume from `<out>/.parts` (a finished window is reused when the same
+parameters, seed, data snapshot and population size are asked for again). The CLI
+(`liqreplay run`, backtest/cli.py) only parses and prints; the sweep (backtest/sweep.py)
+reuses `load_window` / `run_loaded` on every sample.
+
+A run in which nothing ran (an empty lake, every series failing) raises `NothingRan`
+(a UserError: one line, exit 2) and writes no results directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from backtest.params import Params, load_params
+from backtest.replay import path_input, run_series
+from backtest.results import Results, _jsonable, load_results, write_results
+from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
+from fetch import atomic
+from fetch.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEED = 20221108
+RESULTS_VERSION = 2   # bump when a code change alters results: finished windows in .parts are recomputed
+# what a series may raise on bad inputs or parameters (reported per series, the others still run)
+SERIES_ERRORS = (ValueError, KeyError, ZeroDivisionError, FloatingPointError)
+
+Progress = Callable[[dict], None]
+
+
+class NothingRan(UserError):
+    """Every series of every window was skipped or failed: no results to write."""
+
+
+@dataclass
+class LoadedWindow:
+    """One window's loaded series and what FTX's collateral needs; picklable (Dask scatters it)."""
+
+    window: Window
+    series: dict            # (venue, coin) -> SeriesData
+    problems: list[str]
+    cprices: dict
+    cpaths: dict
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- inputs
+def as_params(params) -> Params:
+    """A Params, a parameter file path, or None (the defaults)."""
+    if isinstance(params, Params):
+        return params
+    return load_params(params)
+
+
+def as_scenarios(scenarios) -> Scenarios:
+    if isinstance(scenarios, Scenarios):
+        return scenarios
+    try:
+        return load_scenarios(scenarios)
+    except FileNotFoundError:
+        raise UserError(f"scenario file not found: {scenarios}") from None
+
+
+def resolve_windows(sc: Scenarios, windows) -> list[Window]:
+    """Window ids or Window objects (or "all"), de-duplicated in first-seen order."""
+    if windows == "all" or windows is None:
+        return list(sc.windows)
+    if isinstance(windows, (str, Window)):
+        windows = [windows]
+    out: dict[str, Window] = {}
+    for w in windows:
+        if isinstance(w, Window):
+            out.setdefault(w.id, w)
+            continue
+        try:
+            out.setdefault(str(w), sc.window(str(w)))
+        except KeyError as exc:
+            raise UserError(str(exc.args[0])) from None
+    if not out:
+        raise UserError("say which windows: --window ID (repeatable) or --all")
+    return list(out.values())
+
+
+def resolve_venues_markets(sc: Scenarios, venues=None, markets=None) -> tuple[tuple, tuple]:
+    vs = tuple(dict.fromkeys(venues or VENUES))
+    for v in vs:
+        if v not in VENUES:
+            raise UserError(f"unknown venue {v!r}: use one of {', '.join(VENUES)}")
+    cs = tuple(dict.fromkeys(str(c).upper() for c in (markets or COINS)))
+    for c in cs:
+        if c not in sc.markets:
+            raise UserError(f"unknown market {c!r}: add it to the scenario file or use one of {sorted(sc.markets)}")
+    return vs, cs
+
+
+def open_catalog(lake):
+    """The lake's Catalog; one line naming the fix when the path is missing, a file, or empty."""
+    from backtest.catalog import Catalog
+    from fetch.lake import resolve_lake
+
+    root = resolve_lake(lake)      # refuses a path that is a file
+    if not root.exists():
+        raise UserError(f"no lake at {root}: run `liqreplay import ../shared/data` (or pass --lake DIR)")
+    catalog = Catalog(root)
+    try:
+        empty = catalog.series().empty
+    except Exception:  # an unreadable manifest is the data layer's to report; let the run say what loads
+        empty = False
+    if empty:
+        raise UserError(f"the lake at {root} is empty: run `liqreplay import ../shared/data --lake {root}`")
+    return catalog
+
+
+def make_out_dir(out: Path) -> Path:
+    """Create the results folder (and its .parts) or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the results (it is created)")
+    try:
+        (out / ".parts").mkdir(parents=True, exist_ok=True)
+        probe = out / ".parts" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the results to {out}: {exc.strerror or exc}; "
+                        f"pass --out DIR on a writable disk") from None
+    return out
+
+
+def params_path(params: Params) -> str:
+    try:
+        return str(Path(params.path).resolve())
+    except OSError:
+        return str(params.path)
+
+
+def file_hash(path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return ""
+
+
+# --------------------------------------------------------------------------- one window
+def load_window(loader, w: Window, venues, coins) -> LoadedWindow:
+    sds, problems = load_window_series(loader, w, venues, coins)
+    notes = list(problems)
+    for sd in sds.values():
+        notes += sd.notes
+    cprices = loader.coin_prices(w) if "ftx" in venues and sds else {}
+    cpaths, cnotes = loader.collateral_paths(w, sorted(cprices)) if cprices else ({}, [])
+    notes += cnotes
+    for cp in cpaths.values():
+        notes.append(f"window {w.id}: collateral {cp.coin} revalued at {cp.t_s.size} steps ({cp.source} closes)")
+    return LoadedWindow(w, sds, list(problems), cprices, cpaths, notes)
+
+
+def unpack_series_result(res) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """run_series returns (row, series, events) and, once the kernels land, a 4th `daily` frame."""
+    if len(res) == 4:
+        return res[0], res[1], res[2], res[3]
+    row, se, ev = res
+    return row, se, ev, None
+
+
+def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_accounts: int | None = None,
+               deterministic: bool = False, on_series: Callable[[str, str, str], None] | None = None) -> dict:
+    """Replay every loaded series of one window. Returns the window entry, rows, coverage,
+    series/events/daily frames and `failures` (one dict per series that raised)."""
+    w = lw.window
+    notes = list(lw.notes)
+    rows, series, events, daily, coverage, failures, ran = [], [], [], [], [], [], []
+    for v in venues:
+        for c in coins:
+            sd = lw.series.get((v, c))
+            if sd is None:
+                if on_series:
+                    on_series(v, c, "skipped")
+                continue
+            hedge_sd = lw.series.get(("binance", c)) if v == "ftx" else None
+            try:
+                hedge = path_input(hedge_sd, params) if hedge_sd is not None else None
+                res = run_series(sd, params, seed, hedge=hedge, n_accounts=n_accounts,
+                                 collateral_prices={**lw.cprices, c: sd.start_price},
+                                 deterministic=deterministic, collateral_paths=lw.cpaths)
+            except SERIES_ERRORS as exc:
+                msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
+                log.warning(msg)
+                notes.append(msg)
+                failures.append({"window": w.id, "venue": v, "market": c, "error": f"{type(exc).__name__}: {exc}"})
+                if on_series:
+                    on_series(v, c, "failed")
+                continue
+            row, se, ev, dy = unpack_series_result(res)
+            if v == "ftx" and hedge_sd is None:
+                row["hedge_source"] = "own path (no binance series loaded)"
+            elif v == "ftx":
+                src = hedge_sd.source
+                row["hedge_source"] = f"binance {src.market} {src.symbol} ({hedge_sd.timeframe})"
+            rows.append(row)
+            series.append(se)
+            events.append(ev)
+            if dy is not None:
+                daily.append(dy)
+            coverage.append({"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
+                             "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source})
+            ran.append(f"{v} {c}")
+            if on_series:
+                on_series(v, c, "ran")
+    status = "ran" if rows else "skipped"
+    reason = "; ".join(lw.problems)
+    if not rows and failures:
+        by_error: dict[str, list[str]] = {}
+        for f in failures:
+            by_error.setdefault(f["error"].split(": ", 1)[-1], []).append(f"{f['venue']} {f['market']}")
+        reason = "; ".join([reason] * bool(reason) + [f"{', '.join(who)} cannot run: {err}"
+                                                      for err, who in by_error.items()])
+    elif not rows and not reason:
+        reason = "no series could run: " + "; ".join(notes)
+    entry = {"id": w.id, "label": w.label, "start": w.start.isoformat(), "end": w.end.isoformat(),
+             "status": status, "reason": reason, "series_ran": ran, "notes": notes}
+    return {"window": entry, "rows": rows, "coverage": coverage, "failures": failures,
+            "series": _concat(series), "events": _concat(events), "daily": _concat(daily) if daily else None}
+
+
+def _concat(frames: list) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- resume parts
+def _load_part(parts: Path, wid: str, key: dict):
+    meta = parts / f"{wid}.json"
+    if not meta.exists():
+        return None
+    try:
+        saved = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key:
+        return None
+    try:
+        se = pd.read_parquet(parts / f"{wid}.series.parquet")
+        ev = pd.read_parquet(parts / f"{wid}.events.parquet")
+        dy = pd.read_parquet(parts / f"{wid}.daily.parquet") if saved.get("daily") else None
+    except (OSError, ValueError):
+        return None
+    return {"window": saved["window"], "rows": saved["rows"], "coverage": saved["coverage"], "series": se,
+            "events": ev, "daily": dy, "failures": saved.get("failures", [])}
+
+
+def _save_part(parts: Path, wid: str, key: dict, part: dict) -> None:
+    for name in ("series", "events", "daily"):
+        df = part.get(name)
+        if df is not None:
+            with atomic.atomic_path(parts / f"{wid}.{name}.parquet") as tmp:
+                df.to_parquet(tmp, index=False)
+    blob = {"key": key, "window": part["window"], "rows": part["rows"], "coverage": part["coverage"],
+            "failures": part.get("failures", []), "daily": part.get("daily") is not None}
+    # the .json marks the part complete: written last
+    atomic.write_text(parts / f"{wid}.json", json.dumps(_jsonable(blob)))
+
+
+# --------------------------------------------------------------------------- the run
+def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, accounts: int | None = None,
+                venues=None, markets=None, out=None, resume: bool = True, on_progress: Progress | None = None,
+                scenarios=None, deterministic: bool = False, command: str | None = None) -> Results:
+    """Replay `windows` (ids, Window objects or "all") on the lake's data and return the
+    Results (as `backtest.results.load_results` returns them).
+
+    `out`: the results directory (written, and resumed from `<out>/.parts`); None keeps
+    nothing on disk. `on_progress(event)` gets one dict per series: kind ("series"), done,
+    total, window, venue, market, status ("ran", "skipped", "failed", "resumed"), elapsed_s.
+    Raises UserError (one line) for bad inputs and NothingRan when no series ran.
+    """
+    params = as_params(params)
+    if accounts is not None:
+        if int(accounts) < 2:
+            raise UserError("--accounts must be at least 2")
+        params = params.with_overrides({"population.n_accounts": int(accounts)})
+    sc = as_scenarios(scenarios)
+    wins = resolve_windows(sc, windows)
+    vs, cs = resolve_venues_markets(sc, venues, markets)
+    catalog = open_catalog(lake)
+    snapshot = catalog.snapshot_id()
+    n_accounts = int(params.get("population.n_accounts"))
+
+    tmpdir = None
+    if out is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="liqreplay-run-")
+        out_dir, resume = Path(tmpdir.name) / "run", False
+    else:
+        out_dir = Path(out)
+    created = not out_dir.exists()
+    parts = make_out_dir(out_dir) / ".parts"
+    run_id = out_dir.name if out is not None else (
+        f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{params.hash()[:8]}-s{seed}")
+    resume_key = {"version": RESULTS_VERSION, "params_hash": params.hash(), "seed": int(seed),
+                  "data_snapshot": snapshot, "n_accounts": n_accounts, "venues": list(vs), "markets": list(cs),
+                  "deterministic": bool(deterministic), "scenarios": file_hash(sc.source_file)}
+
+    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")),
+                          params=params)
+    total = len(wins) * len(vs) * len(cs)
+    done = [0]
+    t0 = time.time()
+
+    def emit(wid, v, c, status):
+        done[0] += 1
+        if on_progress:
+            on_progress({"kind": "series", "done": done[0], "total": total, "window": wid, "venue": v,
+                         "market": c, "status": status, "elapsed_s": time.time() - t0})
+
+    win_entries, rows, series, events, daily, coverage = [], [], [], [], [], []
+    try:
+        for w in wins:
+            part = _load_part(parts, w.id, resume_key) if resume else None
+            if part is None:
+                lw = load_window(loader, w, vs, cs)
+                for p in lw.problems:
+                    log.warning("skipped: %s", p)
+                part = run_loaded(lw, vs, cs, params, seed, deterministic=deterministic,
+                                  on_series=lambda v, c, st, wid=w.id: emit(wid, v, c, st))
+                _save_part(parts, w.id, resume_key, part)
+            else:
+                log.info("window %s: reusing finished results in %s", w.id, parts)
+                for v in vs:
+                    for c in cs:
+                        emit(w.id, v, c, "resumed")
+            win_entries.append(part["window"])
+            if on_progress:
+                e = part["window"]
+                on_progress({"kind": "window", "window": w.id, "status": e["status"], "reason": e.get("reason", "")})
+            rows += part["rows"]
+            coverage += part["coverage"]
+            series.append(part["series"])
+            events.append(part["events"])
+            if part.get("daily") is not None:
+                daily.append(part["daily"])
+        if not rows:
+            reasons = "; ".join(e["reason"] for e in win_entries if e.get("reason")) or "no series loaded"
+            raise NothingRan(f"nothing ran, no results written: {reasons}")
+    except BaseException:
+        if created and out is not None:
+            # nothing of a new results directory is kept when the run did not finish
+            has_parts = any(parts.glob("*.json"))
+            if not rows or not has_parts:
+                shutil.rmtree(out_dir, ignore_errors=True)
+        if tmpdir is not None:
+            tmpdir.cleanup()
+        raise
+
+    meta = {"run_id": run_id, "data_snapshot": snapshot, "params_hash": params.hash(),
+            "params_file": params_path(params), "seed": int(seed), "params": params.to_dict(),
+            "param_sources": params.sources(),
+            "param_ranges": params.sweep_ranges(), "n_accounts": n_accounts, "lake": str(catalog.root),
+            "command": command or "", "sweep_params": [], "sweep_samples": 0}
+    write_kw = dict(meta=meta, windows=win_entries, rows=rows, series=series, events=events, coverage=coverage)
+    if "daily" in inspect.signature(write_results).parameters:
+        write_kw["daily"] = daily or None
+    try:
+        write_results(out_dir, **write_kw)
+        return load_results(out_dir)
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+def command_line(argv: Iterable[str] | None = None) -> str:
+    args = list(argv if argv is not None else sys.argv[1:])
+    return "liqreplay " + " ".join(args)

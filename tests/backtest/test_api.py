@@ -1,0 +1,48 @@
+"""backtest.api.run_windows: the run as a library a notebook can call."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import backtest.api as api
+from fetch.errors import UserError
+
+
+def test_run_windows_in_memory_with_progress(small_lake):
+    events = []
+    res = api.run_windows(["2022-10", "2022-10"], lake=small_lake, seed=3, accounts=200, venues=["binance"],
+                          markets=["btc"], on_progress=events.append)
+    assert len(res.rows) == 1 and res.rows.iloc[0]["window"] == "2022-10"
+    assert res.summary["seed"] == 3 and res.summary["n_accounts"] == 200
+    series = [e for e in events if e["kind"] == "series"]
+    assert [(e["done"], e["total"], e["status"]) for e in series] == [(1, 1, "ran")]
+    assert [e["kind"] for e in events] == ["series", "window"]
+
+
+def test_run_windows_rejects_unknowns_in_one_line(small_lake):
+    with pytest.raises(UserError, match="unknown market 'DOGE'"):
+        api.run_windows(["2022-10"], lake=small_lake, markets=["DOGE"])
+    with pytest.raises(UserError, match="unknown venue"):
+        api.run_windows(["2022-10"], lake=small_lake, venues=["kraken"])
+    with pytest.raises(UserError, match="unknown window"):
+        api.run_windows(["1999-01"], lake=small_lake)
+
+
+def test_daily_frames_of_the_replay_are_kept(small_lake, tmp_path):
+    """run_series' 4th element `daily`: in results (daily.parquet), in the resume parts, and in
+    each sweep sample's daily partition (written by the worker, not sent through the scheduler)."""
+    out = tmp_path / "r"
+    res = api.run_windows(["2022-10"], lake=small_lake, accounts=200, markets=["BTC"], out=out)
+    parts = pd.read_parquet(out / ".parts" / "2022-10.daily.parquet")
+    assert sorted(set(parts["venue"])) == ["binance", "ftx"]
+    pd.testing.assert_frame_equal(res.daily.reset_index(drop=True), parts.reset_index(drop=True),
+                                  check_dtype=False)
+
+    from backtest.sweep import run_sweep
+    sw = run_sweep(["2022-10"], lake=small_lake, out=tmp_path / "s", samples=2, accounts=100, markets=["BTC"],
+                   workers=0, search=False)
+    files = sorted((tmp_path / "s").glob(".sweep/*/daily/sample-*.parquet"))
+    assert len(files) == 2
+    d = pd.read_parquet(files[1])
+    assert set(d["sample"]) == {1} and sorted(set(d["venue"])) == ["binance", "ftx"]
+    assert sw.meta["daily_dir"]
