@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-STAGE_CLIS = ("fetch.cli", "backtest.cli", "reports.cli")
+STAGE_CLIS = ("fetch.cli", "backtest.cli", "backtest.calibrate_cli", "reports.cli")
 
 
 class UserError(Exception):
