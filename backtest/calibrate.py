@@ -557,26 +557,38 @@ def run_calibration(daily: pd.DataFrame, observed: pd.DataFrame, windows, *, yea
 def write_run_calibration(out_dir: Path | str, *, catalog, daily: pd.DataFrame, windows, coins=COINS) -> dict:
     """Beside summary.json: observed_daily.parquet (Coinalyze per window/day/side/market for
     the run's days, `held_out` marking window days) and calibration.json (run_calibration),
-    so the report never reads the lake. Returns the calibration dict."""
+    so the report never reads the lake. Returns the calibration dict. `windows`: the run's
+    scenario Windows (crash windows and/or the whole year)."""
+    frames = []
+    for w in windows:
+        obs = observed_daily(catalog, w.start.floor("D"), w.end, coins)
+        obs = obs[obs["date"].isin(set(window_days(w)))]
+        frames.append(obs.assign(window=w.id))
+    observed = pd.concat(frames, ignore_index=True) if frames else None
+    return write_run_calibration_frames(out_dir, daily=daily, observed=observed, windows=windows,
+                                        snapshot=catalog.snapshot_id(), coins=coins)
+
+
+def write_run_calibration_frames(out_dir: Path | str, *, daily: pd.DataFrame | None, observed: pd.DataFrame | None,
+                                 windows, snapshot: str | None = None, coins=COINS) -> dict:
+    """The writer behind write_run_calibration, from frames: `observed` has window, date,
+    market, side, observed_usd (one row per window it was fetched for)."""
     from backtest.results import _atomic_parquet  # noqa: PLC0415
     from fetch import atomic
 
     out_dir = Path(out_dir)
     _, valid = split_days(windows)
     held = set().union(*[set(d) for d in valid.values()]) if valid else set()
-    frames = []
-    for w in windows:
-        obs = observed_daily(catalog, w.start.floor("D"), w.end, coins)
-        obs = obs[obs["date"].isin(set(window_days(w)))]
-        frames.append(obs.assign(window=w.id, venue="binance"))
-    obs_all = pd.concat(frames, ignore_index=True) if frames else M.observed_frame(None).assign(window="", venue="")
+    if observed is None or len(observed) == 0:
+        observed = M.observed_frame(None).assign(window=pd.Series(dtype=object))
+    obs_all = observed.assign(venue="binance")
     obs_all["held_out"] = obs_all["date"].isin(held)
-    obs_all = obs_all[["window", "venue", "market", "date", "side", "observed_usd", "held_out"]]
+    obs_all = obs_all[["window", "venue", "market", "date", "side", "observed_usd", "held_out"]].reset_index(drop=True)
     _atomic_parquet(out_dir / "observed_daily.parquet", obs_all)
     uniq = obs_all.drop_duplicates(["date", "market", "side"])[["date", "market", "side", "observed_usd"]]
-    cal = run_calibration(daily if daily is not None else pd.DataFrame(columns=DAILY_COLUMNS), uniq, windows,
-                          coins=coins)
-    cal.update({"kind": "run", "data_snapshot": catalog.snapshot_id()})
+    cal = run_calibration(daily if daily is not None and len(daily) else pd.DataFrame(columns=DAILY_COLUMNS),
+                          uniq, windows, coins=coins)
+    cal.update({"kind": "run", "data_snapshot": snapshot})
     atomic.write_text(out_dir / "calibration.json", json.dumps(_jsonable(cal), indent=1, allow_nan=False))
     return cal
 
