@@ -528,11 +528,13 @@ def _toml(v) -> str:
 
 # --------------------------------------------------------------------------- run outputs
 def run_calibration(daily: pd.DataFrame, observed: pd.DataFrame, windows, *, year: int = YEAR,
-                    coins=COINS, measure: str = "reported_usd") -> dict:
+                    coins=COINS, measure: str = "reported_usd", held_windows=None) -> dict:
     """The calibration block of a run: metrics on the run's crash-window days (held out:
     never used by the fit) from the window runs, and the year run's monthly totals and
-    training-day metrics when the run has the whole year."""
-    train, valid = split_days(windows, year)
+    training-day metrics when the run has the whole year. `held_windows`: the windows whose
+    days are held out of training (default: the crash windows among `windows`)."""
+    train, _ = split_days(list(windows) + list(held_windows or []), year)
+    _, valid = split_days(windows, year)
     crash = [w for w in windows if not getattr(w, "whole_year", False)]
     yr = [w for w in windows if getattr(w, "whole_year", False)]
     out: dict = {"measure": measure, "targets": {k: list(v) if isinstance(v, tuple) else v
@@ -554,7 +556,8 @@ def run_calibration(daily: pd.DataFrame, observed: pd.DataFrame, windows, *, yea
     return out
 
 
-def write_run_calibration(out_dir: Path | str, *, catalog, daily: pd.DataFrame, windows, coins=COINS) -> dict:
+def write_run_calibration(out_dir: Path | str, *, catalog, daily: pd.DataFrame, windows, coins=COINS,
+                          held_windows=None) -> dict:
     """Beside summary.json: observed_daily.parquet (Coinalyze per window/day/side/market for
     the run's days, `held_out` marking window days) and calibration.json (run_calibration),
     so the report never reads the lake. Returns the calibration dict. `windows`: the run's
@@ -566,18 +569,24 @@ def write_run_calibration(out_dir: Path | str, *, catalog, daily: pd.DataFrame, 
         frames.append(obs.assign(window=w.id))
     observed = pd.concat(frames, ignore_index=True) if frames else None
     return write_run_calibration_frames(out_dir, daily=daily, observed=observed, windows=windows,
-                                        snapshot=catalog.snapshot_id(), coins=coins)
+                                        snapshot=catalog.snapshot_id(), coins=coins, held_windows=held_windows)
 
 
 def write_run_calibration_frames(out_dir: Path | str, *, daily: pd.DataFrame | None, observed: pd.DataFrame | None,
-                                 windows, snapshot: str | None = None, coins=COINS) -> dict:
+                                 windows, snapshot: str | None = None, coins=COINS, held_windows=None) -> dict:
     """The writer behind write_run_calibration, from frames: `observed` has window, date,
-    market, side, observed_usd (one row per window it was fetched for)."""
+    market, side, observed_usd (one row per window it was fetched for). Days of every
+    `held_windows` window (default: the five crash windows of backtest/scenarios.toml, run or
+    not) are marked held out, so a year run's days never count as training days when they
+    are window days."""
     from backtest.results import _atomic_parquet  # noqa: PLC0415
     from fetch import atomic
 
     out_dir = Path(out_dir)
-    _, valid = split_days(windows)
+    if held_windows is None:
+        from backtest.scenarios import load_scenarios
+        held_windows = [w for w in load_scenarios().windows if not w.whole_year]
+    _, valid = split_days(list(windows) + list(held_windows))
     held = set().union(*[set(d) for d in valid.values()]) if valid else set()
     if observed is None or len(observed) == 0:
         observed = M.observed_frame(None).assign(window=pd.Series(dtype=object))
@@ -587,7 +596,7 @@ def write_run_calibration_frames(out_dir: Path | str, *, daily: pd.DataFrame | N
     _atomic_parquet(out_dir / "observed_daily.parquet", obs_all)
     uniq = obs_all.drop_duplicates(["date", "market", "side"])[["date", "market", "side", "observed_usd"]]
     cal = run_calibration(daily if daily is not None and len(daily) else pd.DataFrame(columns=DAILY_COLUMNS),
-                          uniq, windows, coins=coins)
+                          uniq, windows, coins=coins, held_windows=held_windows)
     cal.update({"kind": "run", "data_snapshot": snapshot})
     atomic.write_text(out_dir / "calibration.json", json.dumps(_jsonable(cal), indent=1, allow_nan=False))
     return cal
