@@ -43,7 +43,8 @@ COINS = ("BTC", "ETH")
 # stage 1: parameters both venues share (only those present in params.toml with a range are fitted)
 FIT_KEYS = (
     "population.leverage_low_share", "population.leverage_scale", "population.holding_days",
-    "population.notional_sigma", "population.real_accounts_per_market", "population.binance_isolated_share",
+    "population.notional_sigma", "population.real_accounts_per_market.BTC",
+    "population.real_accounts_per_market.ETH", "population.binance_isolated_share",
 )
 # stage 2: FTX's own parameters
 FTX_FIT_KEYS = ("ftx.oi_ratio_to_binance.BTC", "ftx.oi_ratio_to_binance.ETH", "population.ftx_collateral_share.USD")
@@ -629,7 +630,7 @@ class CalibrateOptions:
     accounts: int = 5000
     seed: int = 20221108
     method: str = "powell"
-    max_evals: int = 60
+    max_evals: int = 100
     ftx_evals: int = 20
     long_share_weight: float = 0.0
     keys: tuple[str, ...] = FIT_KEYS
@@ -666,7 +667,13 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     valid_sim = valid_sim or ReplaySimulator(catalog, scenarios, [w.id for w in crash], venues=("binance", "ftx"), **kw)
     ftx_sim = ftx_sim or (ReplaySimulator(catalog, scenarios, pub_windows, venues=("ftx",), **kw) if pub_windows else None)
     ident = "|".join(getattr(s, "ident", type(s).__name__) for s in (train_sim, valid_sim, ftx_sim) if s is not None)
-    cache = EvalCache(out / "evals.jsonl", hashlib.sha256((ident + params.hash() + snapshot).encode()).hexdigest()[:16])
+    # the cache key ignores the current values of the fitted keys (every evaluation sets them),
+    # so a re-run after the fitted values were written still reuses the evaluations
+    fitted_keys = [k for k in list(opts.keys) + list(opts.ftx_keys) if k in params]
+    base = {k: v for k, v in params.to_dict().items() if k not in fitted_keys}
+    base_hash = hashlib.sha256(json.dumps(base, sort_keys=True, default=str).encode()).hexdigest()
+    cache = EvalCache(out / "evals.jsonl", hashlib.sha256(
+        "|".join([ident, base_hash, snapshot, opts.method, str(opts.long_share_weight)]).encode()).hexdigest()[:16])
 
     say(f"calibrate: lake snapshot {snapshot}; training days {len(train)} (2022 outside the windows; "
         f"{n_train} Coinalyze day-sides there), validation days {sum(len(d) for d in valid.values())} "
