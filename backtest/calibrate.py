@@ -80,10 +80,14 @@ def daily_from_events(ev: pd.DataFrame, window: str, venue: str, market: str) ->
     if ev is None or len(ev) == 0:
         return pd.DataFrame(columns=DAILY_COLUMNS)
     side = np.where(ev["side"].to_numpy() > 0, "long", "short")
-    rep = ev["reported"].to_numpy(bool) if "reported" in ev else np.ones(len(ev), bool)
     n = ev["notional_usd"].to_numpy(float)
+    if "reported_usd" in ev:      # v2 events: the reported notional per event (real account count)
+        rep_usd = ev["reported_usd"].to_numpy(float)
+    else:                         # v1 events: a reported flag
+        rep = ev["reported"].to_numpy(bool) if "reported" in ev else np.ones(len(ev), bool)
+        rep_usd = np.where(rep, n, 0.0)
     df = pd.DataFrame({"date": M.utc_day(ev["ts"]).to_numpy(), "side": side, "liquidated_usd": n,
-                       "reported_usd": np.where(rep, n, 0.0)})
+                       "reported_usd": rep_usd})
     g = df.groupby(["date", "side"], as_index=False)[["liquidated_usd", "reported_usd"]].sum()
     g.insert(0, "market", market)
     g.insert(0, "venue", venue)

@@ -206,3 +206,16 @@ def test_cli_without_a_lake_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "liqreplay import" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_daily_from_events_v1_flag_and_v2_reported_usd():
+    ev = pd.DataFrame({"ts": pd.to_datetime(["2022-05-09 10:00", "2022-05-09 10:00", "2022-05-10 01:00"], utc=True),
+                       "side": np.array([1, 1, -1], np.int8), "notional_usd": [100.0, 50.0, 30.0],
+                       "reported": [True, False, True]})
+    d = C.daily_from_events(ev, "2022-05", "binance", "BTC").set_index(["date", "side"])
+    assert d.loc[(pd.Timestamp("2022-05-09", tz="UTC"), "long"), "liquidated_usd"] == 150.0
+    assert d.loc[(pd.Timestamp("2022-05-09", tz="UTC"), "long"), "reported_usd"] == 100.0
+    assert d.loc[(pd.Timestamp("2022-05-10", tz="UTC"), "short"), "reported_usd"] == 30.0
+    d2 = C.daily_from_events(ev.assign(reported_usd=[7.0, 8.0, 9.0]), "2022-05", "binance", "BTC")
+    assert sorted(d2["reported_usd"]) == [9.0, 15.0]
+    assert list(d2.columns) == C.DAILY_COLUMNS
