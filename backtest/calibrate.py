@@ -767,8 +767,13 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
                 "# shorts, while Binance's stream showed ~$45M), from `liqreplay calibrate` " + today + ".\n",
                 "# Run: liqreplay run --window 2022-10 --params " + str(oct_file) + "\n"]
         body += [f"# {ln}\n" for ln in oct_lines]
+        ranges = p2.sweep_ranges()
         for k, v in sorted(oct_over.items()):
             body.append(f"\n[{k}]\nvalue = {_toml(v)}\nsource = {_toml('oct25 scenario: see the header')}\n")
+            if k in ranges and not ranges[k][0] <= v <= ranges[k][1]:  # say it leaves the fitted range
+                lo, hi = min(ranges[k][0], v), max(ranges[k][1], v)
+                body.append(f"range = [{_toml(float(lo))}, {_toml(float(hi))}]   "
+                            f"# widened: the default range is {list(ranges[k])}\n")
         oct_file.parent.mkdir(parents=True, exist_ok=True)
         from fetch import atomic
         atomic.write_text(oct_file, "".join(body))

@@ -219,3 +219,93 @@ def test_daily_from_events_v1_flag_and_v2_reported_usd():
     d2 = C.daily_from_events(ev.assign(reported_usd=[7.0, 8.0, 9.0]), "2022-05", "binance", "BTC")
     assert sorted(d2["reported_usd"]) == [9.0, 15.0]
     assert list(d2.columns) == C.DAILY_COLUMNS
+
+
+def test_oct25_scenario_scales_the_ftx_oi_ratio_keys_when_the_file_has_them():
+    from backtest.params import Params
+    base = load_params()
+    leaves = dict(base._leaves)
+    for coin, v in (("BTC", 0.75), ("ETH", 0.88)):
+        leaves[f"ftx.oi_ratio_to_binance.{coin}"] = {"value": v, "range": [0.4, 1.2], "source": "test"}
+    params = Params(leaves)
+    row = {"days": ["2022-10-25", "2022-10-26"], "published_ftx_all_usd": 618e6, "binance_coin_share": 0.5,
+           "published_ftx_coins_usd": 309e6, "model_ftx_usd": 103e6, "model_binance_reported_usd": 20e6,
+           "coinalyze_binance_usd": 17e6, "model_ftx_over_binance": 5.15, "published_ftx_over_coinalyze": 18.2,
+           "published_short_share": 0.84, "model_ftx_short_share": 0.5}
+    over, lines = C.oct25_scenario([row], params, C.FTX_FIT_KEYS)
+    assert over["ftx.oi_ratio_to_binance.BTC"] == pytest.approx(2.25)
+    assert over["ftx.oi_ratio_to_binance.ETH"] == pytest.approx(2.64)
+    assert over["population.long_share"] == 0.4  # the short-share gap: a more crowded short book
+    assert any("x3.0" in ln for ln in lines) and any("0.84" in ln for ln in lines)
+    assert C.oct25_scenario([], params, C.FTX_FIT_KEYS)[0] == {}
+
+
+def test_calibrate_end_to_end_on_a_small_lake_and_synthetic_simulators(tmp_path):
+    """The command's library path: both stages, validation, outputs, params written with
+    provenance, the Oct 25-26 file. Simulators are synthetic (the fit machinery is the test)."""
+    lk = Lake(tmp_path / "lake")
+    rng = np.random.default_rng(5)
+    days = list(pd.date_range("2022-05-01", "2022-05-20", tz="UTC")) + \
+        list(pd.date_range("2022-10-20", "2022-10-30", tz="UTC"))
+    rows = []
+    for d in days:
+        for sym, px in (("BTCUSDT", 30000.0), ("ETHUSDT", 2000.0), ("SOLUSDT", 50.0)):
+            for side in ("long", "short"):
+                rows.append((sym, d, side, float(rng.lognormal(5, 0.8)) * (30 if sym == "ETHUSDT" else 1), px))
+    lk.write("liquidations", pd.DataFrame(rows, columns=["symbol", "ts", "side", "qty", "price"]).assign(
+        venue="binance", market="perp", timeframe="1d", source="coinalyze"), source="t")
+    cat = Catalog(lk.root)
+    obs = C.observed_daily(cat, pd.Timestamp("2022-01-01", tz="UTC"), pd.Timestamp("2023-01-01", tz="UTC"))
+
+    def binance_daily(params, window):
+        f = math.exp(2.0 * (float(params.get("population.leverage_scale")) - 1.4))
+        d = obs.rename(columns={"observed_usd": "reported_usd"}).assign(
+            window=window, venue="binance", oi_usd=np.nan)
+        d["reported_usd"] *= f
+        d["liquidated_usd"] = d["reported_usd"]
+        return d[C.DAILY_COLUMNS]
+
+    def ftx_daily(params):
+        g = math.exp(3.0 * (float(params.get("population.ftx_collateral_share.USD")) - 0.45))
+        d = obs.assign(window="w", venue="ftx", oi_usd=np.nan)
+        d["liquidated_usd"] = d["observed_usd"] * 20 * g
+        d["reported_usd"] = d["liquidated_usd"]
+        return d[C.DAILY_COLUMNS]
+
+    csv = tmp_path / "calibration.csv"
+    csv.write_text("date_from,date_to,venue,scope,metric,value,unit,source,note\n"
+                   "2022-10-25,2022-10-26,ftx,all markets,liquidated_24h,618390000,USD,coinshots,\n")
+    pfile = tmp_path / "params.toml"
+    shutil.copy(DEFAULT_PATH, pfile)
+    params = load_params(pfile)
+    opts = C.CalibrateOptions(out=tmp_path / "out", params_path=str(pfile), oct25_out=str(tmp_path / "oct25.toml"),
+                              keys=("population.leverage_scale",), max_evals=40, ftx_evals=30, progress=False,
+                              calibration_csv=csv)
+    said = []
+    cal = C.calibrate(cat, SC, params, opts, say=said.append,
+                      train_sim=lambda p: binance_daily(p, "2022-year"),
+                      valid_sim=lambda p: pd.concat([binance_daily(p, "2022-05"), ftx_daily(p)]),
+                      ftx_sim=ftx_daily)
+    assert cal["fit"]["fitted"]["population.leverage_scale"] == pytest.approx(1.4, abs=0.02)
+    assert cal["training"]["overall"]["log_rmse"] < 0.05
+    assert set(cal["training_days"]).isdisjoint(set().union(*map(set, cal["validation_days"].values())))
+    # stage 2 fits the FTX USD collateral share so the model meets the scaled published total
+    r = cal["ftx_ratios"][0]
+    assert r["model_over_published"] == pytest.approx(1.0, rel=0.15)
+    written = load_params(pfile)
+    assert written.get("population.leverage_scale") == pytest.approx(1.4, abs=0.02)
+    src = written.source("population.leverage_scale")
+    assert cat.snapshot_id() in src and "training days" in src and "objective" in src
+    assert "ftx stage" in written.source("population.ftx_collateral_share.USD")
+    out = tmp_path / "out"
+    assert json.loads((out / "calibration.json").read_text())["validation"]["held_out"] is True
+    comp = pd.read_parquet(out / "compared.parquet")
+    assert set(comp["set"]) == {"training", "validation"}
+    assert (tmp_path / "oct25.toml").read_text().startswith("# What it would take")
+    text = "\n".join(said)
+    assert "target <= 1.0" in text and "Oct 25-26" in text
+    # seeded and cached: a second run (after the values were written) gives the same answer
+    cal2 = C.calibrate(cat, SC, load_params(pfile), C.CalibrateOptions(**{**opts.__dict__, "write_params": False}),
+                       say=lambda s: None, train_sim=lambda p: binance_daily(p, "2022-year"),
+                       valid_sim=lambda p: pd.concat([binance_daily(p, "2022-05"), ftx_daily(p)]), ftx_sim=ftx_daily)
+    assert cal2["fit"]["fitted"] == cal["fit"]["fitted"]
