@@ -281,7 +281,10 @@ def fit(simulate: Simulator, params, keys: Iterable[str], objective: Callable[[p
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=max_evals, desc=f"calibrate {stage}", unit="eval", leave=False)
+        import sys
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=max_evals, desc=f"calibrate {stage}", unit="eval", leave=False,
+                   mininterval=0.5 if tty else 30.0)  # a log file gets a line every 30 s, not every eval
     n = [0]
 
     def f(u) -> float:
