@@ -1,6 +1,7 @@
 """`python -m backtest`: the backtest stage's subcommands alone."""
 import sys
 
-from backtest.console import main
+from backtest import calibrate_cli, cli
+from fetch import cmdline
 
-sys.exit(main(stages=("backtest.cli",)))
+sys.exit(cmdline.main(None, (cli, calibrate_cli), prog="python -m backtest"))

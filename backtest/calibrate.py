@@ -661,7 +661,7 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     observed = observed_daily(catalog, pd.Timestamp(f"{YEAR}-01-01", tz="UTC"), pd.Timestamp(f"{YEAR + 1}-01-01", tz="UTC"))
     n_train = int(observed["date"].isin(set(train)).sum())
     if n_train == 0:
-        from backtest.console import UserError
+        from fetch.errors import UserError
         raise UserError("the lake has no Binance daily liquidations for 2022 (Coinalyze): "
                         "run `liqreplay import ../shared/data` into the lake first")
     published = published_targets(read_published(opts.calibration_csv),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fetch.cmdline import non_negative_int, positive_int
+
 
 def register(subparsers) -> None:
     from backtest.calibrate import CalibrateOptions
@@ -24,12 +26,12 @@ def register(subparsers) -> None:
                    help="write the fitted values to this file instead of into the parameter file read")
     p.add_argument("--no-write", action="store_true", help="fit and report only; write no parameter file")
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
-    p.add_argument("--accounts", type=int, default=d.accounts, help=f"simulated accounts per series (default {d.accounts})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the simulator and optimiser (default {d.seed})")
+    p.add_argument("--accounts", type=positive_int, default=d.accounts, help=f"simulated accounts per series (default {d.accounts})")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"seed of the simulator and optimiser (default {d.seed})")
     p.add_argument("--method", choices=("powell", "de"), default=d.method,
                    help="scipy optimiser: bounded Powell (default) or seeded differential evolution")
-    p.add_argument("--max-evals", type=int, default=d.max_evals, help=f"stage 1 budget (default {d.max_evals})")
-    p.add_argument("--ftx-evals", type=int, default=d.ftx_evals, help=f"stage 2 budget (default {d.ftx_evals})")
+    p.add_argument("--max-evals", type=positive_int, default=d.max_evals, help=f"stage 1 budget (default {d.max_evals})")
+    p.add_argument("--ftx-evals", type=non_negative_int, default=d.ftx_evals, help=f"stage 2 budget (default {d.ftx_evals})")
     p.add_argument("--long-share-weight", type=float, default=0.0,
                    help="add this x the monthly long-share MAE to the training objective (default 0)")
     p.add_argument("--out", metavar="DIR", default=str(d.out), help=f"output directory (default {d.out})")
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
 
 def cmd_calibrate(args) -> int:
     from backtest.calibrate import CalibrateOptions, calibrate
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from backtest.params import load_params
     from backtest.scenarios import load_scenarios
     from fetch.lake import resolve_lake

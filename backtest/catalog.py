@@ -7,6 +7,11 @@ the months/years that overlap the window (partition pruning). Symbols come back 
 exchange ids they were written with (the lake percent-encodes them in paths; DuckDB
 decodes the hive values).
 
+Only the files the lake's manifests list are read, each checked against its recorded size
+and quick hash first (fetch.lake.Lake.checked_files): a damaged file raises
+fetch.lake.LakeDamaged naming it and the fix instead of silently changing the answer, and
+files an interrupted import left without a manifest entry are not read.
+
 Time conventions: every `ts` is UTC; a bar's `ts` is its OPEN and windows are half-open
 [start, end) on `ts`. A daily open-interest sample stamped at the day open (Coinalyze's
 end-of-day value) is only known at the bar's close: `open_interest(at)` returns the latest
@@ -21,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from fetch import schema as S
-from fetch.lake import DATA_NAME, Lake, encode_part
+from fetch.lake import Lake
 from fetch.timerange import timeframe_delta, to_utc
 
 PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {ds: S.SERIES_COLUMNS[ds] + ("period",) for ds in S.SCHEMAS}
@@ -54,24 +59,27 @@ class Catalog:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self._views: set[str] = set()  # created on first `sql()`; named queries read files directly
+        notice = self.lake.interrupted_import()
+        if notice:
+            import logging
+            logging.getLogger(__name__).warning(notice)
 
     # ------------------------------------------------------------ views
-    def _glob(self, dataset: str) -> str:
-        depth = len(PARTITION_COLUMNS[dataset])
-        return str(self.root / dataset / "/".join(["*"] * depth) / DATA_NAME)
+    @staticmethod
+    def _read_parquet(dataset: str, files) -> str:
+        paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        hive_types = ", ".join(f"'{c}': VARCHAR" for c in PARTITION_COLUMNS[dataset])
+        # no union_by_name: it would open every file's footer at bind time
+        return f"read_parquet([{paths}], hive_partitioning = true, hive_types = {{{hive_types}}})"
 
     def _ensure_views(self) -> None:
         for ds in S.SCHEMAS:
             if ds in self._views:
                 continue
-            if not any((self.root / ds).glob("/".join(["*"] * len(PARTITION_COLUMNS[ds])) + "/" + DATA_NAME)):
+            files = self.lake.checked_files(ds)
+            if not files:
                 continue
-            hive_types = ", ".join(f"'{c}': VARCHAR" for c in PARTITION_COLUMNS[ds])
-            path = self._glob(ds).replace("'", "''")
-            self.con.sql(
-                f"CREATE OR REPLACE VIEW {ds} AS SELECT * FROM read_parquet('{path}', "
-                f"hive_partitioning = true, hive_types = {{{hive_types}}})"
-            )
+            self.con.sql(f"CREATE OR REPLACE VIEW {ds} AS SELECT * FROM {self._read_parquet(ds, files)}")
             self._views.add(ds)
 
     def _has(self, dataset: str) -> bool:
@@ -79,17 +87,15 @@ class Catalog:
             self._ensure_views()
         return dataset in self._views
 
-    def _src(self, dataset: str, **fixed: str) -> str | None:
-        """A read_parquet() over only the files of the fixed partitions (path pruning on
-        top of DuckDB's hive-filter pruning); None when no file matches."""
-        parts = [f"{c}={encode_part(fixed[c])}" if c in fixed else "*" for c in PARTITION_COLUMNS[dataset]]
-        pattern = "/".join(parts) + "/" + DATA_NAME
-        if not any((self.root / dataset).glob(pattern)):
+    def _src(self, dataset: str, span=None, **fixed: str) -> str | None:
+        """A read_parquet() over only the manifest-listed files of the series matching the
+        fixed partitions whose period overlaps `span` = (start, end) (partition pruning;
+        None: every period), each checked (LakeDamaged if one is damaged); None when none
+        matches."""
+        files = self.lake.checked_files(dataset, span=span, **fixed)
+        if not files:
             return None
-        glob = str(self.root / dataset / pattern).replace("'", "''")
-        hive_types = ", ".join(f"'{c}': VARCHAR" for c in PARTITION_COLUMNS[dataset])
-        # no union_by_name: it would open every file's footer at bind time (no pruning)
-        return f"read_parquet('{glob}', hive_partitioning = true, hive_types = {{{hive_types}}})"
+        return self._read_parquet(dataset, files)
 
     def _query(self, sql: str, params: list) -> pd.DataFrame:
         return self.con.sql(sql, params=params).to_arrow_table().to_pandas()
@@ -110,7 +116,7 @@ class Catalog:
     # ------------------------------------------------------------ ohlcv
     def timeframes(self, venue, market, symbol, start, end, *, price_type="trade") -> list[tuple[str, int]]:
         """(timeframe, rows in [start, end)) for every timeframe with rows there, finest first."""
-        src = self._src("ohlcv", venue=venue, market=market, symbol=symbol, price_type=price_type)
+        src = self._src("ohlcv", (start, end), venue=venue, market=market, symbol=symbol, price_type=price_type)
         if src is None:
             return []
         pf, pp = self._period_filter(start, end)
@@ -143,7 +149,7 @@ class Catalog:
             else:
                 chosen = tfs[0][0] if tfs else None
         src = None if chosen is None else self._src(
-            "ohlcv", venue=venue, market=market, symbol=symbol, timeframe=chosen, price_type=price_type)
+            "ohlcv", (start, end), venue=venue, market=market, symbol=symbol, timeframe=chosen, price_type=price_type)
         if src is None:
             df = _empty(BAR_COLUMNS)
         else:
@@ -190,7 +196,8 @@ class Catalog:
         best = max(tfs, key=lambda x: (min(1.0, x[1] / max(1, expected_bars(start, before, x[0]))),
                                        _tf_sort_key(x[0])))
         tf, n = best
-        src = self._src("ohlcv", venue=venue, market=market, symbol=symbol, timeframe=tf, price_type=price_type)
+        src = self._src("ohlcv", (start, before), venue=venue, market=market, symbol=symbol, timeframe=tf,
+                        price_type=price_type)
         pf, pp = self._period_filter(start, before)
         total = self.con.sql(
             f"SELECT sum(volume_quote), count(*) FROM {src} WHERE venue = ? AND market = ? AND symbol = ? "
@@ -236,7 +243,7 @@ class Catalog:
         """Funding settlements with ts in [start, end): ts (as stamped: Binance is a few ms
         after the hour), rate (fraction per interval), interval_hours, mark_price."""
         cols = ["ts", "rate", "interval_hours", "mark_price"]
-        src = self._src("funding", venue=venue, market=market, symbol=symbol)
+        src = self._src("funding", (start, end), venue=venue, market=market, symbol=symbol)
         if src is None:
             return _empty(cols)
         pf, pp = self._period_filter(start, end)
@@ -251,7 +258,7 @@ class Catalog:
         aggregates), side (long/short = the liquidated position), qty (coins), price,
         notional_usd, source. `timeframe` restricts to one kind."""
         cols = ["ts", "timeframe", "side", "qty", "price", "notional_usd", "source"]
-        src = self._src("liquidations", venue=venue, market=market, symbol=symbol)
+        src = self._src("liquidations", (start, end), venue=venue, market=market, symbol=symbol)
         if src is None:
             return _empty(cols)
         pf, pp = self._period_filter(start, end)

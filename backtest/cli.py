@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fetch.cmdline import non_negative_int, positive_int
+
 log = logging.getLogger(__name__)
 
 SWEEP_KEYS = (
@@ -40,17 +42,18 @@ def register(subparsers) -> None:
     """Add this stage's subcommands to the `liqreplay` parser."""
     p = subparsers.add_parser("run", help="replay crash windows through both liquidation engines",
                               description="Replay the 2022 windows (and the whole year) on the lake's data.")
-    p.add_argument("--window", action="append", metavar="ID", help="window id (repeatable), e.g. 2022-10")
+    p.add_argument("--window", action="append", metavar="ID",
+                   help=f"window id (repeatable): {_window_ids()}")
     p.add_argument("--all", action="store_true", help="every window plus the whole-year run")
     p.add_argument("--venue", action="append", choices=("ftx", "binance"), help="venue (repeatable; default both)")
     p.add_argument("--market", action="append", metavar="COIN", help="market coin (repeatable; default BTC ETH)")
     p.add_argument("--params", metavar="FILE", help="parameter file (a subset of backtest/params.toml)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    p.add_argument("--sweep", nargs="?", type=int, const=20, default=0, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--sweep", nargs="?", type=non_negative_int, const=20, default=0, metavar="N",
                    help="also sample the uncertain parameters N times (default 20) and report quantiles")
-    p.add_argument("--sweep-accounts", type=int, default=20000, metavar="N",
+    p.add_argument("--sweep-accounts", type=positive_int, default=20000, metavar="N",
                    help="accounts per series in each sweep sample (default 20000)")
-    p.add_argument("--accounts", type=int, metavar="N", help="accounts per series (default population.n_accounts)")
+    p.add_argument("--accounts", type=positive_int, metavar="N", help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -61,11 +64,34 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
                               description="Synthetic 1-minute year, 2 venues x 2 markets; prints a scaling table.")
     b.add_argument("--sizes", default="10000,100000,1000000", help="accounts per venue-market, comma separated")
-    b.add_argument("--days", type=float, default=365.0, help="length of the synthetic path in days (default 365)")
-    b.add_argument("--oracle-accounts", type=int, default=200, help="accounts for the oracle comparison")
-    b.add_argument("--oracle-bars", type=int, default=240, help="1-minute bars for the oracle comparison")
-    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--days", type=_positive_float, default=365.0, help="length of the synthetic path in days (default 365)")
+    b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
+    b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
+    b.add_argument("--seed", type=non_negative_int, default=7)
     b.set_defaults(func=cmd_bench)
+
+
+def _window_ids() -> str:
+    """The default scenario file's window ids with their labels, for `run --help`."""
+    from backtest.scenarios import load_scenarios
+    try:
+        sc = load_scenarios()
+    except Exception as exc:  # noqa: BLE001 (help must render even with a broken scenario file)
+        return f"see backtest/scenarios.toml ({exc})"
+    return ", ".join(w.id for w in sc.windows).replace("%", "%%") + \
+        " (labels and dates: `liqreplay data status`)"
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -90,7 +116,7 @@ class _Progress:
 
 
 def cmd_run(args) -> int:
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from backtest.params import load_params
     from backtest.scenarios import COINS, VENUES, load_scenarios
 
@@ -132,8 +158,7 @@ def cmd_run(args) -> int:
     run_id = (Path(args.out).name if args.out else
               f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{params.hash()[:8]}-s{args.seed}")
     out = Path(args.out) if args.out else Path("results") / run_id
-    parts = out / ".parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    parts = _make_out_dir(out) / ".parts"
     resume_key = {"version": RESULTS_VERSION, "params_hash": params.hash(), "seed": args.seed, "data_snapshot": snapshot,
                   "n_accounts": n_accounts, "venues": list(venues), "markets": list(coins),
                   "deterministic": bool(args.deterministic), "scenarios": _file_hash(sc.source_file)}
@@ -177,6 +202,22 @@ def cmd_run(args) -> int:
     write_results(out, **write_kw)
     _print_summary(out, win_entries, rows, time.time() - t0)
     return 0
+
+
+def _make_out_dir(out: Path) -> Path:
+    """Create the results folder (and its .parts) or say in one line why it cannot be."""
+    from fetch.errors import UserError
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the results (it is created)")
+    try:
+        (out / ".parts").mkdir(parents=True, exist_ok=True)
+        probe = out / ".parts" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the results to {out}: {exc.strerror or exc}; "
+                        f"pass --out DIR on a writable disk") from None
+    return out
 
 
 def _file_hash(path) -> str:
@@ -375,7 +416,7 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
 # --------------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
     from backtest.bench import run_bench
-    from backtest.console import UserError
+    from fetch.errors import UserError
     try:
         sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     except ValueError:

@@ -2,58 +2,49 @@
 
 Each stage owns its subcommands in `<stage>/cli.py`, which exposes
 `register(subparsers)`; every subcommand sets `func(args) -> int` on its parser.
-This module only assembles them, so the stages stay independent of each other.
+This module is the composition root of `liqreplay`: it names the three stage CLIs
+(`stage_clis`) and nothing imports it, so the stages stay independent of each other. The
+machinery is fetch/cmdline.py; the errors live in fetch/errors.py (the bottom layer) and
+are re-exported here for compatibility.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import os
 import sys
+from types import ModuleType
 
-STAGE_CLIS = ("fetch.cli", "backtest.cli", "backtest.calibrate_cli", "reports.cli")
+from fetch import cmdline
+from fetch.errors import EnvironmentFault, TemporaryFailure, UserError
 
-
-class UserError(Exception):
-    """An error the user can fix: printed as one line, exit status 2."""
-
-
-def build_parser(stages: tuple[str, ...] = STAGE_CLIS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="liqreplay",
-        description="Replay the 2022 crashes through FTX's and Binance's liquidation engines.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in stages:
-        importlib.import_module(name).register(sub)
-    return parser
+__all__ = ["UserError", "EnvironmentFault", "TemporaryFailure", "build_parser", "main", "stage_clis"]
 
 
-def main(argv: list[str] | None = None, stages: tuple[str, ...] = STAGE_CLIS) -> int:
-    parser = build_parser(stages)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"liqreplay {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `liqreplay data status | head`: the reader left; stop quietly, no traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+def stage_clis() -> tuple[ModuleType, ...]:
+    """The stages' cli modules, in data-flow order."""
+    from backtest import calibrate_cli
+    from backtest import cli as backtest_cli
+    from fetch import cli as fetch_cli
+    from reports import cli as reports_cli  # the composition root may name the top stage
+
+    return (fetch_cli, backtest_cli, calibrate_cli, reports_cli)
+
+
+def _wired(stages):
+    if stages is not None:
+        return stages
+    stages = stage_clis()
+    from backtest.data_status import window_view
+    from fetch import cli_local
+
+    cli_local.set_window_view(window_view)  # `data status` shows the scenario windows by default
+    return stages
+
+
+def build_parser(stages=None):
+    return cmdline.build_parser(_wired(stages))
+
+
+def main(argv: list[str] | None = None, stages=None) -> int:
+    return cmdline.main(argv, _wired(stages))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,18 +3,24 @@
 Square-root impact: a trade of notional q in a bar of quote volume V (over `bar_minutes`)
 with 1-minute volatility sigma pays slippage eta * sigma * sqrt(q / (V / bar_minutes)),
 as a fraction of the price, plus the venue's taker fee. Flows are priced against the path;
-they do not move it.
+they do not move it (v1), unless the v2 feedback mode is on (end of this module).
 
-Functions marked [vec] broadcast over numpy arrays (python floats for scalar input).
+Functions marked [vec] broadcast over numpy arrays (python floats for scalar input). The
+v2 impact functions at the end (bar sigma, metaorders, feedback) are numba-compiled scalars
+for the kernels, also callable from Python.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
+
 from backtest.checks import nonneg as _nonneg, positive as _positive, scalar_out as _out
 from backtest.checks import side as _check_side
+from backtest.paths import parkinson_sigma_1m
 
 
 def _trade_side(x):
@@ -33,9 +39,10 @@ def sqrt_impact(notional_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes=1
     e = _nonneg("eta", eta)
     bm = _positive("bar_minutes", bar_minutes)
     v_min = v / bm
-    with np.errstate(divide="ignore", invalid="ignore"):
-        raw = e * sig * np.sqrt(np.where(v_min > 0, q / v_min, np.inf))
-    raw = np.where(q > 0, raw, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(v_min > 0, q / np.where(v_min > 0, v_min, 1.0), np.inf)
+        raw = np.where(np.isfinite(ratio), e * sig * np.sqrt(ratio), np.inf)
+    raw = np.where(q > 0, raw, 0.0)   # (v1 gave NaN for sigma 0 on a bar without volume)
     return _out(np.minimum(raw, max_slippage), notional_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes)
 
 
@@ -136,3 +143,178 @@ def collateral_sale(qty_coin, price, bar_quote_volume_usd, sigma_1m_, eta, bar_m
     b = fill_breakdown(-1, q, p, slip, fee_rate)
     return {"proceeds_usd": b["cash_usd"], "impact_usd": b["impact_usd"], "fee_usd": b["fee_usd"],
             "slippage_frac": slip, "market_value_usd": q * p}
+
+
+# ------------------------------------------------------------------------------ impact v2
+# MODEL.md 5 (v2): compiled scalar functions the kernels call. Pure: state lives in small
+# arrays the caller owns and passes in (created by `new_metaorder_state` /
+# `new_feedback_state`), updated in place.
+#
+# - bar_sigma_1m: the bar's own volatility (Parkinson, per minute, floored), not a window mean.
+# - metaorders: flow of one kind and side inside `impact.bucket_s` is one metaorder. Its cost
+#   is C(Q) = Q * min(eta * sigma * sqrt(Q / V_per_minute), max_slippage), the cost of one
+#   order of the cumulative size Q (exactly v1's single-order cost); a fragment q arriving at
+#   cumulative Q pays C(Q) - C(Q - q), i.e. slippage (C(Q) - C(Q - q)) / q: the average of
+#   the marginal square-root impact over [Q - q, Q]. Fragments in one bar and bucket cost
+#   exactly what one order of their sum costs; the first fragment of a bucket pays v1's
+#   sqrt_impact.
+# - feedback: with `impact.feedback` on, the flow beyond `impact.baseline_share` of it
+#   moves the venue's path by permanent_share * (I(Q) - I(Q - q)) per fragment (I the
+#   square-root impact of the bucket's cumulative excess flow, signed by the trade's side),
+#   decaying with half-life `impact.decay_s`. Kernels price later ticks at
+#   path * (1 + feedback_offset(...)).
+
+
+# flow kinds (rows of the metaorder state); collateral coin i uses FLOW_COLLATERAL + i
+FLOW_LIQUIDATION = 0      # the venue's own liquidation orders (Binance IOCs, FTX step-1)
+FLOW_BLP_HEDGE = 1        # a BLP's hedges on the hedge venue
+FLOW_COLLATERAL = 2       # first collateral coin's sales
+# feedback state columns
+FB_OFFSET, FB_T, FB_START_SELL, FB_CUM_SELL, FB_START_BUY, FB_CUM_BUY = range(6)
+MAX_DOWN_OFFSET = -0.9    # the feedback never takes a price below 10% of its path
+
+
+@njit(cache=True)
+def bar_sigma_1m(h, l, bar_minutes, floor):
+    """The bar's own 1-minute volatility: max(Parkinson sigma of (h, l) per minute, floor)
+    (`impact.sigma_floor_1m`; a flat or gap-filled bar would otherwise trade for free)."""
+    return max(parkinson_sigma_1m(h, l, bar_minutes), floor)
+
+
+@njit(cache=True)
+def bar_sigmas_1m(high, low, bar_minutes, floor):
+    """bar_sigma_1m of every bar of a series (arrays)."""
+    out = np.empty(high.shape[0])
+    for i in range(high.shape[0]):
+        out[i] = bar_sigma_1m(high[i], low[i], bar_minutes, floor)
+    return out
+
+
+@njit(cache=True)
+def sqrt_impact_1(q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage):
+    """Scalar, compiled `sqrt_impact`: min(eta * sigma * sqrt(q / (V / bar_minutes)), cap);
+    0 for q <= 0, the cap for a bar without volume."""
+    if q_usd <= 0.0:
+        return 0.0
+    v_min = bar_quote_volume_usd / bar_minutes
+    ratio = q_usd / v_min if v_min > 0.0 else math.inf
+    if not (ratio < math.inf):
+        return max_slippage
+    return min(eta * sigma_1m * math.sqrt(ratio), max_slippage)
+
+
+@njit(cache=True)
+def impact_cost_usd(q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage):
+    """C(Q): the impact cost in USD of one order (or a whole metaorder) of notional Q."""
+    return q_usd * sqrt_impact_1(q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage)
+
+
+@njit(cache=True)
+def new_metaorder_state(n_kinds):
+    """(start_s, cum_usd), each float64 (n_kinds, 2) (column 0 sells, 1 buys): the open
+    metaorder's start time and cumulative notional per flow kind and side; no metaorder open."""
+    return np.full((n_kinds, 2), -np.inf), np.zeros((n_kinds, 2))  # (start_s, cum_usd)
+
+
+@njit(cache=True)
+def _bucket_add(start_s, cum, row, col, t_s, q, bucket_s):
+    """Add q to the (row, col) bucket at t_s, opening a new bucket when t_s is bucket_s or
+    more after the open one's start (or before it). Returns (Q before, Q after)."""
+    if t_s >= start_s[row, col] + bucket_s or t_s < start_s[row, col]:
+        start_s[row, col] = t_s
+        cum[row, col] = 0.0
+    q0 = cum[row, col]
+    q1 = q0 + q
+    cum[row, col] = q1
+    return q0, q1
+
+
+@njit(cache=True)
+def metaorder_slippage(start_s, cum_usd, kind, side, t_s, q_usd, bar_quote_volume_usd, sigma_1m, eta,
+                       bar_minutes, bucket_s, max_slippage):
+    """Slippage (fraction of price, >= 0) of a fragment of q_usd of flow `kind`, trade side
+    `side` (+1 buy, -1 sell), at time t_s (seconds), as part of its metaorder: (C(Q) -
+    C(Q - q)) / q with Q the bucket's cumulative notional including q. Updates the state."""
+    col = 1 if side > 0 else 0
+    if q_usd <= 0.0:
+        return 0.0
+    q0, q1 = _bucket_add(start_s, cum_usd, kind, col, t_s, q_usd, bucket_s)
+    c1 = impact_cost_usd(q1, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage)
+    c0 = impact_cost_usd(q0, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage)
+    return max(c1 - c0, 0.0) / q_usd
+
+
+@njit(cache=True)
+def new_feedback_state(n_venues):
+    """float64 (n_venues, 6): per venue the price offset at its last update (FB_OFFSET), that
+    time (FB_T), and per side the excess-flow bucket's start and cumulative notional."""
+    st = np.zeros((n_venues, 6))
+    st[:, FB_T] = -np.inf
+    st[:, FB_START_SELL] = -np.inf
+    st[:, FB_START_BUY] = -np.inf
+    return st
+
+
+@njit(cache=True)
+def feedback_offset(state, venue, t_s, decay_s):
+    """The venue's feedback price offset at t_s (a fraction: price = path * (1 + offset)),
+    decayed with half-life decay_s since the last update. 0 before any flow."""
+    off = state[venue, FB_OFFSET]
+    if off == 0.0:
+        return 0.0
+    dt = t_s - state[venue, FB_T]
+    if dt <= 0.0:
+        return off
+    if not (decay_s > 0.0):
+        return 0.0
+    return off * 0.5 ** (dt / decay_s)
+
+
+@njit(cache=True)
+def _fb_bucket(state, venue, c_start, c_cum, t_s, x, bucket_s):
+    if t_s >= state[venue, c_start] + bucket_s or t_s < state[venue, c_start]:
+        state[venue, c_start] = t_s
+        state[venue, c_cum] = 0.0
+    x0 = state[venue, c_cum]
+    x1 = x0 + x
+    state[venue, c_cum] = x1
+    return x0, x1
+
+
+@njit(cache=True)
+def feedback_add(state, venue, t_s, side, q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes,
+                 baseline_share, permanent_share, bucket_s, decay_s, max_slippage):
+    """Record a modelled flow of q_usd (trade side +1 buy / -1 sell) on `venue` at t_s and
+    return the venue's offset after it. Only the excess (1 - baseline_share) * q moves the
+    path: by side * permanent_share * (I(X) - I(X - x)), X the excess accumulated in the
+    side's bucket (bucket_s) and I the square-root impact (sqrt_impact_1). Flows must come
+    in time order per venue."""
+    off = feedback_offset(state, venue, t_s, decay_s)
+    if t_s > state[venue, FB_T]:
+        state[venue, FB_T] = t_s
+    state[venue, FB_OFFSET] = off
+    x = (1.0 - baseline_share) * q_usd
+    if x <= 0.0 or permanent_share <= 0.0:
+        return off
+    if side > 0:
+        x0, x1 = _fb_bucket(state, venue, FB_START_BUY, FB_CUM_BUY, t_s, x, bucket_s)
+    else:
+        x0, x1 = _fb_bucket(state, venue, FB_START_SELL, FB_CUM_SELL, t_s, x, bucket_s)
+    d = permanent_share * (sqrt_impact_1(x1, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage)
+                           - sqrt_impact_1(x0, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, max_slippage))
+    off = off + (d if side > 0 else -d)
+    off = max(off, MAX_DOWN_OFFSET)
+    state[venue, FB_OFFSET] = off
+    return off
+
+
+def impact_settings(params, venue: str) -> dict:
+    """The impact parameters of one venue as plain numbers for the kernels: eta, taker_fee,
+    max_slippage, bucket_s, sigma_floor_1m, feedback (bool), baseline_share,
+    permanent_share, decay_s."""
+    g = params.get
+    return {"eta": float(g(f"execution.eta.{venue}")), "taker_fee": float(g(f"execution.taker_fee.{venue}")),
+            "max_slippage": float(g("execution.max_slippage")), "bucket_s": float(g("impact.bucket_s")),
+            "sigma_floor_1m": float(g("impact.sigma_floor_1m")), "feedback": bool(g("impact.feedback")),
+            "baseline_share": float(g("impact.baseline_share")),
+            "permanent_share": float(g("impact.permanent_share")), "decay_s": float(g("impact.decay_s"))}

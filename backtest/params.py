@@ -13,22 +13,27 @@ leaf tables or with plain values; unknown keys are errors that name the key.
 """
 from __future__ import annotations
 
-import functools
-
 import copy
+import functools
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backtest.console import UserError
+from backtest.domains import check_domain_field, domain_for, pair_problems
+from fetch.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(__file__).with_name("params.toml")
-_LEAF_FIELDS = {"value", "dated", "source", "range"}
+_LEAF_FIELDS = {"value", "dated", "source", "range", "domain"}
+# string parameters that take one of a few names (checked when a file or override sets them)
+CHOICES: dict[str, tuple[str, ...]] = {"path.mode": ("bridge", "linear")}
 
 
 class ParamsError(UserError, ValueError):
@@ -87,7 +92,41 @@ def _check_leaf(key: str, leaf: dict) -> dict:
         if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(x, (int, float)) for x in r)
                 or r[0] > r[1]):
             raise ParamsError(f"parameter {key}: range must be [low, high] numbers")
+    _check_domain(key, leaf)
     return leaf
+
+
+def _values(leaf: dict) -> list[Any]:
+    return [leaf["value"]] if "value" in leaf else [r["value"] for r in leaf["dated"]]
+
+
+def _check_domain(key: str, leaf: dict) -> None:
+    """Hard limits (backtest/domains.py): an error naming key, value and domain; a valid
+    value outside the documented sweep range is only a warning."""
+    bad = check_domain_field(key, leaf)
+    if bad:
+        raise ParamsError(bad)
+    dom = domain_for(key, leaf)
+    if dom is None:
+        return  # no rule covers the key: test_params asserts every params.toml key has one
+    for v in _values(leaf):
+        if not dom.contains(v):
+            raise ParamsError(f"parameter {key} = {v!r} is outside its valid domain {dom}")
+    if "range" in leaf:
+        lo, hi = leaf["range"]
+        if not dom.within(lo, hi):
+            raise ParamsError(f"parameter {key}: range [{lo}, {hi}] leaves its valid domain {dom}")
+        for v in _values(leaf):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
+                log.warning("parameter %s = %r is outside its documented sweep range [%s, %s] "
+                            "(valid, but the sensitivity analysis did not cover it)", key, v, lo, hi)
+
+
+def _check_pairs(leaves: dict[str, dict]) -> None:
+    flat = {k: v["value"] for k, v in leaves.items() if "value" in v}
+    problems = pair_problems(flat)
+    if problems:
+        raise ParamsError(problems[0])
 
 
 def _flatten_overrides(tree: dict, known: dict[str, dict], prefix: str = "") -> dict[str, Any]:
@@ -183,6 +222,7 @@ class Params:
             if key not in leaves:
                 raise ParamsError(f"unknown parameter {key!r} (not in {DEFAULT_PATH.name})")
             leaves[key] = _merge_leaf(key, leaves[key], new)
+        _check_pairs(leaves)
         return Params(leaves, self.path)
 
 
@@ -190,6 +230,8 @@ def _merge_leaf(key: str, old: dict, new: Any) -> dict:
     leaf = {"source": old["source"]}
     if "range" in old:
         leaf["range"] = list(old["range"])
+    if "domain" in old:
+        leaf["domain"] = list(old["domain"])
     if isinstance(new, dict) and (set(new) & _LEAF_FIELDS) and set(new) <= _LEAF_FIELDS:
         if "value" in new and "dated" in new:
             raise ParamsError(f"parameter {key}: give value or dated, not both")
@@ -201,12 +243,24 @@ def _merge_leaf(key: str, old: dict, new: Any) -> dict:
             leaf.update({k: v for k, v in old.items() if k in ("value", "dated")})
         if "range" in new:
             leaf["range"] = new["range"]
+        if "domain" in new:
+            leaf["domain"] = new["domain"]
         leaf["source"] = new.get("source", f"override (default: {old['source']})")
     else:
         leaf["value"] = new
         leaf["source"] = f"override (default: {old['source']})"
     _check_type(key, old, leaf)
+    _check_choice(key, leaf)
     return _check_leaf(key, leaf)
+
+
+def _check_choice(key: str, leaf: dict) -> None:
+    if key not in CHOICES:
+        return
+    vals = [leaf["value"]] if "value" in leaf else [r.get("value") for r in leaf["dated"]]
+    for v in vals:
+        if v not in CHOICES[key]:
+            raise ParamsError(f"parameter {key}: {v!r} is not one of {', '.join(map(repr, CHOICES[key]))}")
 
 
 def _check_type(key: str, old: dict, leaf: dict) -> None:
@@ -240,7 +294,9 @@ _DEFAULTS_CACHE: dict[str, dict] = {}
 
 def _defaults() -> dict[str, dict]:
     if "leaves" not in _DEFAULTS_CACHE:
-        _DEFAULTS_CACHE["leaves"] = _flatten(_read_toml(DEFAULT_PATH))
+        leaves = _flatten(_read_toml(DEFAULT_PATH))
+        _check_pairs(leaves)
+        _DEFAULTS_CACHE["leaves"] = leaves
     return copy.deepcopy(_DEFAULTS_CACHE["leaves"])
 
 
@@ -252,7 +308,10 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
     base = Params(_defaults(), str(DEFAULT_PATH))
     if path is not None and Path(path).resolve() != DEFAULT_PATH.resolve():
         user = _flatten_overrides(_read_toml(Path(path)), base._leaves)
-        base = Params(base.with_overrides(user)._leaves, str(path))
+        try:
+            base = Params(base.with_overrides(user)._leaves, str(path))
+        except ParamsError as exc:
+            raise ParamsError(f"{path}: {exc}") from None
     return base.with_overrides(overrides)
 
 

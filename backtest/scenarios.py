@@ -4,7 +4,8 @@
 sources). `load_series(catalog, window, venue, coin, ...)` asks the lake Catalog for one
 (window, venue, market): the finest bars it holds (or a reference venue's bars standing in,
 recorded in `price_source`), ADV over the 30 days before, open interest and funding where
-present, else the scenario defaults with their source. A series that cannot run raises
+present, else the scenario defaults with their source, and the mark-price bars for the
+triggers where the lake has them (`mark_bars`, `trigger_source`). A series that cannot run raises
 `DataUnavailable` with a message naming the window, venue and market.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from fetch.lake import LakeDamaged
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +125,28 @@ def _ts(s: str) -> pd.Timestamp:
 
 
 def load_scenarios(path: Path | str | None = None) -> Scenarios:
+    """Read and check a scenario file (backtest/scenario_schema.py: unknown or missing keys,
+    impossible dates, end before start ... raise ScenarioError, one line, exit 2)."""
+    from backtest.scenario_schema import ScenarioError, parse_time, validate
+
     p = Path(path) if path else SCENARIOS_FILE
-    with open(p, "rb") as fh:
-        raw = tomllib.load(fh)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ScenarioError(f"scenario file {p} is a folder, not a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario file {p} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"scenario file {p} cannot be read: {exc}") from None
+    validate(raw, p)
     windows = tuple(
-        Window(w["id"], w["label"], _ts(w["start"]), _ts(w["end"]), bool(w.get("whole_year", False)))
+        Window(w["id"], w["label"], parse_time(p, f"window {w['id']}.start", w["start"]),
+               parse_time(p, f"window {w['id']}.end", w["end"]), bool(w.get("whole_year", False)))
         for w in raw["window"]
     )
-    for w in windows:
-        if w.end <= w.start:
-            raise ValueError(f"{p}: window {w.id} ends before it starts")
     return Scenarios(windows, raw["venue"], raw["market"], str(p))
 
 
@@ -161,6 +176,12 @@ class SeriesData:
     entry_bars: pd.DataFrame      # ts, close, volume_quote of the lookback before the window
     sigma_1m: float
     notes: list[str] = field(default_factory=list)
+    # MODEL.md 1 "Mark vs last": mark-price bars on the grid of `bars` (ts, open, high, low,
+    # close) for the triggers where the lake has them (fills and impact keep `bars`), else None;
+    # `trigger_source` says which: "mark" (the venue's own perp), "mark: <series> (the
+    # stand-in's)" or "trade bars: <why>" (kernels: mark bars iff it starts with "mark").
+    mark_bars: pd.DataFrame | None = None
+    trigger_source: str = "trade bars: no mark bars in the lake"
 
     @property
     def bar_seconds(self) -> int:
@@ -251,6 +272,8 @@ class SeriesLoader:
         """(timeframe, rows, coverage) of the finest complete timeframe, else the best partial."""
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001 — a catalog without the series
             log.debug("timeframes(%s) failed: %s", src, exc)
             return None
@@ -313,6 +336,8 @@ class SeriesLoader:
             return df
         try:
             tfs = self.catalog.timeframes(src.venue, src.market, src.symbol, start, end)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception:  # noqa: BLE001
             tfs = []
         best = None   # the finer timeframe covering most of the window (coarser on a tie)
@@ -337,6 +362,8 @@ class SeriesLoader:
             for market in ("spot", "perp"):
                 try:
                     df = self.catalog.bars("binance", market, f"{coin}USDT", start, window.start)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(df):
@@ -357,6 +384,8 @@ class SeriesLoader:
             try:
                 tfs = [(tf, n) for tf, n in self.catalog.timeframes("binance", "spot", sym, window.start, window.end)
                        if tf in TIMEFRAME_MINUTES and n > 0]
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
             except Exception:  # noqa: BLE001
                 tfs = []
             # the finest timeframe that covers the window; else the one covering most of it
@@ -368,6 +397,8 @@ class SeriesLoader:
             for tf, _ in tfs:
                 try:
                     raw = self.catalog.bars("binance", "spot", sym, window.start, window.end, timeframe=tf)
+                except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                    raise
                 except Exception:  # noqa: BLE001
                     continue
                 if len(raw):
@@ -439,17 +470,93 @@ class SeriesLoader:
         if substituted and venue == "binance":
             funding = self._funding(venue, lake_market, own_symbol, window)
         entry = self._entry_bars(src, window, tf)
+        mark, trigger_source, mark_notes = self.mark_bars(window, venue, coin, src, tf, bars)
+        notes.extend(mark_notes)
         return SeriesData(
             window=window, venue=venue, coin=coin, symbol=own_symbol, bars=bars, timeframe=tf,
             price_source=price_source, source=src, rows=int(len(raw)), gaps_pct=gaps_pct,
             adv_usd=float(adv), adv_source=adv_source, oi_coin=oi_coin, oi_usd=oi_coin * start_price,
             oi_source=oi_source, funding=funding, entry_bars=entry,
-            sigma_1m=sigma_1m_of(bars, tf), notes=notes,
+            sigma_1m=sigma_1m_of(bars, tf), notes=notes, mark_bars=mark, trigger_source=trigger_source,
         )
+
+    # -- mark-price bars (MODEL.md 1 "Mark vs last") ---------------------------------------
+    def mark_bars(self, window: Window, venue: str, coin: str, src: PriceSource, tf: str,
+                  bars: pd.DataFrame) -> tuple[pd.DataFrame | None, str, list[str]]:
+        """Mark-price bars (lake `price_type=mark`: Binance markPriceKlines, tardis
+        derivative_ticker) for the triggers of (window, venue, coin), on the grid of `bars`
+        (the trade bars at `tf`). The venue's own perp first, then the series standing in for
+        it (a stand-in's triggers follow the stand-in's mark). Stored at `tf` or resampled from
+        a finer timeframe dividing it; usable from MIN_USABLE_COVERAGE of the window, missing
+        bars then taken from the trade bars (a note counts them). Returns (mark bars or None,
+        trigger_source, notes)."""
+        own = PriceSource(venue, self.sc.venues[venue]["lake_market"], self.sc.symbol(venue, coin))
+        cands = [own] + ([src] if (src.venue, src.market, src.symbol) != (own.venue, own.market, own.symbol) else [])
+        why: list[str] = []
+        for i, ms in enumerate(cands):
+            df, cov, got_tf = self._mark_at(ms, window.start, window.end, tf)
+            if df is None:
+                if got_tf:
+                    why.append(f"{ms.label()} has mark bars only at {got_tf}, coarser than the {tf} trade bars")
+                continue
+            if cov < MIN_USABLE_COVERAGE:
+                why.append(f"{ms.label()} mark bars cover {cov:.0%} of the window")
+                continue
+            grid = bars[["ts", "open", "high", "low", "close"]].set_index("ts")
+            m = df.set_index("ts")[["open", "high", "low", "close"]].reindex(grid.index)
+            missing = int(m["close"].isna().sum())
+            m = m.fillna(grid)
+            m.index.name = "ts"
+            label = "mark" if i == 0 else f"mark: {ms.label()} (the stand-in's)"
+            notes = []
+            if missing:
+                notes.append(f"window {window.id}, venue {venue}, market {coin}: {missing} of {len(m)} {tf} mark "
+                             f"bars missing in {ms.label()}; triggers use the trade bars there")
+            return m.reset_index(), label, notes
+        reason = "; ".join(why) if why else "no mark bars in the lake"
+        return None, f"trade bars: {reason}", []
+
+    def _mark_at(self, ms: PriceSource, start, end, tf: str) -> tuple[pd.DataFrame | None, float, str]:
+        """(bars, coverage, "") of ms's mark bars at tf (resampled from the finest stored
+        timeframe dividing tf when tf itself is not stored in full); (None, 0, coarser tf) when
+        only coarser ones exist; (None, 0, "") when there are none."""
+        try:
+            tfs = [(t, n) for t, n in self.catalog.timeframes(ms.venue, ms.market, ms.symbol, start, end,
+                                                              price_type="mark")
+                   if t in TIMEFRAME_MINUTES and n > 0]
+        except Exception as exc:  # noqa: BLE001 — a lake or catalog without mark bars
+            log.debug("mark timeframes(%s) failed: %s", ms, exc)
+            return None, 0.0, ""
+        usable = sorted((t for t, _ in tfs if tf_minutes(tf) % tf_minutes(t) == 0),
+                        key=lambda t: -tf_minutes(t))           # tf itself first, then finer
+        if not usable:
+            return None, 0.0, (min((t for t, _ in tfs), key=tf_minutes) if tfs else "")
+        exp = max(1, expected_bars(start, end, tf))
+        best: tuple[pd.DataFrame | None, float] = (None, 0.0)
+        for t in usable:
+            try:
+                raw = self.catalog.bars(ms.venue, ms.market, ms.symbol, start, end, timeframe=t, price_type="mark")
+            except Exception as exc:  # noqa: BLE001
+                log.debug("mark bars(%s %s) failed: %s", ms, t, exc)
+                continue
+            if not len(raw):
+                continue
+            df = normalise_bars(raw)
+            if t != tf:
+                df = resample_bars(df, tf)
+            df = df[(df.ts >= start) & (df.ts < end)]
+            cov = min(1.0, len(df) / exp)
+            if cov > best[1]:
+                best = (df.reset_index(drop=True), cov)
+            if cov >= MIN_COVERAGE:
+                break
+        return best[0], best[1], ""
 
     def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
         try:
             v = self.catalog.adv_usd(venue, market, symbol, before, days=30)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("adv_usd(%s %s %s) failed: %s", venue, market, symbol, exc)
             v = None
@@ -461,6 +568,8 @@ class SeriesLoader:
         rec = None
         try:
             rec = self.catalog.open_interest(venue, symbol, window.start.to_pydatetime())
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("open_interest(%s %s) failed: %s", venue, symbol, exc)
         if rec and rec.get("oi_base") and np.isfinite(rec["oi_base"]) and rec["oi_base"] > 0:
@@ -475,6 +584,8 @@ class SeriesLoader:
     def _funding(self, venue, market, symbol, window: Window) -> pd.DataFrame:
         try:
             f = self.catalog.funding(venue, symbol, window.start, window.end, market=market)
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("funding(%s %s) failed: %s", venue, symbol, exc)
             return _empty_funding()
@@ -490,6 +601,8 @@ class SeriesLoader:
         try:
             df = self.catalog.bars(src.venue, src.market, src.symbol, lb_start, window.start)
             df = normalise_bars(df) if len(df) else None
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001
             log.debug("entry bars failed: %s", exc)
             df = None

@@ -1,6 +1,6 @@
 """`python -m fetch`: the fetch stage's subcommands alone."""
 import sys
 
-from backtest.console import main
+from fetch import cli, cmdline
 
-sys.exit(main(stages=("fetch.cli",)))
+sys.exit(cmdline.main(None, (cli,), prog="python -m fetch"))

@@ -45,10 +45,11 @@ def register(subparsers) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from backtest.console import UserError
+    from fetch.errors import UserError
     from fetch import refresh as R
     from fetch import timerange
     from fetch.lake import Lake, resolve_lake
+    from fetch.lock import RunLock, lake_lock_path
 
     try:
         tr = timerange.parse_timerange(args.timerange)
@@ -74,7 +75,8 @@ def cmd_fetch(args) -> int:
                 tail=args.tail)
     lake = Lake(resolve_lake(args.lake))
     fx = R.Fetchers()
-    results = R.refresh(lake, [job], fetchers=fx, force=args.force)
+    with RunLock(lake_lock_path(lake.root), "fetch"):  # one writer per lake (import, refresh, fetch)
+        results = R.refresh(lake, [job], fetchers=fx, force=args.force)
     for r in results:
         what = f"{r.symbol} {r.dataset} {r.timeframe} {r.price_type}".replace("  ", " ")
         if r.status in ("ok", "up_to_date"):

@@ -27,8 +27,14 @@ Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning
   the rename; manifests are replaced atomically but not fsynced: a manifest lost or torn
   by a power cut is rebuilt from the data files (`rebuild_manifest`; its complete
   intervals are then empty, so the next refresh fetches those ranges again).
-- One writer per lake at a time (the refresh job holds a lock); readers never see a
-  partial file.
+- One writer per lake at a time: refresh, fetch and import hold the lake's writer lock
+  (fetch/lock.py, an OS file lock); readers never see a partial file.
+- The manifests are the single source of truth for readers: the catalog reads only the
+  files a manifest lists, checked against their recorded size and quick hash
+  (`checked_files`), so a file an interrupted import left without a manifest entry is
+  invisible and a damaged one is refused, naming the file and the fix. `verify()` checks
+  every file against its manifest (full sha256, Parquet footer); `snapshot_id()` covers the
+  files as they are on disk (size + quick hash), so a damaged file changes the id.
 """
 from __future__ import annotations
 
@@ -36,9 +42,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -50,6 +57,7 @@ import pyarrow.parquet as pq
 
 from fetch import atomic, timerange
 from fetch import schema as S
+from fetch.errors import EnvironmentFault, UserError
 from fetch.validate import ValidationReport, series_codes, validate
 
 log = logging.getLogger(__name__)
@@ -59,17 +67,66 @@ DEFAULT_LAKE = "lake"
 MANIFEST_NAME = "_coverage.json"
 DATA_NAME = "data.parquet"
 PERIOD_FORMATS = {"month": "%Y-%m", "year": "%Y"}
+IMPORT_MARKER = "_import_in_progress.json"  # present while an import writes; left by an interrupted one
+QUICK_CHUNK = 64 * 1024
+_PERIOD_RE = re.compile(r"\d{4}(-(0[1-9]|1[0-2]))?")
 _SAFE = "-."  # besides ASCII letters and digits, the only bytes left unencoded
 
 
 def resolve_lake(arg: str | os.PathLike | None = None) -> Path:
-    """The lake root: `arg` (the `--lake` option), else $LIQREPLAY_LAKE, else ./lake."""
+    """The lake root: `arg` (the `--lake` option), else $LIQREPLAY_LAKE, else ./lake.
+    A path that exists and is not a folder is refused (UserError naming it)."""
     if arg:
-        return Path(arg).expanduser()
-    env = os.environ.get(LAKE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(DEFAULT_LAKE)
+        root = Path(arg).expanduser()
+    else:
+        env = os.environ.get(LAKE_ENV)
+        root = Path(env).expanduser() if env else Path(DEFAULT_LAKE)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the lake {root} is a file, not a folder: pass --lake DIR (a folder, "
+                        f"created on the first import) or set ${LAKE_ENV}")
+    return root
+
+
+class LakeDamaged(EnvironmentFault):
+    """A lake file that does not match its manifest or does not read (exit 1); the message
+    names the file and the fix."""
+
+    def __init__(self, path: Path, reason: str, root: Path | None = None):
+        self.path, self.reason = Path(path), reason
+        lake = f" --lake {root}" if root is not None else ""
+        super().__init__(f"lake file {path} is damaged ({reason}): run `liqreplay data verify "
+                         f"--repair{lake}`, then import or fetch it again")
+
+
+def quick_hash(path: Path) -> str:
+    """Cheap content hash: size + the first and last 64 KiB (the whole file when smaller);
+    a Parquet file's footer (its schema and row groups) is in the last bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= 2 * QUICK_CHUNK:
+            h.update(fh.read())
+        else:
+            h.update(fh.read(QUICK_CHUNK))
+            fh.seek(size - QUICK_CHUNK)
+            h.update(fh.read(QUICK_CHUNK))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """One finding of `Lake.verify`: kind is missing | size | hash | unreadable | rows |
+    orphan (a data file no manifest lists) | manifest (a manifest of the wrong shape)."""
+
+    kind: str
+    path: Path
+    detail: str
+    key: "SeriesKey | None" = None
+    period: str = ""
+
+    def line(self) -> str:
+        return f"{self.kind:<10} {self.path}: {self.detail}"
 
 
 def period_of(key: "SeriesKey") -> str:
@@ -193,6 +250,8 @@ class Lake:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self._manifest_index: dict[str, list[dict]] | None = None  # manifests by dataset (readers)
+        self._checked: dict[Path, str] = {}  # path -> "" fine, else why it is damaged
 
     # ---------------------------------------------------------------- paths
     def series_dir(self, key: SeriesKey) -> Path:
@@ -209,11 +268,21 @@ class Lake:
         path = self._manifest_path(key)
         if path.exists():
             try:
-                return json.loads(path.read_text())
-            except ValueError:
+                m = json.loads(path.read_text())
+                problem = manifest_problem(m)
+                if problem is None:
+                    return m
+                log.warning("manifest %s has the wrong shape (%s): rebuilding it from the data files",
+                            path, problem)
+            except (ValueError, UnicodeDecodeError):
                 log.warning("unreadable manifest %s: rebuilding it from the data files", path)
         return {"key": key.as_dict(), "files": {}, "complete": [], "gaps": [], "gap_rows": 0,
                 "expected_rows": 0}
+
+    def _save_manifest(self, key: SeriesKey, manifest: dict) -> None:
+        self._manifest_index = None
+        self._checked.clear()
+        _dump_json(self._manifest_path(key), manifest)
 
     def series_files(self, key: SeriesKey) -> list[Path]:
         """The series' data files, time order (temp files excluded)."""
@@ -272,7 +341,13 @@ class Lake:
             self._clean_temp(mdir)
             incoming = table.filter(pa.array(periods == pval))
             incoming = _dedupe(incoming, keycols)
-            old = pq.read_table(final, schema=file_schema) if final.exists() else file_schema.empty_table()
+            info = manifest["files"].get(month)
+            old = self._read_stored(final, info, file_schema)
+            if old is None:  # damaged: the incoming rows replace it, its complete marks go
+                old = file_schema.empty_table()
+                info = None
+                manifest["files"].pop(month, None)
+                _drop_complete(manifest, key, month)
             merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
             merged = merged.sort_by([(c, "ascending") for c in keycols])
             n_new = merged.num_rows - old.num_rows
@@ -281,7 +356,6 @@ class Lake:
             res.rows_new += n_new
             res.rows_updated += n_upd
             res.rows_unchanged += incoming.num_rows - n_new - n_upd
-            info = manifest["files"].get(month)
             if n_diff == 0 and final.exists() and info is not None:
                 continue
             if n_diff:
@@ -293,8 +367,23 @@ class Lake:
         res.rows_written = res.rows_new + res.rows_updated
         if changed_manifest:
             self._refresh_series_stats(key, manifest, known_ts)
-            _dump_json(self._manifest_path(key), manifest)
+            self._save_manifest(key, manifest)
         return res
+
+    def _read_stored(self, final: Path, info: dict | None, file_schema: pa.Schema) -> pa.Table | None:
+        """The stored rows of a period file (empty if none); None when the file is damaged
+        (not the bytes its manifest recorded, or not readable Parquet): it is then healed."""
+        if not final.exists():
+            return file_schema.empty_table()
+        data = final.read_bytes()
+        if info is not None and info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+            log.warning("%s does not match its manifest (damaged): replacing it with the rows written now", final)
+            return None
+        try:
+            return pq.read_table(pa.BufferReader(data), schema=file_schema)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            log.warning("%s does not read (%s): replacing it with the rows written now", final, exc)
+            return None
 
     @staticmethod
     def _clean_temp(folder: Path) -> None:
@@ -339,7 +428,13 @@ class Lake:
             if month in known_ts and month in manifest["files"]:
                 ts_parts.append(known_ts[month].select(cols))
                 continue
-            t = pq.read_table(f, columns=cols)
+            try:
+                t = pq.read_table(f, columns=cols)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                log.warning("%s does not read (%s): left out of the manifest; "
+                            "`liqreplay data verify --repair` removes it", f, exc)
+                manifest["files"].pop(month, None)
+                continue
             if month not in manifest["files"]:
                 manifest["files"][month] = _file_info(f, t, "unknown")
             ts_parts.append(t)
@@ -391,7 +486,7 @@ class Lake:
         ivs = [(_utc(a), _utc(b)) for a, b in manifest.get("complete", [])]
         merged = _merge_intervals(ivs + new)
         manifest["complete"] = [[_iso(a), _iso(b)] for a, b in merged]
-        _dump_json(self._manifest_path(key), manifest)
+        self._save_manifest(key, manifest)
 
     def complete(self, key: SeriesKey) -> list[tuple[datetime, datetime]]:
         """The intervals marked complete for a series (manifest only)."""
@@ -426,11 +521,170 @@ class Lake:
         for path in sorted(self.root.glob(f"*/**/{MANIFEST_NAME}")):
             try:
                 m = json.loads(path.read_text())
-            except ValueError:
-                m = self.rebuild_manifest(self.key_from_dir(path.parent))
+                problem = manifest_problem(m)
+            except (ValueError, UnicodeDecodeError):
+                m, problem = None, "not valid JSON"
+            if problem is not None:
+                log.warning("manifest %s is unusable (%s): rebuilding it from the data files", path, problem)
+                try:
+                    m = self.rebuild_manifest(self.key_from_dir(path.parent))
+                except (ValueError, S.SchemaError) as exc:
+                    log.warning("skipping %s: its folder is not a series of this lake (%s)", path, exc)
+                    continue
             m["_path"] = str(path.parent.relative_to(self.root))
             out.append(m)
         return out
+
+    # ---------------------------------------------------------------- integrity
+    def listed_files(self, manifest: dict) -> list[tuple[str, Path, dict]]:
+        """(period, path, file info) of every file a manifest lists."""
+        sdir = self.root / manifest["_path"] if "_path" in manifest else \
+            self.series_dir(SeriesKey(**manifest["key"]))
+        return [(period, sdir / f"period={period}" / DATA_NAME, info)
+                for period, info in sorted(manifest.get("files", {}).items())]
+
+    def check_file(self, path: Path, info: dict) -> str | None:
+        """Cheap check of one listed file: exists, size and quick hash as recorded (files
+        written before quick hashes were recorded: size only). The reason, or None if fine."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "missing"
+        if info.get("bytes") is not None and size != info["bytes"]:
+            return f"{size} bytes, the manifest recorded {info['bytes']}"
+        if info.get("quick") and quick_hash(path) != info["quick"]:
+            return "content differs from what was written"
+        return None
+
+    def checked_files(self, dataset: str, span: tuple | None = None, **fixed: str) -> list[Path]:
+        """The data files the manifests list for the series matching `fixed` partition values
+        (venue=, market=, symbol=, timeframe=, price_type=) whose period overlaps `span`
+        ([start, end), None: all), each checked (`check_file`); raises LakeDamaged naming
+        the first damaged one. Files no manifest lists are never returned (an interrupted
+        import's leftovers)."""
+        try:
+            return self._checked_files(dataset, span, fixed)
+        except LakeDamaged:
+            # the manifests may have changed since they were cached (a write since): re-read once
+            self._manifest_index = None
+            self._checked.clear()
+            return self._checked_files(dataset, span, fixed)
+
+    def _checked_files(self, dataset: str, span, fixed: dict) -> list[Path]:
+        out = []
+        lo, hi = (_utc(span[0]), _utc(span[1])) if span is not None else (None, None)
+        for m in self._index().get(dataset, []):
+            if any(m["key"].get(c) != v for c, v in fixed.items()):
+                continue
+            key = SeriesKey(**m["key"])
+            for period, path, info in self.listed_files(m):
+                if lo is not None:
+                    a, b = _period_bounds(key, period)
+                    if b <= lo or a >= hi:
+                        continue
+                cached = self._checked.get(path)
+                if cached is None:
+                    cached = self._checked[path] = self.check_file(path, info) or ""
+                if cached:
+                    raise LakeDamaged(path, cached, self.root)
+                out.append(path)
+        return out
+
+    def _index(self) -> dict[str, list[dict]]:
+        if self._manifest_index is None:
+            idx: dict[str, list[dict]] = {}
+            for m in self.manifests():
+                idx.setdefault(m["key"]["dataset"], []).append(m)
+            self._manifest_index = idx
+        return self._manifest_index
+
+    def verify(self) -> list[FileProblem]:
+        """Every file against its manifest: present, size, full sha256, readable Parquet
+        with the recorded row count; data files no manifest lists (orphans). Reads all data."""
+        problems: list[FileProblem] = []
+        listed: set[Path] = set()
+        for m in self.manifests():
+            key = SeriesKey(**m["key"])
+            for period, path, info in self.listed_files(m):
+                listed.add(path.resolve())
+                fp = self._verify_file(path, info)
+                if fp is not None:
+                    problems.append(FileProblem(fp[0], path, fp[1], key, period))
+        if self.root.exists():
+            for path in sorted(self.root.glob(f"*/**/period=*/{DATA_NAME}")):
+                if path.resolve() not in listed:
+                    problems.append(FileProblem("orphan", path, "no manifest lists it (an interrupted "
+                                                "write or import left it)"))
+        return problems
+
+    @staticmethod
+    def _verify_file(path: Path, info: dict) -> tuple[str, str] | None:
+        if not path.exists():
+            return "missing", "listed in the manifest but absent"
+        data = path.read_bytes()
+        if info.get("bytes") is not None and len(data) != info["bytes"]:
+            return "size", f"{len(data)} bytes, the manifest recorded {info['bytes']}"
+        if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+            return "hash", "sha256 differs from the one recorded when it was written"
+        try:
+            n = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            return "unreadable", f"not readable Parquet ({exc})"
+        if info.get("rows") is not None and n != info["rows"]:
+            return "rows", f"{n} rows, the manifest recorded {info['rows']}"
+        return None
+
+    def repair(self, problems: list[FileProblem]) -> list[Path]:
+        """Drop what `verify` found broken: the file, its manifest entry and the complete
+        marks of its period (so the next import, fetch or refresh writes it again); orphans
+        are deleted. Returns the files removed."""
+        removed: list[Path] = []
+        by_series: dict[SeriesKey, list[FileProblem]] = {}
+        for p in problems:
+            if p.kind == "orphan" or p.key is None:
+                p.path.unlink(missing_ok=True)
+                removed.append(p.path)
+            else:
+                by_series.setdefault(p.key, []).append(p)
+        for key, probs in by_series.items():
+            manifest = self._read_manifest(key)
+            for p in probs:
+                p.path.unlink(missing_ok=True)
+                removed.append(p.path)
+                manifest["files"].pop(p.period, None)
+                _drop_complete(manifest, key, p.period)
+            self._refresh_series_stats(key, manifest)
+            if not manifest["files"]:
+                self._manifest_path(key).unlink(missing_ok=True)
+            else:
+                self._save_manifest(key, manifest)
+        self._manifest_index = None
+        self._checked.clear()
+        return removed
+
+    # ---------------------------------------------------------------- interrupted imports
+    def begin_import(self, source: str) -> None:
+        """Mark that an import is writing (removed by `end_import`; a marker found later
+        means an import was interrupted)."""
+        atomic.write_text(self.root / IMPORT_MARKER, json.dumps(
+            {"source": source, "pid": os.getpid(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+
+    def end_import(self) -> None:
+        (self.root / IMPORT_MARKER).unlink(missing_ok=True)
+
+    def interrupted_import(self) -> str | None:
+        """A one-line notice when an import into this lake was interrupted, else None."""
+        marker = self.root / IMPORT_MARKER
+        if not marker.exists():
+            return None
+        try:
+            info = json.loads(marker.read_text())
+            src = info.get("source", "?")
+        except (ValueError, OSError):
+            src = "?"
+        return (f"an import of {src} into {self.root} was interrupted: the series it finished are in "
+                f"the lake, the rest are not; run `liqreplay import {src} --lake {self.root}` again "
+                f"to complete it")
 
     def key_from_dir(self, folder: Path) -> SeriesKey:
         """The SeriesKey of a series folder (inverse of `series_dir`)."""
@@ -450,7 +704,7 @@ class Lake:
         manifest = {"key": key.as_dict(), "files": {}, "complete": [], "gaps": [], "gap_rows": 0,
                     "expected_rows": 0}
         self._refresh_series_stats(key, manifest)
-        _dump_json(self._manifest_path(key), manifest)
+        self._save_manifest(key, manifest)
         return manifest
 
     def series(self) -> list[SeriesKey]:
@@ -480,13 +734,18 @@ class Lake:
         return pd.DataFrame(rows, columns=cols)
 
     def snapshot_id(self) -> str:
-        """Stable hash of every manifest (files' sha256, complete intervals): equal lakes, equal ids."""
+        """Stable hash of every manifest (files' sha256, complete intervals) and of every
+        listed file as it is on disk (size + quick hash): equal lakes, equal ids; a damaged
+        or replaced file changes the id."""
         h = hashlib.sha256()
         for m in self.manifests():
             body = {k: m.get(k) for k in ("key", "files", "complete")}
             for info in body["files"].values():
                 info.pop("source", None)
-            h.update(json.dumps(body, sort_keys=True).encode())
+            disk = {}
+            for period, path, _info in self.listed_files(m):
+                disk[period] = quick_hash(path) if path.exists() else "missing"
+            h.update(json.dumps([body, disk], sort_keys=True).encode())
         return h.hexdigest()[:16]
 
 
@@ -498,8 +757,56 @@ def _file_info(path: Path, table: pa.Table, source: str) -> dict:
         "last_ts": _iso(pc.max(ts).as_py()) if table.num_rows else None,
         "bytes": path.stat().st_size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "quick": quick_hash(path),
         "source": source,
     }
+
+
+def manifest_problem(m) -> str | None:
+    """Why a parsed `_coverage.json` is not a manifest (None when its shape is right)."""
+    if not isinstance(m, dict):
+        return f"a {type(m).__name__}, not an object"
+    if not isinstance(m.get("key"), dict) or not {"dataset", "venue", "market", "symbol"} <= set(m["key"]):
+        return "no series key"
+    files = m.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and "rows" in v for v in files.values()):
+        return "files is not a table of file records"
+    bad = [p for p in files if not _PERIOD_RE.fullmatch(str(p))]
+    if bad:
+        return f"file period {bad[0]!r} is neither YYYY nor YYYY-MM"
+    comp = m.get("complete", [])
+    if not isinstance(comp, list) or not all(isinstance(c, list) and len(c) == 2 for c in comp):
+        return "complete is not a list of [start, end] pairs"
+    for name in ("gaps",):
+        if not isinstance(m.get(name, []), list):
+            return f"{name} is not a list"
+    try:
+        SeriesKey(**m["key"])
+    except (TypeError, ValueError, S.SchemaError) as exc:
+        return f"bad series key ({exc})"
+    return None
+
+
+def _period_bounds(key: SeriesKey, period: str) -> tuple[datetime, datetime]:
+    start = _utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
+    end = _utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
+    return start, end
+
+
+def _drop_complete(manifest: dict, key: SeriesKey, period: str) -> None:
+    """Remove [period start, period end) from the manifest's complete intervals."""
+    a, b = _period_bounds(key, period)
+    out = []
+    for s_, e_ in manifest.get("complete", []):
+        s, e = _utc(s_), _utc(e_)
+        if e <= a or s >= b:
+            out.append((s, e))
+            continue
+        if s < a:
+            out.append((s, a))
+        if e > b:
+            out.append((b, e))
+    manifest["complete"] = [[_iso(x), _iso(y)] for x, y in out]
 
 
 def _dedupe(table: pa.Table, keycols: list[str]) -> pa.Table:

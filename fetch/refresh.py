@@ -44,6 +44,8 @@ from fetch.sources.ccxt_source import (
     utc,
     venue_of,
 )
+from fetch.lock import LockHeld, RunLock, lake_lock_path
+from fetch.progress import progress_bar
 from fetch.validate import ValidationError
 
 log = logging.getLogger(__name__)
@@ -185,67 +187,7 @@ def load_config(path: str | Path) -> RefreshConfig:
 
 
 # ---------------------------------------------------------------------------- lock
-class LockHeld(Exception):
-    pass
-
-
-class RunLock:
-    """An exclusive lock file holding our pid. A lock left by a dead pid is taken over."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = _read_pid(self.path)
-                if pid is not None and _alive(pid):
-                    raise LockHeld(f"another refresh (pid {pid}) holds {self.path}; this run "
-                                   f"exits without doing anything (remove the file only if "
-                                   f"no such process runs)")
-                log.warning("taking over stale lock %s (pid %s is not running)", self.path, pid)
-                try:
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-            self.held = True
-            return self
-        raise LockHeld(f"could not take the lock {self.path}; retry later")
-
-    def release(self) -> None:
-        if self.held and _read_pid(self.path) == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# RunLock / LockHeld: the lake's writer lock (fetch/lock.py), shared with import and fetch.
 
 
 # ---------------------------------------------------------------------------- chunks
@@ -388,25 +330,6 @@ def _tail_fill(job: Job, key: SeriesKey, days: list, fx: Fetchers) -> list[pd.Da
     return out
 
 
-class Progress:
-    """A one-line progress display, only on a terminal."""
-
-    def __init__(self, total: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.on = bool(getattr(self.stream, "isatty", lambda: False)()) and total > 0
-        self.total, self.n = total, 0
-
-    def step(self, label: str) -> None:
-        self.n += 1
-        if self.on:
-            self.stream.write(f"\r[{self.n}/{self.total}] {label[:70]:<70}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.on:
-            self.stream.write("\n")
-
-
 def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | None = None,
             fetchers: Fetchers | None = None, force: bool = False,
             window: tuple[datetime, datetime] | None = None) -> list[TaskResult]:
@@ -442,7 +365,7 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
             if not todo:
                 res.status = "up_to_date"
             plan.append((job, key, res, todo))
-    progress = Progress(sum(len(t) for *_, t in plan))
+    progress = progress_bar(total=sum(len(t) for *_, t in plan), desc="fetching", unit="chunk")
     down: dict[tuple[str, str], str] = {}  # source endpoint -> why it failed (this run)
     for job, key, res, todo in plan:
         endpoint = (job.source + (":" + job.exchange if job.source != "binance_vision" else ""),
@@ -452,7 +375,9 @@ def refresh(lake: Lake, jobs: tuple[Job, ...] | list[Job], *, now: datetime | No
             res.error = f"not tried: the source failed earlier in this run ({down[endpoint]})"
             continue
         for a, b in todo:
-            progress.step(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}")
+            progress.set_postfix_str(f"{key.symbol} {key.dataset} {key.timeframe} {key.price_type} {a:%Y-%m-%d}",
+                                     refresh=False)
+            progress.update()
             try:
                 df = fetch_chunk(job, key, a, b, fx)
                 if (job.source == "ccxt" and key.dataset == "open_interest" and not len(df)
@@ -545,7 +470,7 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
     lake = Lake(root)
     state = root / "_refresh"
     summary_file = Path(summary_path or cfg.summary or state / "summary.json")
-    lock = RunLock(state / "refresh.lock")
+    lock = RunLock(lake_lock_path(root), "refresh")
     try:
         lock.acquire()
     except LockHeld as exc:

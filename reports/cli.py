@@ -12,9 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from backtest.console import UserError
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
+
+COMMANDS = ("report",)
 
 
 def register(subparsers) -> None:

@@ -199,13 +199,51 @@ def grid(rows: int, cols: int = 1, *, titles=(), vspace=0.08, hspace=0.12, col_w
     return layout
 
 
+LEGEND_ROW_PX = 22       # one row of a horizontal legend
+AXIS_LABELS_PX = 62      # tick labels and an axis title below the bottom axis
+LEGEND_WIDTH_PX = 1000   # the legend's usable width (the page is at most 1200 px wide)
+
+
+def legend_rows(data: list) -> int:
+    """Rows a horizontal legend of these traces takes (0: no legend entry)."""
+    names = []
+    for t in data:
+        if t.get("showlegend", True) and t.get("name") and t.get("name") not in names:
+            names.append(t["name"])
+    if not names:
+        return 0
+    rows, used = 1, 0
+    for n in names:
+        w = 40 + 7 * len(html.unescape(str(n)))  # symbol + text at ~7 px a character
+        if used and used + w > LEGEND_WIDTH_PX:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
 def figure(data: list, layout: dict, title: str, height: int, **extra) -> dict:
-    """Finish a figure dict: shared look, title (already escaped), height."""
+    """Finish a figure dict: shared look, title (already escaped), height.
+
+    The legend sits at the very bottom of the figure (container coordinates), below a
+    bottom margin that holds the axis tick labels and title, so it never covers them; the
+    figure grows by the legend's height."""
     base = {"font": {"family": FONT, "size": 12}, "margin": {"l": 70, "r": 150, "t": 50, "b": 40},
             "plot_bgcolor": "white", "paper_bgcolor": "white", "hovermode": "x unified",
-            "legend": {"orientation": "h", "y": -0.12, "yanchor": "top"},
             "title": {"text": title, "x": 0.01}, "height": int(height)}
-    return {"data": data, "layout": {**base, **layout, **extra}}
+    out = {**base, **layout, **extra}
+    rows = legend_rows(data)
+    if rows:
+        legend_h = rows * LEGEND_ROW_PX + 6
+        out["legend"] = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
+                         "x": 0, "xanchor": "left", **{k: v for k, v in out.get("legend", {}).items()
+                                                       if k in ("traceorder", "font")}}
+        margin = dict(out["margin"])
+        margin["b"] = max(int(margin.get("b", 40)), AXIS_LABELS_PX) + legend_h
+        out["margin"] = margin
+        out["height"] = int(out["height"]) + legend_h
+    else:
+        out["showlegend"] = False
+    return {"data": data, "layout": out}
 
 
 def _label_end(labels: list, x, y, text, k: int = 1):
@@ -234,15 +272,46 @@ def _note(k: int, text: str) -> dict:
             "yref": f"{_ref('y', k)} domain", "showarrow": False, "font": {"color": "#5f6368"}}
 
 
+def path_kind(price_source) -> str:
+    """own | proxy (the venue's own spot bars) | substituted (another venue's bars)."""
+    src = str(price_source or "own")
+    if src == "own":
+        return "own"
+    return "proxy" if src.startswith("proxy") else "substituted"
+
+
 def _groups(frame):
     return [(v, m, g) for (v, m), g in frame.groupby(["venue", "market"], sort=True, observed=True)]
 
 
 def empty_figure(title: str, message: str, height: int = 220) -> dict:
+    """A chart with nothing to show. The report prints it as one line ("title: message",
+    `empty_message`) instead of drawing an empty frame."""
     layout = {"xaxis": {"visible": False}, "yaxis": {"visible": False},
               "annotations": [{"text": esc(message), "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper",
-                               "showarrow": False}]}
+                               "showarrow": False}],
+              "meta": {"empty": esc(message)}}
     return figure([], layout, title, height)
+
+
+def empty_message(fig: dict) -> str | None:
+    """'title: message' of a figure with nothing to show, else None."""
+    lay = fig.get("layout", {}) if isinstance(fig, dict) else {}
+    meta = lay.get("meta") if isinstance(lay.get("meta"), dict) else {}
+    if "empty" not in meta:
+        return None
+    title = html.unescape((lay.get("title") or {}).get("text", ""))  # plain text: the page escapes it
+    msg = html.unescape(meta["empty"])
+    return f"{title}: {msg}" if title else msg
+
+
+def _all_zero(*frames_cols) -> bool:
+    """True when every value of the given (frame, columns) is zero or missing."""
+    for frame, cols in frames_cols:
+        vals = frame[[c for c in cols if c in frame]].astype("float64").to_numpy()
+        if vals.size and np.nan_to_num(vals).any():
+            return False
+    return True
 
 
 def _line(x, y, name, k, *, dash, color, symbol, width=1.6, **kw) -> dict:
@@ -263,13 +332,14 @@ def price_figure(series: pd.DataFrame, price_sources: dict[tuple[str, str], str]
         for venue, g in series[series["market"] == market].groupby("venue", sort=True):
             st = venue_style(venue)
             src = price_sources.get((venue, market), "own")
-            substituted = src not in ("", "own", None)
-            name = f"{st['label']} {market}" + (f" ({src})" if substituted else "")
+            kind = path_kind(src)
+            name = f"{st['label']} {market}" + ("" if kind == "own" else f" ({src})")
             x, y = _ms(g["ts"]), g["price"].to_numpy(dtype="float64")
-            data.append(_line(x, y, esc(name), k, dash="dot" if substituted else st["dash"],
+            # another venue's bars: dotted; the venue's own spot bars (proxy): its dash, thinner
+            data.append(_line(x, y, esc(name), k, dash="dot" if kind == "substituted" else st["dash"],
                               color=st["color"], symbol=st["symbol"], legendgroup=esc(venue),
-                              hovertemplate="%{y:,.2f}"))
-            tag = "" if not substituted else " (proxy)" if str(src).startswith("proxy") else " (substituted)"
+                              width=1.0 if kind == "proxy" else 1.6, hovertemplate="%{y:,.2f}"))
+            tag = "" if kind == "own" else f" ({kind})"
             _label_end(labels, x, y, esc(f"{st['label']}{tag}"), k)
         layout[_ax("y", k)]["title"] = {"text": "price (quote)"}
     layout["annotations"] += labels
@@ -394,6 +464,9 @@ def answer_figure(answer: pd.DataFrame) -> dict:
     title = "The answer: house loss per window (the whole year last)"
     if answer.empty:
         return empty_figure(title, "no window ran")
+    cols = [f"{v}_house_loss_usd" for v in ("ftx", "binance")] + [f"{v}_house_loss_per_1b_oi" for v in ("ftx", "binance")]
+    if _all_zero((answer, cols)):
+        return empty_figure(title, "no house loss on either venue in any window: no bars to draw")
     layout = grid(1, 2, hspace=0.16, date_x=False, shared_y=True,
                   titles=["House loss (BLPs + insurance fund), USD", "House loss per $1B of open interest, USD"])
     _cat_axes(layout, 2)
@@ -446,6 +519,9 @@ def fan_figure(quantiles: pd.DataFrame, central: pd.DataFrame, metric: str, titl
     q = quantiles[quantiles["metric"] == metric] if not quantiles.empty else quantiles
     if q.empty:
         return empty_figure(title, f"the sweep has no quantiles for {metric}")
+    c0 = central[central["venue"].isin(q["venue"])] if not central.empty and "venue" in central else central
+    if _all_zero((q, ["q05", "q50", "q95"]), (c0, [metric])):
+        return empty_figure(title, f"{metric.replace('_', ' ')} is zero in every sweep sample: nothing to draw")
     layout = grid(1, 1, date_x=False)
     _cat_axes(layout, 1)
     layout["xaxis"]["title"] = {"text": "USD"}
@@ -475,6 +551,8 @@ def tornado_figure(tornado: pd.DataFrame, title: str) -> dict:
     """Per venue, how far the crash-window house loss moves between low and high draws of each parameter."""
     if tornado.empty:
         return empty_figure(title, "no sweep samples to rank parameters")
+    if _all_zero((tornado, ["low_delta_usd", "high_delta_usd"])):
+        return empty_figure(title, "no parameter moved the house loss in the sweep: nothing to rank")
     venues = sorted(tornado["venue"].unique())
     layout = grid(1, len(venues), hspace=0.3, date_x=False, shared_x=False,
                   titles=[esc(venue_style(v)["label"]) for v in venues])
@@ -492,8 +570,7 @@ def tornado_figure(tornado: pd.DataFrame, title: str) -> dict:
                               text=[word] * len(t), textposition="inside", insidetextanchor="middle",
                               hovertemplate=label + ": %{x:$,.3s} vs median<extra></extra>"))
     return figure(data, layout, title, 180 + 44 * tornado["param"].nunique(), barmode="group", bargap=0.25,
-                  hovermode="closest", margin={"l": 230, "r": 40, "t": 90, "b": 50},
-                  legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0.5, "xanchor": "center"})
+                  hovermode="closest", margin={"l": 230, "r": 40, "t": 90, "b": 50})
 
 
 # ---- calibration against Coinalyze ---------------------------------------------------

@@ -4,7 +4,7 @@ The report reads only what `liqreplay run` wrote: summary.json, summary.parquet,
 series.parquet, sweep.parquet (optional), through `backtest.results.load_results`, and for
 the calibration section daily.parquet, observed_daily.parquet and calibration.json (each
 optional: the section says what is missing).
-Anything missing or malformed ends in `backtest.console.UserError` (one line naming the fix).
+Anything missing or malformed ends in `fetch.errors.UserError` (one line naming the fix).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from backtest.console import UserError
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -155,6 +155,13 @@ def header(column: str) -> str:
     return text.replace("_", " ")
 
 
+def unique_headers(cols: list[str]) -> list[str]:
+    """Header texts of these columns, none repeated: columns whose short headers collide
+    (window and window_label both read "window") show their own names instead."""
+    texts = [header(c) for c in cols]
+    return [c.replace("_", " ") if texts.count(t) > 1 else t for c, t in zip(cols, texts)]
+
+
 @dataclass
 class TableView:
     name: str
@@ -174,7 +181,7 @@ def table_view(t: Table, tables_href: str, columns: list[str] | None = None,
                where: pd.Series | None = None) -> TableView:
     frame = t.frame if where is None else t.frame[where]
     cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
-    kinds = [(c, t.kind(c), header(c)) for c in cols]
+    kinds = [(c, t.kind(c), text) for c, text in zip(cols, unique_headers(cols))]
     rows = []
     for rec in frame[cols].itertuples(index=False, name=None):
         rows.append([(*fmt_cell(k, v), k) for (c, k, _), v in zip(kinds, rec)])
@@ -238,8 +245,11 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
     figs: list[dict] = []
 
     def add(fig_id: str, fig, caption: str = "") -> dict:
-        entry = {"id": fig_id, "caption": caption, "figure": figure_payload(fig)}
-        figs.append(entry)
+        payload = figure_payload(fig)
+        empty = F.empty_message(payload)
+        if empty is not None:  # nothing to show: one line in the page, no empty frame
+            return {"id": fig_id, "caption": "", "empty": empty}
+        figs.append({"id": fig_id, "caption": caption, "figure": payload})
         return {"id": fig_id, "caption": caption}
 
     answer, who = tables["answer"].frame, tables["who_bore"].frame
@@ -274,18 +284,22 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
         r = rows[rows["window"].astype(str) == wid]
         sources = {(v, m): str(p) for v, m, p in zip(r["venue"], r["market"],
                                                      r.get("price_source", pd.Series("own", index=r.index)))}
-        subs = sorted({f"{F.venue_style(v)['label']} {m}: {p}" for (v, m), p in sources.items() if p != "own"})
+        subs = sorted({f"{F.venue_style(v)['label']} {m}: {p}" for (v, m), p in sources.items()
+                       if F.path_kind(p) == "substituted"})
+        proxies = sorted({f"{F.venue_style(v)['label']} {m}: {p}" for (v, m), p in sources.items()
+                          if F.path_kind(p) == "proxy"})
         lab = labels.get(wid, wid)
         win_views.append({
             "id": wid, "anchor": f"w{i}", "label": lab, "start": w.get("start"), "end": w.get("end"),
-            "whole_year": is_year(w), "bucket": bucket, "substitutions": subs,
+            "whole_year": is_year(w), "bucket": bucket, "substitutions": subs, "proxies": proxies,
             "notes": [str(n) for n in (w.get("notes") or [])],
             "timeframes": sorted({f"{F.venue_style(v)['label']} {m}: {t}" for v, m, t in zip(
                 r["venue"], r["market"], r.get("timeframe", pd.Series("?", index=r.index)))}),
             "figs": [
                 add(f"fig-w{i}-price", F.price_figure(part, sources, F.esc(f"{lab}: price paths")),
-                    "Both venues' paths, one panel per market. A dotted path named 'substituted' is another "
-                    "venue's bars standing in where the venue had none."),
+                    "Both venues' paths, one panel per market. Dotted, named 'substituted': another venue's "
+                    "bars standing in where the venue had none. Thin, named 'proxy': the venue's own spot "
+                    "bars standing in for its coarser perp bars."),
                 add(f"fig-w{i}-liq", F.liquidations_figure(bars, F.esc(f"{lab}: liquidations by mechanism"), bar_bucket),
                     f"Liquidated notional per {bar_bucket}, stacked by mechanism (patterns distinguish mechanisms)."),
                 add(f"fig-w{i}-rep", F.reported_figure(part, F.esc(f"{lab}: actual vs reported"))),
@@ -318,6 +332,7 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
     subs_all = sorted({f"{wv['label']} — {x}" for wv in win_views for x in wv["substitutions"]})
     ctx["limitations"] = LIMITATIONS
     ctx["substitutions"] = subs_all
+    ctx["proxies"] = sorted({f"{wv['label']} — {x}" for wv in win_views for x in wv["proxies"]})
     ctx["oi_sources"] = sorted({str(x) for x in rows.get("oi_source", pd.Series(dtype=str)).dropna()})
     ctx["figures_json"] = script_json({"template": _template_layout(), "figures": [
         {"id": f["id"], "data": f["figure"].get("data", []), "layout": f["figure"].get("layout", {})}

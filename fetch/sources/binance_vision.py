@@ -43,7 +43,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fetch.sources.ccxt_source import RetryPolicy, SourceError, utc
+from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
+from fetch.sources.ccxt_source import utc
 
 log = logging.getLogger(__name__)
 
@@ -129,29 +130,26 @@ class BinanceVision:
                 raise NotInArchive(rel)
             return p.read_bytes()
         url = f"{self.base}/{rel}"
-        attempt = 0
-        while True:
-            self.requests += 1
+
+        def once() -> bytes:
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout_s) as r:
                     return r.read()
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
                     raise NotInArchive(rel) from None
-                transient = exc.code in (418, 429) or exc.code >= 500
-                ra = exc.headers.get("Retry-After") if exc.headers else None
-                err = f"HTTP {exc.code}"
-                if not transient:
-                    raise SourceError(f"binance vision {rel}: {err}", temporary=False) from exc
+                if exc.code in (418, 429) or exc.code >= 500:
+                    ra = exc.headers.get("Retry-After") if exc.headers else None
+                    raise Retryable(f"HTTP {exc.code}", _float_or_none(ra)) from None
+                raise SourceError(f"binance vision {rel}: HTTP {exc.code}", temporary=False) from exc
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                ra, err = None, f"{type(exc).__name__}: {exc}"
-            if attempt + 1 >= self.retry.attempts:
-                raise SourceError(f"binance vision {rel}: gave up after {attempt + 1} "
-                                  f"attempts: {err}", temporary=True)
-            delay = self.retry.delay(attempt, _float_or_none(ra))
-            log.warning("binance vision %s: %s; retry %d in %.2fs", rel, err, attempt + 1, delay)
-            self.sleep(delay)
-            attempt += 1
+                raise Retryable(f"{type(exc).__name__}: {exc}") from None
+
+        def count():
+            self.requests += 1
+
+        return call_with_retry(once, what=f"binance vision {rel}", policy=self.retry, sleep=self.sleep,
+                               on_attempt=count)
 
     def _get_verified(self, rel: str) -> bytes:
         """The zip, checked against its .CHECKSUM; one refetch on mismatch, then refused."""

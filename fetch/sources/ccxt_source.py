@@ -29,6 +29,8 @@ import ccxt
 import numpy as np
 import pandas as pd
 
+from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = "binanceusdm"
@@ -46,29 +48,6 @@ TIMEFRAME_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m
 # DDoSProtection / RateLimitExceeded, both NetworkError subclasses), exchange outages (5xx).
 TRANSIENT = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.OnMaintenance)
 
-
-class SourceError(Exception):
-    """A fetch failed. `temporary` says whether retrying later may help."""
-
-    def __init__(self, message: str, *, temporary: bool):
-        super().__init__(message)
-        self.temporary = temporary
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: base * 2**attempt, capped; Retry-After wins when larger."""
-
-    attempts: int = 6
-    base_s: float = 1.0
-    cap_s: float = 60.0
-    retry_after_cap_s: float = 300.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        d = min(self.cap_s, self.base_s * (2 ** attempt))
-        if retry_after is not None:
-            d = max(d, min(retry_after, self.retry_after_cap_s))
-        return d
 
 
 def venue_of(exchange_id: str) -> str:
@@ -148,10 +127,9 @@ class CcxtSource:
 
     # ---- plumbing ---------------------------------------------------------------------
     def _call(self, what: str, symbol: str | None, fn: Callable, *args, **kwargs):
-        """Run one ccxt call with retry on transient errors; clear errors otherwise."""
-        attempt = 0
-        while True:
-            self.requests += 1
+        """Run one ccxt call with retry on transient errors (fetch/retry.py); clear errors
+        otherwise."""
+        def once():
             try:
                 return fn(*args, **kwargs)
             except ccxt.BadSymbol as exc:
@@ -159,19 +137,16 @@ class CcxtSource:
                                   f"{_short(exc)}; check the symbol against the exchange's "
                                   f"market list", temporary=False) from exc
             except TRANSIENT as exc:
-                if attempt + 1 >= self.retry.attempts:
-                    raise SourceError(
-                        f"{self.exchange_id} {what} {symbol or ''}: gave up after "
-                        f"{attempt + 1} attempts: {type(exc).__name__}: {_short(exc)}",
-                        temporary=True) from exc
-                delay = self.retry.delay(attempt, self._retry_after())
-                log.warning("%s %s %s: %s (%s); retry %d in %.2fs", self.exchange_id, what,
-                            symbol or "", type(exc).__name__, _short(exc), attempt + 1, delay)
-                self.sleep(delay)
-                attempt += 1
+                raise Retryable(f"{type(exc).__name__}: {_short(exc)}", self._retry_after()) from None
             except ccxt.BaseError as exc:  # ExchangeError and everything else: a person must look
                 raise SourceError(f"{self.exchange_id} {what} {symbol or ''}: "
                                   f"{type(exc).__name__}: {_short(exc)}", temporary=False) from exc
+
+        def count():
+            self.requests += 1
+
+        return call_with_retry(once, what=f"{self.exchange_id} {what} {symbol or ''}".rstrip(),
+                               policy=self.retry, sleep=self.sleep, on_attempt=count)
 
     def _retry_after(self) -> float | None:
         headers = getattr(self.ex, "last_response_headers", None) or {}

@@ -58,7 +58,9 @@ import pyarrow.parquet as pq
 from fetch import schema as S
 from fetch import timerange
 from fetch.lake import Lake, SeriesKey, WriteResult
-from fetch.validate import find_gaps, series_codes, validate
+from fetch.lock import RunLock, lake_lock_path
+from fetch.progress import progress_bar
+from fetch.validate import ValidationError, find_gaps, series_codes, validate
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,11 @@ _FT_RE = re.compile(
 
 class ImportError_(ValueError):
     """A file or manifest that cannot be imported; the message names the file and the fix."""
+
+
+# what reading or converting a damaged or malformed file raises (turned into ImportError_)
+READ_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, OverflowError, UnicodeDecodeError,
+               IndexError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError, S.SchemaError)
 
 
 LocalImportError = ImportError_
@@ -306,7 +313,16 @@ def convert(t: pa.Table, entry: dict, path: Path | str, source: str) -> pa.Table
 def read_manifest(directory: Path) -> list[dict]:
     """The rows of DIR/datasets.csv as dicts (strings; empty cells ''), checked."""
     path = Path(directory) / MANIFEST
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ImportError_(f"{path} is empty: it needs a header line ({', '.join(MANIFEST_COLUMNS)}) "
+                           f"and one line per file") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        raise ImportError_(f"{path} is not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                           f"it must be UTF-8 text with the columns {', '.join(MANIFEST_COLUMNS)}") from None
+    if df.empty:
+        raise ImportError_(f"{path} lists no files: add one line per file under its header")
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ImportError_(f"{path}: missing columns {', '.join(missing)} (need {', '.join(MANIFEST_COLUMNS)})")
@@ -322,6 +338,27 @@ def read_manifest(directory: Path) -> list[dict]:
             raise ImportError_(f"{path} line {i}: file {e['file']!r} is outside {directory}")
         if not f.exists():
             raise ImportError_(f"{path} line {i}: file {e['file']!r} not found in {directory}")
+        if not f.is_file():
+            raise ImportError_(f"{path} line {i}: {e['file']!r} is not a file")
+        for col in ("venue",):
+            if not e[col].strip():
+                raise ImportError_(f"{path} line {i}: {col} is empty")
+        if not e["symbol"].strip() and not e["symbol_column"].strip():
+            raise ImportError_(f"{path} line {i}: give a symbol, or '*' with a symbol_column")
+        tf = e["timeframe"].strip()
+        if tf:
+            try:
+                timerange.timeframe_delta(tf)
+            except (timerange.TimeRangeError, ValueError):
+                raise ImportError_(f"{path} line {i}: timeframe {tf!r} is not a fixed interval "
+                                   f"such as 1m, 5m, 1h, 1d") from None
+        elif e["kind"] in ("ohlcv", "open_interest"):
+            raise ImportError_(f"{path} line {i}: {e['kind']} needs a timeframe such as 1m or 1d")
+        if e["volume_unit"].strip() not in ("", "base", "quote"):
+            raise ImportError_(f"{path} line {i}: volume_unit {e['volume_unit']!r}: use base or quote")
+        rows = str(e.get("rows", "") or "").strip()
+        if rows and not (rows.isdigit()):
+            raise ImportError_(f"{path} line {i}: rows {rows!r} is not a whole number (leave it empty if unknown)")
     return entries
 
 
@@ -365,34 +402,20 @@ def _source_name(entry: dict) -> str:
     return first.split("_")[0] or "local"
 
 
-# ------------------------------------------------------------------ progress
-class _Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, label: str, enabled: bool | None):
-        self.total, self.label, self.n = total, label, 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def step(self, what: str = "") -> None:
-        self.n += 1
-        if self.enabled:
-            sys.stderr.write(f"\r{self.label} {self.n}/{self.total} {what[:60]:<60}")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
 # ------------------------------------------------------------------ import
 def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = None,
-               bad_row_threshold: float = 0.5) -> ImportSummary:
+               bad_row_threshold: float = 0.5, lock: bool = True) -> ImportSummary:
     """Import every file DIR's datasets.csv lists, plus freqtrade-style data files.
 
-    Idempotent: a second run writes nothing and leaves the lake's files unchanged.
+    Idempotent: a second run writes nothing and leaves the lake's files unchanged; a lake
+    file that is damaged is rewritten from the imported rows (healed).
     Raises ImportError_ (bad manifest or file) or fetch.validate.ValidationError (a file
-    that is mostly bad) before anything is written.
+    that is mostly bad) before anything is written. Holds the lake's writer lock (the one
+    refresh takes; fetch.lock.LockHeld, exit 75, when another writer has it); while it
+    writes, a marker in the lake says an import is under way, so an interrupted one is
+    reported by the next command.
     """
+    show = progress
     directory = Path(directory)
     if not directory.is_dir():
         raise ImportError_(f"{directory} is not a folder: give the folder that holds {MANIFEST} or freqtrade data")
@@ -407,12 +430,57 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
                            f"(<exchange>/<BASE>_<QUOTE>-<tf>.json)")
     summary = ImportSummary()
     tables: dict[str, list[pa.Table]] = {}
-    bar = _Progress(len(jobs), "reading", progress)
+    created = not lake.root.exists()
+    lock = RunLock(lake_lock_path(lake.root), "import") if lock else None
+    if lock is not None:
+        lock.acquire()
+    wrote = False
+    try:
+        notice = lake.interrupted_import()
+        if notice:
+            log.warning("%s: this import completes it", notice.split(";")[0])
+        _read_all(jobs, summary, tables, show, bad_row_threshold)
+        lake.root.mkdir(parents=True, exist_ok=True)
+        wrote = True
+        lake.begin_import(str(directory))
+        _write_all(directory, lake, summary, tables, show, bad_row_threshold)
+        lake.end_import()  # only after every write: an interrupted import leaves the marker
+    finally:
+        if lock is not None:
+            lock.release()
+        if created and not wrote:  # refused before writing: leave no empty lake behind
+            _remove_empty_tree(lake.root)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove `root` if it holds nothing but empty folders (what taking the lock created)."""
+    if not root.is_dir() or any(p.is_file() for p in root.rglob("*")):
+        return
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    root.rmdir()
+
+
+def _read_all(jobs, summary: ImportSummary, tables: dict, show: bool | None, bad_row_threshold: float) -> None:
+    """Read, convert and validate every file; nothing is written (errors name the file)."""
+    bar = progress_bar(total=len(jobs), desc="reading", unit="file", enabled=show)
     for path, entry in jobs:
-        raw = _read_any(path)
-        table = convert(raw, entry, path, _source_name(entry))
-        # a mostly-bad file is refused here, before anything is written
-        _, report = validate(table, entry["kind"], bad_row_threshold=bad_row_threshold)
+        try:
+            raw = _read_any(path)
+            if raw.num_rows == 0:
+                raise ImportError_(f"{path}: holds no rows; fix or replace the file, or drop its line "
+                                   f"from {MANIFEST}")
+            table = convert(raw, entry, path, _source_name(entry))
+            # a mostly-bad file is refused here, before anything is written
+            _, report = validate(table, entry["kind"], bad_row_threshold=bad_row_threshold)
+        except (ImportError_, ValidationError):
+            raise
+        except READ_ERRORS as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ImportError_(f"{path}: cannot import it ({reason}); fix or replace the file, or drop its "
+                               f"line from {MANIFEST}") from None
         expected = entry.get("rows")
         series_cols = list(S.SERIES_COLUMNS[entry["kind"]])
         nser = table.select(series_cols).group_by(series_cols).aggregate([]).num_rows
@@ -422,11 +490,16 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
             issues="" if report.ok else report.summary()))
         summary.rows_read += raw.num_rows
         tables.setdefault(entry["kind"], []).append(table)
-        bar.step(entry["file"])
-    bar.done()
+        bar.set_postfix_str(entry["file"][-40:], refresh=False)
+        bar.update()
+    bar.close()
     for f in summary.files:
         if f.matches is False:
             log.warning("%s: read %d rows, the manifest says %d", f.file, f.rows, f.expected_rows)
+
+
+def _write_all(directory: Path, lake: Lake, summary: ImportSummary, tables: dict, show: bool | None,
+               bad_row_threshold: float) -> None:
     for dataset, parts in tables.items():
         table = pa.concat_tables(parts)
         series_cols = list(S.SERIES_COLUMNS[dataset])
@@ -438,7 +511,7 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
         starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if table.num_rows \
             else np.array([], dtype=int)
         bounds = list(starts) + [table.num_rows]
-        bar = _Progress(len(starts), f"writing {dataset}", progress)
+        bar = progress_bar(total=len(starts), desc=f"writing {dataset}", unit="series", enabled=show)
         for a, b in zip(bounds[:-1], bounds[1:]):
             part = table.slice(a, b - a)
             res = lake.write(dataset, part, source=f"import:{directory.name}", bad_row_threshold=bad_row_threshold)
@@ -446,10 +519,9 @@ def import_dir(directory: Path | str, lake: Lake, *, progress: bool | None = Non
             for key in res.series:
                 _mark_runs(lake, key, part)
             summary.series += len(res.series)
-            bar.step(str(res.series[0].symbol if res.series else ""))
-        bar.done()
-    summary.seconds = time.perf_counter() - t0
-    return summary
+            bar.set_postfix_str(str(res.series[0].symbol if res.series else ""), refresh=False)
+            bar.update()
+        bar.close()
 
 
 def _accumulate(summary: ImportSummary, res: WriteResult) -> None:

@@ -1,8 +1,13 @@
 """tardis.dev datasets (FTX and Binance-futures history) through the tardis-dev client.
 
-The client (`tardis_dev.download_datasets`, keyword `endpoint=` is the base-URL override)
-downloads one gzipped CSV per day, symbol and data type into a temporary folder, which we
-parse into canonical frames and delete (fetchers never leave files behind).
+One gzipped CSV per day, symbol and data type from the datasets endpoint
+(`{endpoint}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
+the tardis-dev client; `endpoint=` is the base-URL override), read in memory: no temporary
+files, so nothing is left behind on any exit path. The requests go through the project's
+retry helper (fetch/retry.py), not the client's 30 attempts with minutes of backoff (which
+hung ~48 minutes offline): a connect timeout, a few attempts with a log line each, and a
+bound on the total wait, so an unreachable host is a temporary failure (exit 75) within a
+minute.
 
 Raw schemas (tardis.dev normalised CSV; `timestamp` = exchange time, epoch µs):
 - liquidations: exchange, symbol, timestamp, local_timestamp, id, side (of the liquidation
@@ -20,22 +25,30 @@ for any other day fails before any download with a message saying so.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import os
-import tempfile
+import time
 import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from fetch import timerange
-from fetch.sources.ccxt_source import SourceError, utc
+from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
+from fetch.sources.ccxt_source import utc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://datasets.tardis.dev/v1"
+# 4 attempts, 1 + 2 + 4 s between them, at most 20 s of waiting: with an 8 s socket timeout
+# an unreachable host is given up on well within a minute
+DEFAULT_RETRY = RetryPolicy(attempts=4, base_s=1.0, cap_s=8.0, retry_after_cap_s=15.0, deadline_s=20.0)
 VENUE = {"ftx": "ftx", "binance-futures": "binance", "binance": "binance", "bybit": "bybit",
          "okex-swap": "okx", "deribit": "deribit"}
 
@@ -61,18 +74,57 @@ def free_days_only(start: datetime, end: datetime) -> list[datetime]:
 
 class TardisSource:
     def __init__(self, *, endpoint: str | None = None, api_key: str | None = None,
-                 timeout_s: int = 600, concurrency: int = 4):
+                 timeout_s: float = 8.0, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] | None = None):
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self.api_key = os.environ.get("TARDIS_API_KEY", "") if api_key is None else api_key
-        self.timeout_s = timeout_s
-        self.concurrency = concurrency
+        self.timeout_s = timeout_s  # connect and read timeout of each request
+        self.retry = retry or DEFAULT_RETRY
+        self.sleep = sleep or time.sleep
         self.requests = 0
+
+    def _day(self, exchange: str, data_type: str, symbol: str, day: datetime) -> bytes:
+        """One day's CSV (decompressed), retried as fetch/retry.py says; b"" when empty."""
+        sym = urllib.parse.quote(symbol.replace(":", "-").replace("/", "-").upper(), safe="")
+        url = f"{self.endpoint}/{exchange}/{data_type}/{day:%Y/%m/%d}/{sym}.csv.gz"
+        headers = {"Accept-Encoding": "gzip", "User-Agent": "liqreplay"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        what = f"tardis.dev {exchange} {data_type} {symbol} {day:%Y-%m-%d}"
+
+        def once() -> bytes:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                            timeout=self.timeout_s) as r:
+                    return r.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise SourceError(f"tardis.dev refused {exchange} {data_type} {symbol} "
+                                      f"(HTTP {exc.code}): the API key is missing, invalid or "
+                                      f"lacks this range; set TARDIS_API_KEY (without a key "
+                                      f"only the first day of each month is free)",
+                                      temporary=False) from None
+                if exc.code == 404:
+                    raise SourceError(f"tardis.dev has no {data_type} for {exchange} {symbol} "
+                                      f"on {day:%Y-%m-%d} (HTTP 404): check the symbol (tardis "
+                                      f"ids, e.g. BTC-PERP, BTCUSDT)", temporary=False) from None
+                if exc.code in (408, 429) or exc.code >= 500:
+                    ra = exc.headers.get("Retry-After") if exc.headers else None
+                    raise Retryable(f"HTTP {exc.code}", float(ra) if ra and ra.isdigit() else None) from None
+                raise SourceError(f"{what}: HTTP {exc.code}", temporary=False) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise Retryable(f"cannot reach {urllib.parse.urlsplit(url).netloc}: {reason}") from None
+
+        def count():
+            self.requests += 1
+
+        data = call_with_retry(once, what=what, policy=self.retry, sleep=self.sleep, on_attempt=count)
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
     # ---- download ---------------------------------------------------------------------
     def _download(self, exchange: str, data_type: str, symbol: str, start, end) -> pd.DataFrame:
         """Raw rows of one data type for the whole UTC days overlapping [start, end)."""
-        from tardis_dev import download_datasets
-
         s = utc(start).replace(hour=0, minute=0, second=0, microsecond=0)
         e = utc(end)
         e_day = e.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -86,34 +138,17 @@ class TardisSource:
                     f"{' … ' + format(paid[-1], '%Y-%m-%d') if len(paid) > 1 else ''}: needs an "
                     f"API key: set TARDIS_API_KEY (without one only the first day of each month "
                     f"is free)", temporary=False)
-        with tempfile.TemporaryDirectory(prefix="liqreplay-tardis-") as tmp:
-            self.requests += (e_day - s).days
-            try:
-                download_datasets(exchange=exchange, data_types=[data_type], symbols=[symbol],
-                                  from_date=s.strftime("%Y-%m-%d"),
-                                  to_date=e_day.strftime("%Y-%m-%d"), api_key=self.api_key,
-                                  download_dir=tmp, endpoint=self.endpoint,
-                                  timeout=self.timeout_s, concurrency=self.concurrency)
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403):
-                    raise SourceError(f"tardis.dev refused {exchange} {data_type} {symbol} "
-                                      f"(HTTP {exc.code}): the API key is missing, invalid or "
-                                      f"lacks this range; set TARDIS_API_KEY (without a key "
-                                      f"only the first day of each month is free)",
-                                      temporary=False) from None
-                if exc.code == 404:
-                    raise SourceError(f"tardis.dev has no {data_type} for {exchange} {symbol} "
-                                      f"in {s:%Y-%m-%d}..{e_day:%Y-%m-%d} (HTTP 404): check the "
-                                      f"symbol (tardis ids, e.g. BTC-PERP, BTCUSDT)",
-                                      temporary=False) from None
-                raise SourceError(f"tardis.dev {exchange} {data_type} {symbol}: HTTP "
-                                  f"{exc.code}", temporary=exc.code in (429,) or exc.code >= 500
-                                  ) from None
-            except (OSError, TimeoutError) as exc:
-                raise SourceError(f"tardis.dev {exchange} {data_type} {symbol}: "
-                                  f"{type(exc).__name__}: {exc}", temporary=True) from None
-            files = sorted(Path(tmp).glob("*.csv.gz"))
-            parts = [pd.read_csv(f, compression="gzip") for f in files if f.stat().st_size]
+        parts = []
+        day = s
+        while day < e_day:
+            text = self._day(exchange, data_type, symbol, day)
+            if text.strip():
+                try:
+                    parts.append(pd.read_csv(io.BytesIO(text)))
+                except (ValueError, pd.errors.ParserError) as exc:
+                    raise SourceError(f"tardis.dev {exchange} {data_type} {symbol} {day:%Y-%m-%d}: "
+                                      f"not a CSV ({exc})", temporary=False) from None
+            day += timedelta(days=1)
         if not parts:
             return pd.DataFrame()
         df = pd.concat(parts, ignore_index=True)

@@ -104,3 +104,73 @@ def test_bad_types_and_files(tmp_path):
         load_params(f)
     with pytest.raises(ParamsError, match="range"):
         load_params(overrides={"binance.liq_fee_rate": {"value": 0.01, "range": [0.02, 0.01]}})
+
+
+# ---------------------------------------------------------------- validity domains (issue 11 item 3)
+def test_every_key_of_params_toml_has_a_domain_holding_its_default_and_range():
+    from backtest.domains import domain_for
+
+    p = load_params()
+    uncovered, outside = [], []
+    for key in p.keys():
+        leaf = p._leaves[key]
+        dom = domain_for(key, leaf)
+        if dom is None:
+            uncovered.append(key)
+            continue
+        vals = [leaf["value"]] if "value" in leaf else [r["value"] for r in leaf["dated"]]
+        outside += [f"{key}={v!r} not in {dom}" for v in vals if not dom.contains(v)]
+        if "range" in leaf and not dom.within(*leaf["range"]):
+            outside.append(f"{key} range {leaf['range']} not in {dom}")
+    assert uncovered == [], "add a name rule in backtest/domains.py or `domain = [lo, hi]` in params.toml"
+    assert outside == []
+
+
+@pytest.mark.parametrize("key, value, domain_text", [
+    ("ftx.insurance_fund_start_usd", -50e6, "[0, inf) (money, USD)"),
+    ("ftx.max_leverage", 1000.0, "[1, 200]"),
+    ("ftx.max_leverage", 0.5, "[1, 200]"),
+    ("population.leverage_scale", -1.0, "(0, 100]"),
+    ("population.long_share", 1.7, "[0, 1] (a share)"),
+    ("ftx.step1.probability", 1.5, "[0, 1] (a probability)"),
+    ("population.n_accounts", 0, "integers in [1, inf)"),
+    ("ftx.blp.hedge_latency_s", -5.0, "[0, inf) (seconds)"),
+    ("population.exempt_side", 0, "one of -1, 1"),
+])
+def test_a_value_outside_its_domain_is_one_line_naming_key_value_and_domain(tmp_path, key, value, domain_text):
+    f = tmp_path / "mine.toml"
+    section, _, leaf = key.rpartition(".")
+    f.write_text(f"[{section}]\n\"{leaf}\" = {value!r}\n")
+    with pytest.raises(ParamsError) as exc:
+        load_params(f)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert key in msg and repr(value) in msg and domain_text in msg and str(f) in msg
+
+
+def test_crossed_low_high_pair_is_refused():
+    with pytest.raises(ParamsError, match="leverage_low_min .* above .*leverage_low_max"):
+        load_params(overrides={"population.leverage_low_min": 8.0})
+
+
+def test_valid_value_outside_the_sweep_range_only_warns(caplog):
+    p = load_params(overrides={"ftx.blp.hedge_latency_s": 120.0})
+    assert p.get("ftx.blp.hedge_latency_s") == 120.0
+    assert any("ftx.blp.hedge_latency_s" in r.message and "sweep range" in r.message for r in caplog.records)
+
+
+def test_a_leaf_may_state_its_own_domain():
+    from backtest.domains import domain_for
+
+    leaf = {"value": 3.0, "source": "x", "domain": [2, 4]}
+    assert domain_for("impact.anything_new", leaf).contains(3.0)
+    assert not domain_for("impact.anything_new", leaf).contains(5.0)
+    with pytest.raises(ParamsError, match=r"impact.anything_new = 5.0 is outside its valid domain \[2, 4\]"):
+        from backtest.params import _check_leaf
+        _check_leaf("impact.anything_new", {"value": 5.0, "source": "x", "domain": [2, 4]})
+
+
+def test_brackets_are_checked_structurally():
+    bad = {"caps": [100, 50], "mmr": [0.01, 0.02]}
+    with pytest.raises(ParamsError, match="binance.brackets.generic"):
+        load_params(overrides={"binance.brackets.generic": bad})

@@ -187,21 +187,29 @@ def test_run_killed_mid_write_leaves_no_corrupt_file_and_resumes(fapi, tmp_path)
 
 
 def test_lock_contention_second_run_exits_clearly(fapi, tmp_path, capsys):
+    """A live holder of the OS lock (flock) makes a second run exit 75 without a request;
+    once the holder is dead, its lock is gone with it (no stale lock to take over)."""
     cfg = config(tmp_path, fapi.url)
     lake = tmp_path / "lake"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = lake / "_refresh" / "refresh.lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from fetch.lock import RunLock
+        RunLock({str(lock)!r}, "refresh").acquire()
+        print("held", flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
     try:
-        lock = lake / "_refresh" / "refresh.lock"
-        lock.parent.mkdir(parents=True)
-        lock.write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         assert run(cfg, str(lake), fetchers=fx()) == EXIT_TEMPFAIL
         err = capsys.readouterr().err
-        assert f"another refresh (pid {holder.pid}) holds" in err
-        assert fapi.count() == 0 and lock.read_text().strip() == str(holder.pid)
+        assert f"another writer (pid {holder.pid}) holds" in err
+        assert fapi.count() == 0 and lock.read_text().split()[0] == str(holder.pid)
     finally:
         holder.kill()
         holder.wait()
-    # the holder is dead now: its lock is stale and gets taken over
+    # the holder is dead now: the kernel released its lock
     assert run(cfg, str(lake), fetchers=fx()) == EXIT_OK
     assert not (lake / "_refresh" / "refresh.lock").exists()
 
@@ -269,9 +277,10 @@ def test_example_and_demo_configs_parse():
 
 
 def test_progress_line_drawn_on_a_terminal_only():
+    """The shared tqdm helper (fetch/progress.py) draws on a terminal and stays silent on a pipe."""
     import io
 
-    from fetch.refresh import Progress
+    from fetch.progress import progress_bar
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -279,11 +288,13 @@ def test_progress_line_drawn_on_a_terminal_only():
 
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        p = Progress(2, stream=stream)
-        p.step("BTCUSDT ohlcv 1m trade 2022-11-01")
-        p.step("BTCUSDT ohlcv 1m trade 2022-11-02")
+        p = progress_bar(total=2, desc="fetching", unit="chunk", file=stream, mininterval=0)
+        p.set_postfix_str("BTCUSDT ohlcv 1m trade 2022-11-01")
+        p.update()
+        p.set_postfix_str("BTCUSDT ohlcv 1m trade 2022-11-02")
+        p.update()
         p.close()
-    assert tty.getvalue().count("\r") == 2 and "[2/2]" in tty.getvalue()
+    assert "\r" in tty.getvalue() and "2/2" in tty.getvalue() and "2022-11-02" in tty.getvalue()
     assert pipe.getvalue() == ""
 
 

@@ -72,3 +72,55 @@ def test_labels_from_data_are_escaped():
 def test_empty_series_gives_a_message_not_an_error():
     fig = F.reported_figure(pd.DataFrame(), "t")
     assert fig["data"] == [] and "no reported" in fig["layout"]["annotations"][0]["text"]
+
+
+# ---------------------------------------------------------------- issue 11 item 17: report polish
+def test_legend_sits_below_the_axis_labels_never_on_them():
+    s = _series({("ftx", "BTC"): "1h", ("binance", "BTC"): "1h"})
+    for fig in (F.price_figure(s, {("ftx", "BTC"): "own", ("binance", "BTC"): "own"}, "t"),
+                F.liquidations_figure(s, "t", "1h"), F.house_figure(s, "t")):
+        lay = fig["layout"]
+        leg = lay["legend"]
+        assert (leg["yref"], leg["y"], leg["yanchor"]) == ("container", 0, "bottom")
+        rows = F.legend_rows(fig["data"])
+        assert rows >= 1
+        # the bottom margin holds the axis labels AND the legend rows below them
+        assert lay["margin"]["b"] >= F.AXIS_LABELS_PX + rows * F.LEGEND_ROW_PX
+
+
+def test_many_legend_entries_take_more_rows_and_more_margin():
+    data = [{"name": f"a rather long legend entry number {i}"} for i in range(12)]
+    assert F.legend_rows(data) >= 3
+    few = F.figure(data[:1], {}, "t", 300)["layout"]
+    many = F.figure(data, {}, "t", 300)["layout"]
+    assert many["margin"]["b"] > few["margin"]["b"] and many["height"] > few["height"]
+
+
+def test_charts_with_nothing_to_show_are_one_line():
+    import pandas as pd
+
+    answer = pd.DataFrame({"window": ["2022-05"], "ftx_house_loss_usd": [0.0], "binance_house_loss_usd": [0.0],
+                           "ftx_house_loss_per_1b_oi": [0.0], "binance_house_loss_per_1b_oi": [0.0]})
+    assert F.empty_message(F.answer_figure(answer)).startswith("The answer: house loss per window")
+    tornado = pd.DataFrame({"venue": ["ftx"], "param": ["p"], "low_delta_usd": [0.0], "high_delta_usd": [0.0],
+                            "swing_usd": [0.0]})
+    assert "no parameter moved" in F.empty_message(F.tornado_figure(tornado, "T <b>"))
+    assert F.empty_message(F.tornado_figure(tornado, "T &lt;b&gt;")).startswith("T <b>:")  # plain text
+    q = pd.DataFrame({"window": ["w"], "venue": ["ftx"], "market": ["BTC"], "metric": ["house_loss_usd"],
+                      "q05": [0.0], "q50": [0.0], "q95": [0.0]})
+    central = pd.DataFrame({"window": ["w"], "venue": ["ftx"], "market": ["BTC"], "house_loss_usd": [0.0]})
+    assert "zero in every sweep sample" in F.empty_message(F.fan_figure(q, central, "house_loss_usd", "Fan"))
+    q.loc[0, "q95"] = 5.0
+    assert F.empty_message(F.fan_figure(q, central, "house_loss_usd", "Fan")) is None
+
+
+def test_substituted_and_proxy_paths_are_labelled_apart():
+    s = _series({("ftx", "BTC"): "1h", ("binance", "BTC"): "1h"})
+    fig = F.price_figure(s, {("ftx", "BTC"): "substituted: binance perp BTCUSDT",
+                             ("binance", "BTC"): "proxy: binance spot BTCUSDT"}, "t")
+    by_name = {t["name"]: t for t in fig["data"]}
+    sub = next(t for n, t in by_name.items() if "substituted" in n)
+    prox = next(t for n, t in by_name.items() if "proxy" in n)
+    assert sub["line"]["dash"] == "dot" and prox["line"]["dash"] != "dot"
+    tags = [a["text"] for a in fig["layout"]["annotations"] if a.get("xshift") == 4]
+    assert "FTX (substituted)" in tags and "Binance (proxy)" in tags

@@ -276,3 +276,25 @@ def test_missing_blp_series_is_said_on_the_page(results_dir, tmp_path):
     page = R.render(load(d))
     assert "no blp_pnl_cum_usd" in page
     assert "BLP cumulative P&amp;L (USD)" not in page.split('id="report-figures"')[1].split("</script>")[0]
+
+
+def test_no_table_repeats_a_column_header(results_dir):
+    from reports.inputs import load
+    from reports.render import table_view
+    from reports.tables import all_tables
+
+    for name, t in all_tables(load(results_dir)).items():
+        heads = [h for _, _, h in table_view(t, "x").columns]
+        assert len(heads) == len(set(heads)), (name, heads)
+
+
+def test_calibration_text_cells_wrap(results_dir, tmp_path):
+    from reports.inputs import load
+    from reports.render import write_report
+
+    html_path, _ = write_report(load(results_dir), tmp_path / "r.html")
+    page = html_path.read_text()
+    assert "td.text { max-width: 24rem; white-space: normal; overflow-wrap: anywhere; }" in page
+    cal = page[page.index('id="t-calibration"'):]
+    cal = cal[:cal.index("</table>")]
+    assert '<td class="text"' in cal  # its long notes and sources are text cells, which wrap

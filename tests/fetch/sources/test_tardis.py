@@ -1,4 +1,4 @@
-"""tardis.dev source through the real tardis-dev client against a loopback datasets endpoint."""
+"""tardis.dev source (its datasets URL scheme, our retry helper) against a loopback datasets endpoint."""
 from __future__ import annotations
 
 from datetime import date
@@ -98,3 +98,47 @@ def test_trades_without_liquidation_flag_explained(tardis_server):
                       f"ftx,BTC-PERP,{T0 + 7},{T0 + 8},2,sell,20000,1,false\n")
     liq = src.fetch_trade_liquidations("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
     assert len(liq) == 1 and liq["side"].iloc[0] == "short"
+
+
+# ------------------------------------------------------------------ issue 11 item 5: bounded offline
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused, as offline
+    return port
+
+
+def test_unreachable_host_gives_up_after_a_few_logged_retries(monkeypatch, caplog):
+    from fetch.sources import tardis as T
+
+    sleeps: list[float] = []
+    src = TardisSource(endpoint=f"http://127.0.0.1:{_closed_port()}/v1", api_key="k", sleep=sleeps.append)
+    with pytest.raises(SourceError, match=r"gave up after 4 attempts: cannot reach 127.0.0.1") as ei:
+        src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-08"), utc("2022-11-09"))
+    assert ei.value.temporary
+    assert sleeps == [1.0, 2.0, 4.0] and src.requests == 4
+    assert len([r for r in caplog.records if "retry" in r.getMessage()]) == 3  # one line per retry
+    # the worst case (every attempt hits its connect timeout) stays within a minute
+    assert T.DEFAULT_RETRY.attempts * src.timeout_s + T.DEFAULT_RETRY.deadline_s <= 60
+
+
+def test_fetch_command_offline_exits_75_and_leaves_no_temp_folder(monkeypatch, tmp_path, capsys):
+    import tempfile
+
+    from backtest.console import main
+    from fetch.sources import tardis as T
+
+    monkeypatch.setenv("TARDIS_API_KEY", "k")
+    monkeypatch.setattr(T.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    code = main(["fetch", "BTC-PERP", "--source", "tardis", "--exchange", "ftx", "--dataset", "liquidations",
+                 "--timerange", "20221101-20221102", "--api-url", f"http://127.0.0.1:{_closed_port()}/v1",
+                 "--lake", str(tmp_path / "lake")])
+    assert code == 75
+    err = capsys.readouterr().err
+    assert "temporary failure, retry later" in err and "gave up after 4 attempts" in err
+    assert list((tmp_path / "tmp").iterdir()) == []
