@@ -4,7 +4,11 @@ Prints, per population size: wall time (population build + replay), peak memory 
 process's max RSS), liquidation events and events per second; then the fast replay against
 the naive oracle on the same small workload; the last line is machine-readable:
 
-    bench: accounts=1000000 series=4 bars=525600 wall_s=... peak_mb=... events_per_s=... oracle_speedup=...
+    bench: accounts=1000000 series=4 bars=525600 wall_s=... peak_mb=... events_per_s=... oracle_speedup=... compile_s=...
+
+wall_s is after compilation: the compiled kernels (numba, `cache=True`) are first called on a
+tiny workload, timed apart as compile_s (JIT compilation on a cold cache, loading the on-disk
+cache after).
 
 The synthetic path is a seeded random walk (1-minute volatility 0.08% BTC / 0.11% ETH) with
 a crash and a squeeze every two months, so that a large share of the population is
@@ -64,7 +68,7 @@ def _maxrss_mb() -> float:
 
 
 def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, oracle: bool = False,
-                 deterministic: bool = False):
+                 deterministic: bool = False, venues=None):
     """Run the 4 series; returns (population_s, replay_s, events, liquidated accounts, totals).
     FTX step 1 runs in its random mode (the production mode) unless `deterministic`."""
     date = dt.date(2022, 1, 1)
@@ -74,6 +78,8 @@ def run_workload(bars_by_coin: dict, n_accounts: int, params, seed: int, *, orac
     per_venue = {v: 0.0 for v in VENUES}
     for coin, (bars, inp, eb) in bars_by_coin.items():
         for venue, fmt in VENUES.items():
+            if venues and venue not in venues:
+                continue
             sym = fmt.format(c=coin)
             rng = np.random.default_rng([seed, len(venue), len(coin), ord(coin[0])])
             t0 = time.perf_counter()
@@ -110,18 +116,23 @@ def _inputs(n_bars: int, seed: int, params, slice_from: int = 0) -> dict:
 
 
 def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 200, oracle_bars: int = 240,
-              seed: int = 7) -> int:
+              seed: int = 7, venues=None) -> int:
+    """venues: only these venues' series (default both); the bench line then counts those series."""
     params = load_params()
     n_bars = int(round(days * 1440))
     t0 = time.perf_counter()
     data = _inputs(n_bars, seed, params)
     print(f"synthetic path: {len(MARKETS)} markets x {len(VENUES)} venues, {n_bars:,} one-minute bars each, "
           f"engine tick {params.get('ftx.tick_s')} s ({time.perf_counter() - t0:.1f}s to build)")
+    t0 = time.perf_counter()
+    run_workload(_inputs(30, seed, params), 50, params, seed, venues=venues)
+    compile_s = time.perf_counter() - t0
+    print(f"compile: {compile_s:.2f}s for the first call of the kernels (JIT on a cold cache, cache load after)")
     print(f"{'accounts/series':>15} {'pop_s':>7} {'replay_s':>8} {'(binance':>8} {'ftx)':>7} {'wall_s':>7} "
           f"{'peak_mb':>8} {'events':>10} {'events/s':>10} {'liquidated':>10}")
     results = []
     for n in sizes:
-        pop_s, rep_s, ev, liq, _ = run_workload(data, n, params, seed)
+        pop_s, rep_s, ev, liq, _ = run_workload(data, n, params, seed, venues=venues)
         wall = pop_s + rep_s
         peak = _maxrss_mb()
         eps = ev / rep_s if rep_s > 0 else float("nan")
@@ -137,13 +148,15 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     # the oracle on the same small workload (a slice around the first crash), same run
     crash = 30 * 1440 - oracle_bars // 3
     small = _inputs(oracle_bars, seed, params, slice_from=max(0, min(crash, n_bars - oracle_bars)))
-    f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed, deterministic=True)
-    o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True, deterministic=True)
+    f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed, deterministic=True, venues=venues)
+    o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True, deterministic=True,
+                                               venues=venues)
     same = all(len(a[2].events) == len(b[2].events) for a, b in zip(ftot, otot))
     speed = o_rep / f_rep if f_rep > 0 else float("nan")
-    print(f"oracle: {oracle_accounts} accounts x 4 series x {oracle_bars} bars: fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "
+    n_series = len(MARKETS) * len([v for v in VENUES if not venues or v in venues])
+    print(f"oracle: {oracle_accounts} accounts x {n_series} series x {oracle_bars} bars: fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "
           f"speedup {speed:.1f}x, events {f_ev} vs {o_ev} ({'same' if same else 'DIFFERENT'})")
     n, wall, peak, eps = results[-1]
-    print(f"bench: accounts={n} series=4 bars={n_bars} wall_s={wall:.2f} peak_mb={peak:.0f} "
-          f"events_per_s={eps:.0f} oracle_speedup={speed:.1f}")
+    print(f"bench: accounts={n} series={n_series} bars={n_bars} wall_s={wall:.2f} peak_mb={peak:.0f} "
+          f"events_per_s={eps:.0f} oracle_speedup={speed:.1f} compile_s={compile_s:.2f}")
     return 0

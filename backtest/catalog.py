@@ -239,6 +239,28 @@ class Catalog:
                 }
         return best
 
+    def open_interest_path(self, venue, symbol, start, end, *, market="perp") -> pd.DataFrame:
+        """Every open-interest sample known in (start, end]: ts (as stamped), timeframe, as_of
+        (= ts + timeframe: when the value is known; Coinalyze's daily value stamped at the day
+        open is that day's close), oi_base (coins), oi_usd (None if unknown), source; sorted
+        by as_of. A value known after `end` is never returned (no look-ahead)."""
+        cols = ["ts", "timeframe", "as_of", "oi_base", "oi_usd", "source"]
+        src = self._src("open_interest", venue=venue, market=market, symbol=symbol)
+        if src is None:
+            return _empty(cols)
+        s, e = to_utc(start), to_utc(end)
+        df = self._query(
+            f"SELECT ts, timeframe, oi_base, oi_usd, source FROM {src} WHERE venue = ? AND market = ? "
+            f"AND symbol = ? AND ts <= ? AND ts >= ? ORDER BY ts",
+            [venue, market, symbol, e, s - timedelta(days=2)],
+        )
+        if df.empty:
+            return _empty(cols)
+        step = df["timeframe"].map(lambda tf: pd.Timedelta(timeframe_delta(tf)) if tf else pd.Timedelta(0))
+        df["as_of"] = pd.to_datetime(df["ts"], utc=True) + step
+        df = df[(df["as_of"] > pd.Timestamp(s)) & (df["as_of"] <= pd.Timestamp(e))]
+        return df[cols].sort_values(["as_of", "ts"]).reset_index(drop=True)
+
     def funding(self, venue, symbol, start, end, *, market="perp") -> pd.DataFrame:
         """Funding settlements with ts in [start, end): ts (as stamped: Binance is a few ms
         after the hour), rate (fraction per interval), interval_hours, mark_price."""

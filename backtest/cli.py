@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
     b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
     b.add_argument("--seed", type=non_negative_int, default=7)
+    b.add_argument("--venue", action="append", choices=["ftx", "binance"],
+                   help="time only this venue's series (repeatable; default both)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -164,9 +166,9 @@ def cmd_run(args) -> int:
                   "deterministic": bool(args.deterministic), "scenarios": _file_hash(sc.source_file)}
 
     from backtest.scenarios import SeriesLoader
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")))
+    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")), params=params)
     prog = _Progress(len(windows) * len(venues) * len(coins))
-    win_entries, rows, series, events, coverage = [], [], [], [], []
+    win_entries, rows, series, events, coverage, daily = [], [], [], [], [], []
     loaded: dict[str, dict] = {}
     t0 = time.time()
     for w in windows:
@@ -183,6 +185,7 @@ def cmd_run(args) -> int:
         coverage += part["coverage"]
         series.append(part["series"])
         events.append(part["events"])
+        daily.append(part.get("daily", pd.DataFrame()))
     prog.close()
 
     sweep_frame, sweep_q = None, None
@@ -196,7 +199,7 @@ def cmd_run(args) -> int:
             "command": "liqreplay run " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
             "sweep_params": [k for k in SWEEP_KEYS if k in params.sweep_ranges()],
             "sweep_samples": int(args.sweep or 0)}
-    write_kw = dict(meta=meta, windows=win_entries, rows=rows, series=series, events=events,
+    write_kw = dict(meta=meta, windows=win_entries, rows=rows, series=series, events=events, daily=daily,
                     sweep=sweep_frame, sweep_quantiles=sweep_q, coverage=coverage)
     from backtest.results import write_results
     write_results(out, **write_kw)
@@ -236,7 +239,7 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
         notes += sd.notes
     for p in problems:
         log.warning("skipped: %s", p)
-    rows, series, events, coverage = [], [], [], []
+    rows, series, events, coverage, daily = [], [], [], [], []
     cprices = loader.coin_prices(w) if "ftx" in venues and sds else {}
     cpaths, cnotes = loader.collateral_paths(w, sorted(cprices)) if cprices else ({}, [])
     notes += cnotes
@@ -252,7 +255,7 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
             hedge_sd = sds.get(("binance", c)) if v == "ftx" else None
             hedge = path_input(hedge_sd, params) if hedge_sd is not None else None
             try:
-                row, se, ev = run_series(sd, params, seed, hedge=hedge, collateral_prices={**cprices, c: sd.start_price},
+                row, se, ev, da = run_series(sd, params, seed, hedge=hedge, collateral_prices={**cprices, c: sd.start_price},
                                          deterministic=deterministic, collateral_paths=cpaths)
             except (ValueError, KeyError) as exc:
                 msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
@@ -266,6 +269,7 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
             rows.append(row)
             series.append(se)
             events.append(ev)
+            daily.append(da)
             coverage.append({"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
                              "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source})
             ran.append(f"{v} {c}")
@@ -280,7 +284,8 @@ def _run_window(loader, w, venues, coins, params, seed, deterministic, prog, loa
         print(f"liqreplay run: window {w.id} skipped: {reason}", file=sys.stderr)
     return {"window": entry, "rows": rows, "coverage": coverage,
             "series": pd.concat(series, ignore_index=True) if series else pd.DataFrame(),
-            "events": pd.concat(events, ignore_index=True) if events else pd.DataFrame()}
+            "events": pd.concat(events, ignore_index=True) if events else pd.DataFrame(),
+            "daily": pd.concat(daily, ignore_index=True) if daily else pd.DataFrame()}
 
 
 def _load_part(parts: Path, wid: str, key: dict):
@@ -296,16 +301,18 @@ def _load_part(parts: Path, wid: str, key: dict):
     try:
         se = pd.read_parquet(parts / f"{wid}.series.parquet")
         ev = pd.read_parquet(parts / f"{wid}.events.parquet")
+        da = pd.read_parquet(parts / f"{wid}.daily.parquet")
     except (OSError, ValueError):
         return None
     return {"window": saved["window"], "rows": saved["rows"], "coverage": saved["coverage"], "series": se,
-            "events": ev}
+            "events": ev, "daily": da}
 
 
 def _save_part(parts: Path, wid: str, key: dict, part: dict) -> None:
     from backtest.results import _jsonable
     part["series"].to_parquet(parts / f"{wid}.series.parquet", index=False)
     part["events"].to_parquet(parts / f"{wid}.events.parquet", index=False)
+    part["daily"].to_parquet(parts / f"{wid}.daily.parquet", index=False)
     blob = {"key": key, "window": part["window"], "rows": part["rows"], "coverage": part["coverage"]}
     tmp = parts / f".{wid}.json.tmp"
     tmp.write_text(json.dumps(_jsonable(blob)))
@@ -360,7 +367,7 @@ def _run_sweep(loader, windows, venues, coins, params, args, loaded, win_entries
                 hedge_sd = sds.get(("binance", c)) if v == "ftx" else None
                 hedge = path_input(hedge_sd, p) if hedge_sd is not None else None
                 try:
-                    row, _, _ = run_series(sd, p, args.seed, hedge=hedge, n_accounts=n_acc,
+                    row, *_ = run_series(sd, p, args.seed, hedge=hedge, n_accounts=n_acc,
                                            collateral_prices={**cpr, c: sd.start_price},
                                            deterministic=bool(args.deterministic), collateral_paths=cpaths)
                 except (ValueError, KeyError) as exc:
@@ -424,4 +431,4 @@ def cmd_bench(args) -> int:
     if not sizes or min(sizes) < 2:
         raise UserError("--sizes needs population sizes of at least 2")
     return run_bench(sizes, days=args.days, oracle_accounts=args.oracle_accounts, oracle_bars=args.oracle_bars,
-                     seed=args.seed)
+                     seed=args.seed, venues=args.venue)

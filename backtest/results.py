@@ -1,10 +1,13 @@
 """Run results on disk (Contract 3): summary.json + Parquet tables, and their loader.
 
-    write_results(out_dir, meta=..., windows=..., rows=..., series=..., events=..., sweep=...)
-    load_results(out_dir) -> Results(summary, rows, series, events, sweep)
+    write_results(out_dir, meta=..., windows=..., rows=..., series=..., events=..., daily=..., sweep=...)
+    load_results(out_dir) -> Results(summary, rows, series, events, sweep, daily)
 
-House loss = BLP loss + insurance-fund deficit; the exempt account's deficit is reported
-apart. Every money figure of a row is also given per $1B of open interest.
+House loss (v2, MODEL.md 3.7) = BLP loss + fund payouts beyond its income + the exempt
+account's deficit, each also a row field (backtest/replay/recorder.py `loss_accounting`).
+daily.parquet: per (window, venue, market, UTC day, liquidated side) actual and reported
+liquidated notional and the model's open notional at the day's end (MODEL.md 7).
+Every money figure of a row is also given per $1B of open interest.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import pandas as pd
 from fetch import atomic
 
 SUMMARY_JSON = "summary.json"
-TABLES = ("summary", "series", "events", "sweep")
+TABLES = ("summary", "series", "events", "sweep", "daily")
 
 # money figures of a row (each also as <name>_per_1b_oi)
 MONEY_FIELDS = (
@@ -28,18 +31,23 @@ MONEY_FIELDS = (
     "liquidated_overflow_usd", "liquidated_ioc_usd", "liquidated_fund_usd", "adl_usd",
     "blp_takeover_usd", "blp_pnl_usd", "blp_loss_usd", "fund_start_usd", "fund_min_usd", "fund_end_usd",
     "fund_deficit_usd", "exempt_deficit_usd", "user_loss_usd", "house_loss_usd", "counterparty_loss_usd",
+    "blp_discount_usd", "blp_move_usd", "blp_hedge_cost_usd", "blp_collateral_sales_usd", "blp_haircut_gain_usd",
+    "blp_unhedged_mtm_usd", "blp_loss_gross_usd", "fund_income_usd", "fund_payouts_usd", "fund_drawdown_usd",
+    "fund_net_payout_usd", "house_loss_gross_usd",
 )
 ROW_FIELDS = ("window", "venue", "market", "symbol") + MONEY_FIELDS + (
     "accounts", "accounts_liquidated", "open_interest_usd", "oi_source", "timeframe", "price_source",
-    "adv_usd", "adv_source", "bars", "gaps_pct", "events",
+    "adv_usd", "adv_source", "bars", "gaps_pct", "events", "fund_time_below_start_s",
 )
+DAILY_COLUMNS = ("window", "venue", "market", "date", "side", "liquidated_usd", "reported_usd", "oi_usd")
 EVENT_COLUMNS = ("window", "venue", "market", "ts", "account", "side", "mechanism", "qty_coin",
-                 "price", "mark_price", "notional_usd", "user_loss_usd", "fund_delta_usd", "reported")
+                 "price", "mark_price", "notional_usd", "user_loss_usd", "fund_delta_usd", "reported", "reported_usd")
 SERIES_MECHANISMS = ("step1", "step2_blp", "overflow", "ioc", "fund", "adl")
 
 
 def house_loss(blp_pnl_usd: float, fund_end_usd: float) -> tuple[float, float, float]:
-    """(blp_loss, fund_deficit, house_loss): BLP loss = max(0, -P&L); fund deficit = max(0, -end balance)."""
+    """v1 definition, kept for old result sets: (blp_loss, fund_deficit, house_loss) with BLP loss =
+    max(0, -P&L) and fund deficit = max(0, -end balance). Rows now carry the v2 parts."""
     blp_loss = max(0.0, -float(blp_pnl_usd))
     deficit = max(0.0, -float(fund_end_usd))
     return blp_loss, deficit, blp_loss + deficit
@@ -133,7 +141,7 @@ def _frame(obj, columns=None) -> pd.DataFrame:
 
 
 def write_results(out_dir: Path | str, *, meta: dict, windows: list[dict], rows: list[dict],
-                  series=None, events=None, sweep=None, sweep_quantiles=None, coverage=None) -> Path:
+                  series=None, events=None, sweep=None, sweep_quantiles=None, coverage=None, daily=None) -> Path:
     """Write summary.json and the Parquet tables into out_dir (created). `meta` carries
     run_id, data_snapshot, params_hash, params_file, seed, params, param_sources, param_ranges."""
     out = Path(out_dir)
@@ -162,10 +170,12 @@ def write_results(out_dir: Path | str, *, meta: dict, windows: list[dict], rows:
     ev = _frame(events, EVENT_COLUMNS)
     se = _frame(series, ("window", "venue", "market", "ts", "price"))
     sw = _frame(sweep, ("sample", "window", "venue", "market"))
+    da = _frame(daily, DAILY_COLUMNS)
     _atomic_parquet(out / "summary.parquet", pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(ROW_FIELDS)))
     _atomic_parquet(out / "series.parquet", se)
     _atomic_parquet(out / "events.parquet", ev)
     _atomic_parquet(out / "sweep.parquet", sw)
+    _atomic_parquet(out / "daily.parquet", da)
     # summary.json last: its presence marks a complete write
     _atomic_write_bytes(out / SUMMARY_JSON, json.dumps(_jsonable(summary), indent=2, allow_nan=False).encode())
     return out
@@ -178,6 +188,7 @@ class Results:
     series: pd.DataFrame
     events: pd.DataFrame
     sweep: pd.DataFrame
+    daily: pd.DataFrame = None
 
     @property
     def cross_venue(self) -> list[dict]:
@@ -194,4 +205,4 @@ def load_results(out_dir: Path | str) -> Results:
     def rd(name):
         f = d / f"{name}.parquet"
         return pd.read_parquet(f) if f.exists() else pd.DataFrame()
-    return Results(summary, rd("summary"), rd("series"), rd("events"), rd("sweep"))
+    return Results(summary, rd("summary"), rd("series"), rd("events"), rd("sweep"), rd("daily"))

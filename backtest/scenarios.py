@@ -182,6 +182,22 @@ class SeriesData:
     # stand-in's)" or "trade bars: <why>" (kernels: mark bars iff it starts with "mark").
     mark_bars: pd.DataFrame | None = None
     trigger_source: str = "trade bars: no mark bars in the lake"
+    # v2 book (MODEL.md 2; backtest/population/book.py). oi_path: the lake's OI samples known
+    # up to the window end (columns ts, as_of = when the value is known, oi_coin), for FTX
+    # without its own OI Binance's path, to be scaled by params[oi_scale_key]; warmup_bars:
+    # the bars (ts, open, high, low, close, volume_quote) of the warm-up before the window
+    # at the finest timeframe covering it (warmup_timeframe); long_share_path: the lake's
+    # daily long account share (ts, as_of, long_account_share) where present.
+    oi_path: pd.DataFrame | None = None
+    oi_path_source: str = ""
+    oi_scale_key: str | None = None
+    warmup_bars: pd.DataFrame | None = None
+    warmup_timeframe: str | None = None
+    long_share_path: pd.DataFrame | None = None
+
+    @property
+    def warmup_bar_seconds(self) -> int:
+        return TIMEFRAME_MINUTES[self.warmup_timeframe] * 60 if self.warmup_timeframe else self.bar_seconds
 
     @property
     def bar_seconds(self) -> int:
@@ -262,10 +278,22 @@ def sigma_1m_of(bars: pd.DataFrame, tf: str) -> float:
 class SeriesLoader:
     """Queries the Catalog for a window's series. Holds the choices made (for `coverage`)."""
 
-    def __init__(self, catalog, scenarios: Scenarios, *, lookback_days: float = 14.0):
+    def __init__(self, catalog, scenarios: Scenarios, *, lookback_days: float = 14.0, params=None,
+                 warmup_days: float | None = None):
         self.catalog = catalog
         self.sc = scenarios
         self.lookback_days = lookback_days
+        if params is None:
+            from backtest.params import default_params
+            params = default_params()
+        self.params = params
+        # the warm-up bars cover the largest warm-up the parameter ranges allow plus the entry
+        # lookback, so a sweep over warmup_days needs no reload
+        if warmup_days is None:
+            r = params.sweep_ranges().get("population.warmup_days")
+            warmup_days = max(float(params.get("population.warmup_days")), r[1] if r else 0.0)
+            warmup_days += float(params.get("population.entry_lookback_days"))
+        self.warmup_days = float(warmup_days)
 
     # -- bars -------------------------------------------------------------------------
     def _best_timeframe(self, src: PriceSource, start, end) -> tuple[str, int, float] | None:
@@ -472,12 +500,18 @@ class SeriesLoader:
         entry = self._entry_bars(src, window, tf)
         mark, trigger_source, mark_notes = self.mark_bars(window, venue, coin, src, tf, bars)
         notes.extend(mark_notes)
+        oi_path, oi_path_source, oi_scale_key = self._oi_path(window, venue, coin, own_symbol)
+        if oi_path is None:
+            notes.append(f"window {window.id}, venue {venue}, market {coin}: no open-interest path in the lake "
+                         f"(the v2 book cannot be built; v1 uses {oi_source})")
+        warm, warm_tf = self._warmup_bars(src, window, venue, coin)
         return SeriesData(
             window=window, venue=venue, coin=coin, symbol=own_symbol, bars=bars, timeframe=tf,
             price_source=price_source, source=src, rows=int(len(raw)), gaps_pct=gaps_pct,
             adv_usd=float(adv), adv_source=adv_source, oi_coin=oi_coin, oi_usd=oi_coin * start_price,
             oi_source=oi_source, funding=funding, entry_bars=entry,
             sigma_1m=sigma_1m_of(bars, tf), notes=notes, mark_bars=mark, trigger_source=trigger_source,
+            oi_path=oi_path, oi_path_source=oi_path_source, oi_scale_key=oi_scale_key, warmup_bars=warm, warmup_timeframe=warm_tf,
         )
 
     # -- mark-price bars (MODEL.md 1 "Mark vs last") ---------------------------------------
@@ -524,6 +558,8 @@ class SeriesLoader:
             tfs = [(t, n) for t, n in self.catalog.timeframes(ms.venue, ms.market, ms.symbol, start, end,
                                                               price_type="mark")
                    if t in TIMEFRAME_MINUTES and n > 0]
+        except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+            raise
         except Exception as exc:  # noqa: BLE001 — a lake or catalog without mark bars
             log.debug("mark timeframes(%s) failed: %s", ms, exc)
             return None, 0.0, ""
@@ -536,6 +572,8 @@ class SeriesLoader:
         for t in usable:
             try:
                 raw = self.catalog.bars(ms.venue, ms.market, ms.symbol, start, end, timeframe=t, price_type="mark")
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
             except Exception as exc:  # noqa: BLE001
                 log.debug("mark bars(%s %s) failed: %s", ms, t, exc)
                 continue
@@ -551,6 +589,90 @@ class SeriesLoader:
             if cov >= MIN_COVERAGE:
                 break
         return best[0], best[1], ""
+
+    # -- v2 book inputs -----------------------------------------------------------------
+    def _lake_oi_path(self, venue: str, symbol: str, start, end) -> pd.DataFrame | None:
+        q = getattr(self.catalog, "open_interest_path", None)
+        if q is None:
+            return None
+        try:
+            df = q(venue, symbol, start, end)
+        except LakeDamaged:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a catalog without the series
+            log.debug("open_interest_path(%s %s) failed: %s", venue, symbol, exc)
+            return None
+        if df is None or len(df) == 0:
+            return None
+        df = df[np.isfinite(df["oi_base"].astype(float)) & (df["oi_base"].astype(float) > 0)]
+        if df.empty:
+            return None
+        return pd.DataFrame({"ts": pd.to_datetime(df["ts"], utc=True), "as_of": pd.to_datetime(df["as_of"], utc=True),
+                             "oi_coin": df["oi_base"].astype(float).to_numpy(),
+                             "source": df["source"].astype(str).to_numpy()}).reset_index(drop=True)
+
+    def _oi_path(self, window: Window, venue: str, coin: str, symbol: str
+                 ) -> tuple[pd.DataFrame | None, str, str | None]:
+        """The OI path for the v2 book: every lake sample known in (warm-up start, window end]
+        (never one known later). FTX without its own OI: Binance's path, to be scaled by
+        `ftx.oi_ratio_to_binance.<COIN>` (the key returned), the source says so."""
+        start = window.start - pd.Timedelta(days=self.warmup_days)
+        df = self._lake_oi_path(venue, symbol, start, window.end)
+        if df is not None:
+            first = df["as_of"].iloc[0]
+            return df[["ts", "as_of", "oi_coin"]], (f"lake: {venue} {symbol} OI ({df['source'].iloc[0]}), first known "
+                                                    f"{first:%Y-%m-%d %H:%M} UTC"), None
+        if venue == "binance":
+            return None, "", None
+        bsym = self.sc.symbol("binance", coin)
+        df = self._lake_oi_path("binance", bsym, start, window.end)
+        if df is None:
+            return None, "", None
+        key = f"ftx.oi_ratio_to_binance.{coin.upper()}"
+        if key not in self.params:
+            key = "ftx.oi_ratio_to_binance.default"
+        first = df["as_of"].iloc[0]
+        return df[["ts", "as_of", "oi_coin"]], (f"lake: binance {bsym} OI ({df['source'].iloc[0]}, first known "
+                                                f"{first:%Y-%m-%d %H:%M} UTC)"), key
+
+    def _warmup_bars(self, src: PriceSource, window: Window, venue: str | None = None,
+                     coin: str | None = None) -> tuple[pd.DataFrame | None, str | None]:
+        """Bars of [window start - warm-up - entry lookback, window start) for the book: from
+        the series the window runs on, else another series of the venue (its sources in
+        order: own perp, spot proxies, stand-ins), the finest timeframe covering >= 90% of the
+        default warm-up plus lookback before the start (else the best-covering one); loaded
+        from the longest warm-up the parameter range allows, gaps filled flat."""
+        start = window.start - pd.Timedelta(days=self.warmup_days)
+        end = window.start
+        need_days = float(self.params.get("population.warmup_days")) + float(self.params.get("population.entry_lookback_days"))
+        need_start = end - pd.Timedelta(days=need_days)
+        cands = [src] + ([x for x in self.sc.sources(venue, coin) if x != src] if venue and coin else [])
+        best = None        # (coverage, -minutes, src, tf)
+        for cand in cands:
+            try:
+                tfs = [(tf, n) for tf, n in self.catalog.timeframes(cand.venue, cand.market, cand.symbol, need_start, end)
+                       if tf in TIMEFRAME_MINUTES and n > 0]
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.debug("timeframes(%s) failed: %s", cand, exc)
+                tfs = []
+            covs = [(min(1.0, n / max(1, expected_bars(need_start, end, tf))), tf) for tf, n in tfs]
+            good = sorted([c for c in covs if c[0] >= MIN_USABLE_COVERAGE], key=lambda c: tf_minutes(c[1]))
+            if good:
+                best = (good[0][0], cand, good[0][1])
+                break
+            for cov, tf in covs:
+                if best is None or cov > best[0]:
+                    best = (cov, cand, tf)
+        if best is None:
+            return None, None
+        _, cand, tf = best
+        raw = self.bars(cand, start, end, tf)
+        if raw.empty:
+            return None, None
+        bars, _ = fill_gaps(raw, raw["ts"].iloc[0], end, tf)
+        return bars, tf
 
     def _adv(self, venue, market, symbol, before) -> tuple[float | None, str]:
         try:
@@ -576,6 +698,21 @@ class SeriesLoader:
             age = window.start - pd.Timestamp(rec["ts"]).tz_convert("UTC") if rec.get("ts") is not None else pd.Timedelta(0)
             if age <= pd.Timedelta(days=3):
                 return float(rec["oi_base"]), f"lake: {rec.get('source') or 'open_interest'} {pd.Timestamp(rec['ts']).date()}"
+        if venue == "ftx":
+            bsym = self.sc.symbol("binance", coin)
+            try:
+                brec = self.catalog.open_interest("binance", bsym, window.start.to_pydatetime())
+            except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
+                raise
+            except Exception:  # noqa: BLE001
+                brec = None
+            if brec and brec.get("oi_base") and np.isfinite(brec["oi_base"]) and brec["oi_base"] > 0:
+                key = f"ftx.oi_ratio_to_binance.{coin.upper()}"
+                if key not in self.params:
+                    key = "ftx.oi_ratio_to_binance.default"
+                ratio = float(self.params.get(key))
+                return float(brec["oi_base"]) * ratio, (f"lake: binance {bsym} {brec.get('source') or 'open_interest'} "
+                                                        f"{pd.Timestamp(brec['ts']).date()} x {key} = {ratio:g}")
         try:
             return self.sc.default_oi_coin(venue, coin, window.id)
         except KeyError as exc:

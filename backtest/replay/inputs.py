@@ -8,6 +8,11 @@ import numpy as np
 import pandas as pd
 
 from backtest.path import BarPaths, bar_paths, price_at
+# The one place the compiled replay gets its intra-bar path from (brief interface 3). At merge:
+#   from backtest.paths import fill_bar_path
+# (then clear numba's cache, or touch backtest/replay/binance_kernel.py: a cached kernel is keyed
+# on its own file only and would keep the old path function).
+from backtest.replay._linear_path import fill_bar_path
 
 BLOCK = 512
 
@@ -28,6 +33,9 @@ class PathInput:
     adv_usd: float = 0.0
     funding_bar: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # bar index
     funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    path_mode: int = 0              # 0 linear (v1), 1 Brownian bridge (backtest.paths)
+    path_key: int = 0               # counter-based key of the path draws (backtest.rng)
+    near_first_prob: float = 0.5    # bridge: chance the extreme nearer the open comes first
 
     def __post_init__(self):
         self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
@@ -64,6 +72,35 @@ class PathInput:
     @property
     def bar_minutes(self) -> float:
         return self.bar_seconds / 60.0
+
+    @property
+    def n_ticks_total(self) -> int:
+        return self.n_bars * self.n_ticks
+
+    def bar_ticks(self, bar: int, out: np.ndarray | None = None) -> np.ndarray:
+        """All tick prices of one bar through the shared path function (kernel and oracle)."""
+        out = np.empty(self.n_ticks) if out is None else out
+        fill_bar_path(float(self.open[bar]), float(self.high[bar]), float(self.low[bar]), float(self.close[bar]),
+                      self.n_ticks, int(self.path_mode), np.uint64(self.path_key), np.int64(self.ts_s[bar]),
+                      float(self.near_first_prob), out)
+        return out
+
+    def tick_index(self, t_s) -> np.ndarray:
+        """Global tick index g = bar * n_ticks + k of the first engine tick at or after each time
+        (0 before the first bar, n_ticks_total after the last tick). An account with
+        [open_s, close_s) is live at ticks g_open <= g < g_close."""
+        t = np.asarray(t_s, dtype=np.float64)
+        nb, n = self.n_bars, self.n_ticks
+        out = np.where(t <= self.ts_s[0], 0, nb * n).astype(np.int64)
+        inside = (t > self.ts_s[0]) & (t < self.ts_s[-1] + self.bar_seconds)
+        if inside.any():                     # most accounts open before the path and never close in it
+            ti = t[inside]
+            b = np.searchsorted(self.ts_s.astype(np.float64), ti, side="right") - 1
+            bc = np.clip(b, 0, nb - 1)
+            k = np.ceil((ti - self.ts_s[bc]) / self.tick_s)
+            g = np.where(k >= n, (bc + 1) * n, bc * n + np.maximum(k, 0))
+            out[inside] = np.clip(g, 0, nb * n).astype(np.int64)
+        return out
 
     def tick_time_s(self, bar, k):
         return self.ts_s[bar] + np.asarray(k) * self.tick_s

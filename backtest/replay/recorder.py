@@ -36,13 +36,24 @@ class Recorder:
         self.ev["mechanism"].append(np.full(n, MECHS.index(mech), dtype=np.int8))
         self.bar_liq[mech][bar] += float(np.sum(notional))
 
+    def set_arrays(self, **cols) -> None:
+        """Take whole event columns at once (a compiled kernel's output); mechanism as MECHS codes."""
+        n = len(cols["t_s"])
+        dtypes = {"t_s": np.float64, "account": np.int64, "side": np.int8, "mechanism": np.int8}
+        for k in self.ev:
+            v = np.asarray(cols[k], dtype=dtypes.get(k, np.float64)).reshape(n)
+            self.ev[k] = [v] if n else []
+
     def events_frame(self) -> pd.DataFrame:
         cols = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self.ev.items()}
         mech = cols.pop("mechanism").astype(np.int64)
         df = pd.DataFrame(cols)
         df.insert(3, "mechanism", np.asarray(MECHS, dtype=object)[mech] if len(mech) else np.zeros(0, dtype=object))
-        if len(df):
-            df = df.sort_values(["t_s", "account"], kind="stable").reset_index(drop=True)
+        if len(df) > 1:
+            t, a = df["t_s"].to_numpy(), df["account"].to_numpy()
+            dt_, da = np.diff(t), np.diff(a)
+            if not np.all((dt_ > 0) | ((dt_ == 0) & (da >= 0))):     # a kernel's output is already in order
+                df = df.sort_values(["t_s", "account"], kind="stable").reset_index(drop=True)
         return df
 
 
@@ -54,17 +65,99 @@ class SeriesResult:
     series: pd.DataFrame          # ts_s, price, liquidated_<mech>_usd, fund_balance_usd, ...
     final_qty: np.ndarray
     final_wallet: np.ndarray
+    oi_daily: pd.DataFrame | None = None   # date (UTC day), side ('long'|'short'), oi_usd at the day's end
 
+
+def reported_usd(ev: pd.DataFrame, venue: str, weight: np.ndarray | None) -> np.ndarray:
+    """Reported notional per event (MODEL.md 4.5): what an aggregator sees of each liquidation.
+
+    The one place the disclosure rule is applied. Binance today: the one-order-per-second mask on
+    the simulated events (binance.reported_mask); at merge the lead swaps in
+    backtest.disclosure.binance_reported (the throttle on the real account count, via `weight`).
+    FTX: every fill is flagged."""
+    if not len(ev):
+        return np.zeros(0)
+    notional = ev["notional_usd"].to_numpy(float)
+    if venue == "binance":
+        mask = binance.reported_mask(np.floor(ev["t_s"].to_numpy()).astype(np.int64), np.arange(len(ev)))
+    else:
+        mask = ftx.reported_mask(ev["t_s"].to_numpy())
+    return np.where(mask, notional, 0.0)
+
+
+def oi_daily_frame(inp: PathInput, t_s, side, dq) -> pd.DataFrame:
+    """Open notional per side at each UTC day's end from signed quantity changes (coins) at times
+    t_s: the sum of live quantity at the day's last bar close times that close."""
+    t_s = np.asarray(t_s, float)
+    side = np.asarray(side, np.int64)
+    dq = np.asarray(dq, float)
+    day0 = int(inp.ts_s[0] // 86400)
+    day1 = int(inp.ts_s[-1] // 86400)
+    nd = day1 - day0 + 1
+    bar_day = inp.ts_s // 86400 - day0
+    last_bar = np.searchsorted(bar_day, np.arange(nd), side="right") - 1
+    price = inp.close[np.clip(last_bar, 0, inp.n_bars - 1)]
+    di = np.clip(np.floor(t_s / 86400.0).astype(np.int64) - day0, 0, nd - 1) if t_s.size else np.zeros(0, np.int64)
+    rows = []
+    dates = pd.to_datetime((np.arange(nd) + day0) * 86400, unit="s", utc=True).astype("datetime64[ns, UTC]")
+    for s_, name in ((1, "long"), (-1, "short")):
+        m = side == s_
+        q = np.cumsum(np.bincount(di[m], weights=dq[m], minlength=nd)) if m.any() else np.zeros(nd)
+        rows.append(pd.DataFrame({"date": dates, "side": name, "oi_usd": np.maximum(q, 0.0) * price}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def loss_accounting(ev: pd.DataFrame, fund_start: float, fund_min: float, fund_end: float, exempt_deficit: float,
+                    end_s: float, *, blp_pnl: float = 0.0, extra: dict | None = None) -> dict:
+    """House loss in its parts (MODEL.md 3.6, 3.7; brief interface 2).
+
+    Fund: gross income (surpluses in), gross payouts (deficits paid), drawdown start - min, time
+    below its start balance (between events, to the end of the run). BLP: the net P&L and, where
+    the venue state gives them (`extra`), its parts and the gross loss of loss-making takeovers;
+    where it does not, the parts are NaN and the gross loss falls back to the net loss.
+    house_loss = blp_loss + fund_net_payout + exempt_deficit; house_loss_gross likewise with the
+    gross BLP loss."""
+    fd = ev["fund_delta_usd"].to_numpy(float) if len(ev) else np.zeros(0)
+    income = float(fd[fd > 0].sum())
+    payouts = max(0.0, float(-fd[fd < 0].sum()))   # never -0.0
+    below = 0.0
+    if len(ev):
+        t = ev["t_s"].to_numpy(float)
+        last = np.r_[t[1:] != t[:-1], True]         # balance after all events of one time
+        bal = fund_start + np.cumsum(fd)
+        tt, bb = t[last], bal[last]
+        nxt = np.r_[tt[1:], max(end_s, tt[-1])]
+        below = float(np.sum(np.where(bb < fund_start - 1e-9 * max(1.0, abs(fund_start)), nxt - tt, 0.0)))
+    parts = {k: 0.0 for k in BLP_PARTS} if extra is None and blp_pnl == 0.0 else {k: float("nan") for k in BLP_PARTS}
+    out = {"blp_pnl_usd": float(blp_pnl), **parts}
+    out.update({k: float(v) for k, v in (extra or {}).items()})
+    blp_loss = max(0.0, -out["blp_pnl_usd"])
+    out.setdefault("blp_loss_gross_usd", blp_loss)
+    net_payout = max(0.0, payouts - income)
+    out.update(
+        blp_loss_usd=blp_loss,
+        fund_income_usd=income, fund_payouts_usd=payouts, fund_drawdown_usd=max(0.0, fund_start - min(fund_min, fund_end)),
+        fund_time_below_start_s=below, fund_net_payout_usd=net_payout,
+        exempt_deficit_usd=float(exempt_deficit),
+        fund_deficit_usd=max(0.0, -fund_end),
+        house_loss_usd=blp_loss + net_payout + float(exempt_deficit),
+        house_loss_gross_usd=out["blp_loss_gross_usd"] + net_payout + float(exempt_deficit),
+    )
+    return out
+
+
+BLP_PARTS = ("blp_discount_usd", "blp_move_usd", "blp_hedge_cost_usd", "blp_collateral_sales_usd",
+             "blp_haircut_gain_usd", "blp_unhedged_mtm_usd")
 
 
 def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> SeriesResult:
+    """Series totals, per-bar series and the result. A venue state may provide `extra_totals()`
+    (venue-specific keys merged into the loss accounting, e.g. FTX's BLP parts), `final_qty()`
+    and `oi_daily` (DataFrame date, side, oi_usd)."""
     ev = rec.events_frame()
-    if venue == "binance":
-        rep = binance.reported_mask(np.floor(ev["t_s"].to_numpy()).astype(np.int64) if len(ev) else np.zeros(0),
-                                    np.arange(len(ev))) if len(ev) else np.zeros(0, bool)
-    else:
-        rep = ftx.reported_mask(ev["t_s"].to_numpy() if len(ev) else np.zeros(0))
-    ev["reported"] = rep
+    rep = reported_usd(ev, venue, getattr(st, "weight", None))
+    ev["reported_usd"] = rep
+    ev["reported"] = rep > 0 if len(ev) else np.zeros(0, bool)
     liq = {m: float(ev.loc[ev.mechanism == m, "notional_usd"].sum()) if len(ev) else 0.0 for m in MECHS}
     if venue == "binance":
         blp_pnl, takeover = 0.0, 0.0
@@ -73,41 +166,39 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
         blp_pnl, takeover = st.blp_pnl()
         cp = st.counterparty_usd
     fund_end = st.fund
+    final_qty = st.final_qty() if hasattr(st, "final_qty") else st.qty
     totals = {
         "liquidated_usd": float(sum(liq[m] for m in MECHS)),
-        "reported_liquidated_usd": float(ev.loc[ev.reported, "notional_usd"].sum()) if len(ev) else 0.0,
+        "reported_liquidated_usd": float(rep.sum()),
         "liquidated_step1_usd": liq["step1"], "liquidated_step2_blp_usd": liq["step2_blp"],
         "liquidated_overflow_usd": liq["overflow"], "liquidated_ioc_usd": liq["ioc"],
         "liquidated_fund_usd": liq["fund"], "adl_usd": liq["adl"],
         "accounts": int(len(st.qty)), "accounts_liquidated": int(st.liquidated.sum()),
         "accounts_touched": int(ev["account"].nunique()) if len(ev) else 0,
-        "blp_takeover_usd": float(takeover), "blp_pnl_usd": float(blp_pnl),
+        "blp_takeover_usd": float(takeover),
         "fund_start_usd": float(st.fund_start), "fund_min_usd": float(min(st.fund_min, fund_end)),
         "fund_end_usd": float(fund_end),
-        "exempt_deficit_usd": float(st.exempt_deficit()),
         "user_loss_usd": float(ev["user_loss_usd"].sum()) if len(ev) else 0.0,
         "counterparty_loss_usd": float(max(0.0, -cp)),
         "events": int(len(ev)),
         "collateral_revaluations": int(getattr(st, "revaluations", 0)),
         "blp_collateral_other_usd": float(getattr(st, "blp_collateral_other_usd", 0.0)),
     }
-    blp_loss = max(0.0, -totals["blp_pnl_usd"])
-    deficit = max(0.0, -fund_end)
-    totals.update(blp_loss_usd=blp_loss, fund_deficit_usd=deficit, house_loss_usd=blp_loss + deficit)
+    extra = st.extra_totals() if hasattr(st, "extra_totals") else None
+    end_s = float(inp.ts_s[-1] + inp.bar_seconds)
+    totals.update(loss_accounting(ev, float(st.fund_start), float(st.fund_min), float(fund_end),
+                                  float(st.exempt_deficit()), end_s, blp_pnl=float(blp_pnl), extra=extra))
     fund = pd.Series(rec.bar_fund).ffill().fillna(st.fund_start).to_numpy()
     series = pd.DataFrame({"ts_s": inp.ts_s, "price": inp.close,
                            **{f"liquidated_{m}_usd": rec.bar_liq[m] for m in MECHS},
                            "fund_balance_usd": fund})
     if len(ev):
         bi = np.clip(np.searchsorted(inp.ts_s, ev["t_s"].to_numpy(), side="right") - 1, 0, inp.n_bars - 1)
-        series["reported_liquidated_usd"] = np.bincount(bi, weights=np.where(ev["reported"], ev["notional_usd"], 0.0),
-                                                        minlength=inp.n_bars)
+        series["reported_liquidated_usd"] = np.bincount(bi, weights=rep, minlength=inp.n_bars)
     else:
         series["reported_liquidated_usd"] = 0.0
     series["adl_usd"] = series["liquidated_adl_usd"]
     series["blp_takeover_usd"] = series["liquidated_step2_blp_usd"]
     series["blp_pnl_cum_usd"] = st.blp_pnl_by_bar() if venue == "ftx" else 0.0
-    return SeriesResult(venue, totals, ev, series, st.qty.copy(),
-                        (st.wallet if venue == "binance" else st.usd).copy())
-
-
+    return SeriesResult(venue, totals, ev, series, np.asarray(final_qty, float).copy(),
+                        (st.wallet if venue == "binance" else st.usd).copy(), getattr(st, "oi_daily", None))

@@ -12,6 +12,7 @@ from backtest.population import make_population
 from backtest.replay.binance import run_binance
 from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
+from backtest.replay.recorder import oi_daily_frame
 
 
 def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
@@ -29,7 +30,8 @@ def path_input(sd, params: Params) -> PathInput:
 def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | None = None,
                collateral_prices: dict[str, float] | None = None, deterministic: bool = False,
                collateral_paths: dict[str, CollateralPath] | None = None):
-    """Replay one loaded SeriesData. Returns (row, series frame, events frame)."""
+    """Replay one loaded SeriesData. Returns (row, series frame, events frame, daily frame); the
+    daily frame per UTC day and liquidated side (see `daily_frame`)."""
     rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
     date = sd.window.start.date()
     lb = float(params.get("population.entry_lookback_days"))
@@ -60,7 +62,51 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
         ev.insert(0, "ts", pd.to_datetime(ev.pop("t_s"), unit="s", utc=True))
     else:
         ev = ev.drop(columns=["t_s"]).assign(ts=pd.Series([], dtype="datetime64[ns, UTC]"))
-    return row, series, ev
+    oi = res.oi_daily if res.oi_daily is not None else oi_from_events(inp, pop, res.events)
+    daily = daily_frame(ev, oi, inp.ts_s, key)
+    return row, series, ev, daily
+
+
+def oi_from_events(inp: PathInput, pop, events: pd.DataFrame) -> pd.DataFrame:
+    """Fallback for a venue state without its own oi_daily (FTX until its kernel provides one):
+    every account's quantity from the run's start, less the quantity of each liquidation event
+    (step 1 partials, takeovers, close-outs, ADL). Ignores open_s/close_s."""
+    q0 = pop.qty_coin.astype(float)
+    t = np.concatenate([np.full(q0.size, float(inp.ts_s[0])), events["t_s"].to_numpy(float)])
+    side = np.concatenate([pop.side.astype(np.int64), events["side"].to_numpy(np.int64)])
+    dq = np.concatenate([q0, -events["qty_coin"].to_numpy(float)])
+    return oi_daily_frame(inp, t, side, dq)
+
+
+DAILY_COLUMNS = ("window", "venue", "market", "date", "side", "liquidated_usd", "reported_usd", "oi_usd")
+
+
+def daily_frame(ev: pd.DataFrame, oi_daily: pd.DataFrame | None, bar_ts_s: np.ndarray, key: dict) -> pd.DataFrame:
+    """Per UTC day of the path and liquidated side ('long'|'short'): actual and reported liquidated
+    notional (every event of that side that day, zero where none) and the model's open notional
+    of that side at the day's end (oi_usd; NaN where the venue state gives no oi_daily)."""
+    d0 = pd.Timestamp(int(bar_ts_s[0] // 86400) * 86400, unit="s", tz="UTC")
+    d1 = pd.Timestamp(int(bar_ts_s[-1] // 86400) * 86400, unit="s", tz="UTC")
+    days = pd.date_range(d0, d1, freq="D").astype("datetime64[ns, UTC]")
+    grid = pd.MultiIndex.from_product([days, ["long", "short"]], names=["date", "side"])
+    if len(ev):
+        g = pd.DataFrame({"date": ev["ts"].dt.floor("D").astype("datetime64[ns, UTC]"),
+                          "side": np.where(ev["side"].to_numpy() > 0, "long", "short"),
+                          "liquidated_usd": ev["notional_usd"].to_numpy(float),
+                          "reported_usd": ev["reported_usd"].to_numpy(float)})
+        agg = g.groupby(["date", "side"])[["liquidated_usd", "reported_usd"]].sum()
+        agg = agg.reindex(grid.union(agg.index), fill_value=0.0)
+    else:
+        agg = pd.DataFrame({"liquidated_usd": 0.0, "reported_usd": 0.0}, index=grid)
+    if oi_daily is not None and len(oi_daily):
+        oi = oi_daily.assign(date=oi_daily["date"].astype("datetime64[ns, UTC]")).set_index(["date", "side"])["oi_usd"]
+        agg["oi_usd"] = oi.reindex(agg.index).to_numpy(float)
+    else:
+        agg["oi_usd"] = np.nan
+    out = agg.reset_index()
+    for k, v in reversed(list(key.items())):
+        out.insert(0, k, v)
+    return out[list(DAILY_COLUMNS)].sort_values(["date", "side"], kind="stable").reset_index(drop=True)
 
 
 def make_population_for(sd, params, rng, entry_bars, date, n_accounts, collateral_prices):

@@ -71,7 +71,7 @@ def test_run_writes_results_and_skips_a_window_without_data(small_lake, scenario
     assert rows.loc["ftx", "price_source"] == "substituted: binance perp BTCUSDT"
     assert rows.loc["binance", "price_source"] == "own"
     assert rows.loc["binance", "oi_source"].startswith("lake:")
-    assert rows.loc["ftx", "oi_source"].startswith("default:")
+    assert "ftx.oi_ratio_to_binance.BTC" in rows.loc["ftx", "oi_source"]     # Binance's lake OI x the ratio
     assert rows.loc["binance", "funding_prints"] == 12      # 4 days x 3 settlements
     for col in ("liquidated_usd", "reported_liquidated_usd", "blp_takeover_usd", "blp_pnl_usd", "fund_min_usd",
                 "fund_end_usd", "adl_usd", "house_loss_usd", "user_loss_usd", "open_interest_usd",
@@ -80,6 +80,19 @@ def test_run_writes_results_and_skips_a_window_without_data(small_lake, scenario
     assert (res.rows.liquidated_usd > 0).all()
     assert set(res.series.venue) == {"ftx", "binance"} and len(res.series) == 2 * 96
     assert len(res.events) == int(res.rows.events.sum())
+    # daily.parquet: every day x side of each series; sums are the rows' totals; Binance OI from the model
+    d = res.daily
+    assert list(d.columns) == ["window", "venue", "market", "date", "side", "liquidated_usd", "reported_usd", "oi_usd"]
+    assert str(d.date.dtype) == "datetime64[ns, UTC]" and set(d.side) == {"long", "short"}
+    assert len(d) == 2 * 2 * 4                                    # 2 venues x 2 sides x 4 days
+    by = d.groupby("venue")[["liquidated_usd", "reported_usd"]].sum()
+    for v in ("ftx", "binance"):
+        assert by.loc[v, "liquidated_usd"] == pytest.approx(rows.loc[v, "liquidated_usd"])
+        assert by.loc[v, "reported_usd"] == pytest.approx(rows.loc[v, "reported_liquidated_usd"])
+    assert d.oi_usd.notna().all() and (d.oi_usd > 0).all()
+    for k in ("fund_income_usd", "fund_payouts_usd", "fund_drawdown_usd", "fund_time_below_start_s",
+              "fund_net_payout_usd", "exempt_deficit_usd", "house_loss_gross_usd", "blp_loss_gross_usd"):
+        assert k in res.rows.columns
     assert s["cross_venue"][0]["window"] == "2022-10"
     assert {c["timeframe"] for c in s["coverage"]} == {"1h"}
     assert "results:" in err.out and "skipped" in err.out

@@ -99,7 +99,9 @@ def test_reference_venue_stands_in_and_is_recorded(sc):
     assert f.price_source == "substituted: binance perp BTCUSDT" and b.price_source == "own"
     assert f.timeframe == "1h" and len(f.bars) == 96
     assert b.oi_coin == 161041.0 and b.oi_source.startswith("lake: coinalyze")
-    assert f.oi_source.startswith("default:")
+    # FTX without its own OI: Binance's lake OI x ftx.oi_ratio_to_binance.BTC (issue 8 item 6), not a constant
+    assert f.oi_source.startswith("lake: binance BTCUSDT") and "ftx.oi_ratio_to_binance.BTC" in f.oi_source
+    assert f.oi_coin == pytest.approx(161041.0 * 0.75)
     assert f.adv_source.startswith("default:")          # FTX ADV from the scenario file
     assert (f.bars.volume_quote > 0).all()             # quote volume from base volume x close
     assert any("stands in" in n for n in f.notes)

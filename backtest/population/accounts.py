@@ -1,6 +1,10 @@
-"""Seeded account populations, structure of arrays (MODEL.md section 2). Pure.
+"""Accounts: the Population container and the per-account draws (MODEL.md section 2). Pure.
 
-make_population draws N accounts for one (venue, market, window):
+`account_terms` draws one cohort's leverage, margin, Binance isolated/cross and FTX collateral
+with counter-based draws keyed by (key, account id) (backtest/rng.py), and its liquidation
+trigger; the v2 cohort book (book.py) uses it for every cohort.
+
+make_population (v1, kept for tests and parity fixtures) draws N accounts for one (venue, market, window):
 - notional: lognormal(0, sigma) scaled so that long notional == short notional == oi_usd at
   the start price (the optional exempt account takes `exempt_notional_share` of its side);
 - leverage: a mixture, `leverage_low_share` uniform on [1, 5]x and the rest log-uniform from
@@ -306,3 +310,158 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
                       collateral=collateral, isolated=isolated, exempt=exempt,
                       account_leverage=account_leverage, venue=v, symbol=symbol, date=d,
                       start_price=p0, collateral_prices=cprices, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------
+# v2: one cohort's per-account terms, keyed draws (MODEL.md 2)
+# ---------------------------------------------------------------------------------------
+# draw kinds: each kind of draw has its own key, the counter is the account's id
+KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_SIZE, KIND_CLOSE, KIND_ENTRY = range(1, 8)
+
+
+def kind_key(key: int, kind: int) -> int:
+    """The key of one kind of draw under a series key."""
+    from backtest import rng as R
+    return int(R.make_key(np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(kind), np.uint64(0), np.uint64(0)))
+
+
+def keyed_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
+    """U[0,1) per account id for one kind of draw: the same id always gets the same number."""
+    from backtest import rng as R
+    return R.uniforms(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
+
+
+def stratified_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
+    """U[0,1) per account, stratified over the group `ids` (one cohort side): the i-th of n
+    accounts in a keyed random order falls in [i/n, (i+1)/n), so a cohort's draws fill the
+    distribution evenly (less sampling noise at small N) and stay keyed by account id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(keyed_uniforms(key, kind + 100, ids), kind="stable")] = np.arange(n)
+    return (rank + keyed_uniforms(key, kind, ids)) / n
+
+
+def keyed_normals(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
+    from backtest import rng as R
+    return R.normals(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
+
+
+def leverage_from_uniforms(u_low, u_tail, u_body, cap, params: Params) -> np.ndarray:
+    """The v1 leverage mixture from given uniforms: `leverage_low_share` uniform on
+    [low_min, low_max], the rest log-uniform from low_max to the cap; times leverage_scale,
+    clipped to [1, cap]."""
+    low_share = float(params.get("population.leverage_low_share"))
+    lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
+    scale = float(params.get("population.leverage_scale"))
+    if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
+        raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
+    cap = np.broadcast_to(np.asarray(cap, float), np.shape(u_low))
+    tail_hi = np.maximum(cap, hi)
+    tail = np.exp(np.log(hi) + u_tail * (np.log(tail_hi) - np.log(hi)))
+    body = lo + u_body * (hi - lo)
+    lev = np.where(u_low < low_share, body, tail) * scale
+    return np.clip(lev, 1.0, cap)
+
+
+def ftx_collateral_shares(params: Params) -> dict[str, float]:
+    shares = {k.rsplit(".", 1)[1]: float(params.get(k)) for k in params.keys()
+              if k.startswith("population.ftx_collateral_share.")}
+    if any(s_ < 0 for s_ in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError("population.ftx_collateral_share.* must be >= 0 and not all 0")
+    total = sum(shares.values())
+    return {k: s_ / total for k, s_ in shares.items()}
+
+
+def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray, entry: np.ndarray,
+                  ids: np.ndarray, key: int, date, params: Params,
+                  collateral_prices: dict[str, float] | None = None, cache: dict | None = None,
+                  weight: np.ndarray | None = None) -> dict:
+    """Leverage, margin and liquidation trigger of one cohort's accounts (MODEL.md 2).
+
+    side/qty/entry per account; ids: the accounts' ids in the book (the counters of their
+    keyed draws, so an account's draws do not depend on which other accounts exist).
+    Binance: isolated with probability `binance_isolated_share`, a cross wallet holds
+    `binance_cross_extra_margin` x the margin on top (leverage and isolated draws are
+    stratified over `ids`, one cohort side: stratified_uniforms); trigger = the liquidation price
+    (backtest.venues.binance.liquidation_price, the bracket at LP). FTX: the margin is held
+    as USD and coins (`ftx_collateral_share.*`, coins valued at `collateral_prices`, the
+    position's own coin at its entry; coins without a price are held as USD); trigger = the
+    price at which MF reaches MMF (venues.ftx.price_at_margin_fraction; other coins held at
+    their value). weight: the real accounts each simulated one stands for; every size-dependent
+    term (Binance bracket and leverage cap, FTX size IMF and collateral haircut) is evaluated
+    at the real position's size qty/weight, so the book does not change with N; balances are
+    returned for the simulated account (x weight). Returns a dict of arrays: leverage,
+    account_leverage, wallet_usd, isolated, collateral {coin: balance}, trigger, folded (coins
+    held as USD).
+    """
+    v = venue.lower()
+    d = _date(date)
+    cache = {} if cache is None else cache
+    n = len(side)
+    side = np.asarray(side, np.int8)
+    w_real = np.ones(n) if weight is None else np.maximum(np.asarray(weight, float), 1e-12)
+    qty = np.asarray(qty, float) / w_real          # the real position's size
+    entry = np.asarray(entry, float)
+    notional = qty * entry
+    if v == "ftx":
+        f_imf = ftx.imf_factor_for(symbol, params)
+        size_imf = f_imf * np.sqrt(qty)
+        with np.errstate(divide="ignore"):
+            cap = np.minimum(ftx.max_leverage(d, params), np.where(size_imf > 0, 1.0 / size_imf, np.inf))
+        cap = np.maximum(cap, 1.0)
+    else:
+        ck = ("brackets", d)
+        if ck not in cache:
+            cache[ck] = binance.brackets_for(symbol, d, params)
+        br = cache[ck]
+        venue_cap = float(params.get("binance.max_leverage", d))
+        cap = np.minimum(venue_cap, br.max_leverage[br.tier(notional)]).astype(float)
+    lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids),
+                                 stratified_uniforms(key, KIND_LEV_TAIL, ids),
+                                 stratified_uniforms(key, KIND_LEV_BODY, ids), cap, params)
+    margin = notional / lev
+    out: dict[str, Any] = {"leverage": lev, "collateral": {}, "isolated": np.zeros(n, bool), "folded": []}
+    if v == "ftx":
+        coin = ftx.coin_of(symbol)
+        acct_lev = np.clip(np.maximum(float(params.get("population.ftx_account_leverage")), lev), 1.0, cap)
+        shares = ftx_collateral_shares(params)
+        prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
+        usd_share = shares.pop("USD", 0.0)
+        numerator = float(params.get("ftx.collateral_haircut_numerator"))
+        other_value = np.zeros(n)
+        same_bal, same_w = np.zeros(n), np.zeros(n)
+        for c, sh in shares.items():
+            if sh == 0:
+                continue
+            px = entry if c == coin else prices.get(c)
+            if px is None or (np.ndim(px) == 0 and (not np.isfinite(px) or px <= 0)):
+                out["folded"].append(c)
+                usd_share += sh
+                continue
+            wt, _, f = ftx.collateral_weights(c, params)
+            bal = _balance_for_value(margin * sh, px, wt, f, numerator)
+            out["collateral"][c] = bal * w_real
+            if c == coin:
+                same_bal = bal
+                same_w = np.asarray(ftx.effective_weight(bal, wt, f, numerator=numerator), float).reshape(-1)
+            else:
+                other_value += np.asarray(ftx.collateral_value(bal, px, wt, f, numerator=numerator), float)
+        wallet = margin * usd_share
+        _, mmf, _ = ftx.margin_thresholds(acct_lev, f_imf, qty, params=params)
+        trig = ftx.price_at_margin_fraction(side, qty, entry, wallet + other_value, same_bal, same_w,
+                                            np.asarray(mmf, float))
+        trig = np.where(np.isfinite(trig), trig, np.where(side > 0, 0.0, np.inf))
+        out.update(account_leverage=acct_lev, wallet_usd=wallet * w_real, trigger=np.asarray(trig, float))
+    else:
+        iso_share = float(params.get("population.binance_isolated_share"))
+        extra = float(params.get("population.binance_cross_extra_margin"))
+        isolated = stratified_uniforms(key, KIND_ISOLATED, ids) < iso_share
+        wallet = np.where(isolated, margin, margin * (1.0 + extra))
+        lp = np.asarray(binance.liquidation_price(side, qty, entry, wallet, br), float).reshape(-1)
+        # a long that cannot be liquidated gets 0 (never crossed); a short's LP is always > 0
+        trig = np.where(np.isfinite(lp) & (lp > 0), lp, np.where(side > 0, 0.0, np.inf))
+        out.update(account_leverage=lev.copy(), wallet_usd=wallet * w_real, isolated=isolated, trigger=trig)
+    return out
