@@ -45,6 +45,7 @@ FIT_KEYS = (
     "population.leverage_low_share", "population.leverage_scale", "population.holding_days",
     "population.notional_sigma", "population.real_accounts_per_market.BTC",
     "population.real_accounts_per_market.ETH", "population.binance_isolated_share",
+    "disclosure.bandwidth_real_orders",
 )
 # stage 2: FTX's own parameters
 FTX_FIT_KEYS = ("ftx.oi_ratio_to_binance.BTC", "ftx.oi_ratio_to_binance.ETH", "population.ftx_collateral_share.USD")
@@ -101,10 +102,12 @@ class ReplaySimulator:
     (window, venue, coin) at `n_accounts`, seed fixed. Windows and series load once."""
 
     def __init__(self, catalog, scenarios, window_ids: Iterable[str], *, venues=("binance",), coins=COINS,
-                 n_accounts: int = 5000, seed: int = 20221108, lookback_days: float = 14.0):
+                 n_accounts: int = 5000, seed: int = 20221108, lookback_days: float = 14.0, book: str = "run"):
         from backtest.scenarios import SeriesLoader, load_window_series
 
-        self.n_accounts, self.seed, self.venues = int(n_accounts), int(seed), tuple(venues)
+        if book not in ("run", "v2"):
+            raise ValueError(f"book must be 'run' or 'v2', not {book!r}")
+        self.n_accounts, self.seed, self.venues, self.book = int(n_accounts), int(seed), tuple(venues), book
         self.loader = SeriesLoader(catalog, scenarios, lookback_days=lookback_days)
         self.loaded, self.problems = [], []
         need = tuple(dict.fromkeys(list(venues) + (["binance"] if "ftx" in venues else [])))
@@ -119,7 +122,7 @@ class ReplaySimulator:
                 extra = {"cprices": cprices, "cpaths": cpaths}
             self.loaded.append((w, sds, extra))
         self.ident = hashlib.sha256(json.dumps(
-            [list(window_ids), list(venues), list(coins), self.n_accounts, self.seed, catalog.snapshot_id()]
+            [list(window_ids), list(venues), list(coins), self.n_accounts, self.seed, catalog.snapshot_id(), book]
         ).encode()).hexdigest()[:16]
 
     def __call__(self, params) -> pd.DataFrame:
@@ -136,6 +139,9 @@ class ReplaySimulator:
                     kw = {"hedge": path_input(h, params) if h is not None else None,
                           "collateral_prices": {**extra.get("cprices", {}), coin: sd.start_price},
                           "collateral_paths": extra.get("cpaths") or None}
+                if self.book == "v2":
+                    frames.append(v2_series_daily(sd, params, self.seed, self.n_accounts, **kw))
+                    continue
                 out = run_series(sd, params, self.seed, n_accounts=self.n_accounts, **kw)
                 if len(out) >= 4 and out[3] is not None:
                     frames.append(out[3])
@@ -143,6 +149,37 @@ class ReplaySimulator:
                     frames.append(daily_from_events(out[2], w.id, venue, coin))
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DAILY_COLUMNS)
+
+
+def v2_series_daily(sd, params, seed: int, n_accounts: int, *, hedge=None, collateral_prices=None,
+                    collateral_paths=None) -> pd.DataFrame:
+    """The daily frame of one series on the v2 book (backtest.population.build_population, the
+    OI-driven cohorts with warm-up) with Binance's reported figure from backtest.disclosure
+    (the throttle on the real account count). For `--book v2` while run_series still builds
+    the v1 population; once the run is wired to v2, `--book run` (the default) is the same."""
+    from backtest.disclosure import reported_for_params
+    from backtest.population import build_population
+    from backtest.replay import path_input, run_binance, run_ftx
+    from backtest.replay.runner import daily_frame
+
+    pop = build_population(sd, params, seed, n_accounts, collateral_prices=collateral_prices)
+    inp = path_input(sd, params)
+    date = sd.window.start.date()
+    if sd.venue == "binance":
+        res = run_binance(inp, pop, params, symbol=sd.symbol, date=date)
+    else:
+        res = run_ftx(inp, pop, params, symbol=sd.symbol, date=date, rng=None, hedge=hedge,
+                      collateral=collateral_paths)
+    ev = res.events.copy()
+    if len(ev) and sd.venue == "binance":
+        w = np.asarray(pop.weight, float)[ev["account"].to_numpy(np.int64)]
+        ev["reported_usd"] = reported_for_params(ev["t_s"].to_numpy(float), ev["notional_usd"].to_numpy(float), w,
+                                                 ev["side"].to_numpy(np.int64), params)
+    elif len(ev):
+        ev["reported_usd"] = ev["notional_usd"].to_numpy(float)  # FTX flags every fill
+    ev["ts"] = pd.to_datetime(ev.pop("t_s"), unit="s", utc=True) if len(ev) else pd.Series([], dtype="datetime64[ns, UTC]")
+    key = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin}
+    return daily_frame(ev, res.oi_daily, inp.ts_s, key)
 
 
 # --------------------------------------------------------------------------- observed data
@@ -643,6 +680,7 @@ class CalibrateOptions:
     keys: tuple[str, ...] = FIT_KEYS
     ftx_keys: tuple[str, ...] = FTX_FIT_KEYS
     year_window: str = "2022-year"
+    book: str = "run"                    # "run": run_series as it is; "v2": build_population + disclosure
     progress: bool = True
     calibration_csv: Path = CALIBRATION_CSV
 
@@ -669,7 +707,7 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
         if Path(opts.calibration_csv).exists() else []
     pub_windows = sorted({w.id for w in crash for t in published
                           if any(pd.Timestamp(d, tz="UTC") in set(window_days(w)) for d in t.days)})
-    kw = dict(coins=COINS, n_accounts=opts.accounts, seed=opts.seed)
+    kw = dict(coins=COINS, n_accounts=opts.accounts, seed=opts.seed, book=opts.book)
     train_sim = train_sim or ReplaySimulator(catalog, scenarios, [opts.year_window], venues=("binance",), **kw)
     valid_sim = valid_sim or ReplaySimulator(catalog, scenarios, [w.id for w in crash], venues=("binance", "ftx"), **kw)
     ftx_sim = ftx_sim or (ReplaySimulator(catalog, scenarios, pub_windows, venues=("ftx",), **kw) if pub_windows else None)

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--ftx-evals", type=non_negative_int, default=d.ftx_evals, help=f"stage 2 budget (default {d.ftx_evals})")
     p.add_argument("--long-share-weight", type=float, default=0.0,
                    help="add this x the monthly long-share MAE to the training objective (default 0)")
+    p.add_argument("--book", choices=("run", "v2"), default=d.book,
+                   help="population the simulator builds: 'run' = what `liqreplay run` uses (default); 'v2' = the "
+                        "OI-driven cohort book (build_population) with Binance's throttle on the real account count")
     p.add_argument("--out", metavar="DIR", default=str(d.out), help=f"output directory (default {d.out})")
     p.add_argument("--oct25-out", metavar="FILE", default=d.oct25_out,
                    help=f"where to write the Oct 25-26 scenario parameter file (default {d.oct25_out})")
@@ -65,6 +68,6 @@ def cmd_calibrate(args) -> int:
     opts = CalibrateOptions(out=Path(args.out), params_path=args.params, params_out=args.params_out,
                             write_params=not args.no_write, oct25_out=args.oct25_out or None,
                             accounts=args.accounts, seed=args.seed, method=args.method, max_evals=args.max_evals,
-                            ftx_evals=args.ftx_evals, long_share_weight=args.long_share_weight)
+                            ftx_evals=args.ftx_evals, long_share_weight=args.long_share_weight, book=args.book)
     calibrate(Catalog(lake), sc, params, opts)
     return 0
