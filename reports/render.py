@@ -349,8 +349,9 @@ def _calibration_context(inp: ReportInput, tables: dict[str, Table], tables_href
     the monthly year totals and the fit's metrics with the targets."""
     c = calibration_compare(inp)
     cal = calibration_metrics(inp) or {}
-    missing = [name for name, v in (("daily.parquet", inp.daily), ("observed_daily.parquet", inp.observed))
-               if v is None]
+    missing = [name + ("" if v is None else " (empty)")
+               for name, v in (("daily.parquet", inp.daily), ("observed_daily.parquet", inp.observed))
+               if v is None or len(v) == 0]
     n_held = int(c["held_out"].astype(bool).sum()) if len(c) else 0
     out = {
         "missing": missing,
