@@ -780,7 +780,8 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     errors = {"train log-RMSE": s_train["overall"]["log_rmse"], "validation log-RMSE": s_valid["overall"]["log_rmse"],
               "validation corr(log)": s_valid["overall"]["corr_log"]}
-    info1 = {"date": today, "snapshot": snapshot, "errors": errors,
+    info1 = {"date": today, "snapshot": f"{snapshot} (simulator --book {opts.book}, {opts.accounts} accounts, "
+                                        f"seed {opts.seed})", "errors": errors,
              "target": "Coinalyze Binance BTCUSDT+ETHUSDT daily long/short liquidations vs the model's reported figure",
              "training": f"{len(train)} training days (2022 outside the five windows)"}
     sources = {k: provenance_text(r1, info1) for k in r1.keys}
@@ -806,6 +807,7 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
         oct_file = Path(opts.oct25_out)
         body = ["# What it would take to reproduce FTX's Oct 25-26 2022 liquidations ($618M, $517M of it\n",
                 "# shorts, while Binance's stream showed ~$45M), from `liqreplay calibrate` " + today + ".\n",
+                f"# Simulator: --book {opts.book}, {opts.accounts} accounts per series, seed {opts.seed}.\n",
                 "# Run: liqreplay run --window 2022-10 --params " + str(oct_file) + "\n"]
         body += [f"# {ln}\n" for ln in oct_lines]
         ranges = p2.sweep_ranges()
