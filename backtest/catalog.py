@@ -291,6 +291,31 @@ class Catalog:
             [venue, market, symbol, *tf_p, *pp, to_utc(start), to_utc(end)],
         )
 
+    def daily_liquidations(self, venue, start, end, *, symbols=None, market="perp") -> pd.DataFrame:
+        """Observed daily liquidation aggregates (timeframe "1d", e.g. Coinalyze) with ts in
+        [start, end), every symbol the lake holds for the venue or only `symbols`:
+        symbol, ts (day open, UTC), side (the liquidated position), qty, price, notional_usd, source.
+        Empty frame when the lake has none (calibration then has nothing to compare)."""
+        cols = ["symbol", "ts", "side", "qty", "price", "notional_usd", "source"]
+        src = self._src("liquidations", venue=venue, market=market, timeframe="1d")
+        if src is None:
+            out = _empty(cols)
+            out["symbol"] = pd.Series(dtype=object)
+            return out
+        pf, pp = self._period_filter(start, end)
+        sym_sql, sym_p = "", []
+        if symbols is not None:
+            symbols = list(symbols)
+            if not symbols:
+                return self.daily_liquidations(venue, start, start, market=market)
+            sym_sql = f"AND symbol IN ({', '.join('?' * len(symbols))})"
+            sym_p = symbols
+        return self._query(
+            f"SELECT {', '.join(cols)} FROM {src} WHERE venue = ? AND market = ? AND timeframe = '1d' {sym_sql} "
+            f"AND {pf} AND ts >= ? AND ts < ? ORDER BY symbol, ts, side",
+            [venue, market, *sym_p, *pp, to_utc(start), to_utc(end)],
+        )
+
     # ------------------------------------------------------------ lake-level
     def series(self) -> pd.DataFrame:
         """What the lake holds (from the manifests, no data read): dataset, venue, market,

@@ -20,12 +20,13 @@ __all__ = ["UserError", "EnvironmentFault", "TemporaryFailure", "build_parser", 
 
 def stage_clis() -> tuple[ModuleType, ...]:
     """The stages' cli modules, in data-flow order."""
+    from backtest import calibrate_cli
     from backtest import cli as backtest_cli
     from backtest import cli_sweep as sweep_cli
     from fetch import cli as fetch_cli
     from reports import cli as reports_cli  # the composition root may name the top stage
 
-    return (fetch_cli, backtest_cli, sweep_cli, reports_cli)
+    return (fetch_cli, backtest_cli, sweep_cli, calibrate_cli, reports_cli)
 
 
 def _wired(stages):

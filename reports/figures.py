@@ -635,3 +635,107 @@ def sensitivity_figure(sens: dict, title: str, top: int = 10) -> dict | None:
     return figure(data, layout, title, 140 + 26 * n + 60 * len(panels), hovermode="closest",
                   margin={"l": 260, "r": 30, "t": 70, "b": 50},
                   legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+
+
+# ---- calibration against Coinalyze ---------------------------------------------------
+CAL_FLOOR_USD = 1e5  # a model zero is drawn at the metrics' $0.1M floor (log axes cannot show 0)
+SIDE_STYLE = {"long": {"color": "#1b7837", "symbol": "triangle-down"},
+              "short": {"color": "#762a83", "symbol": "triangle-up"}}
+
+
+def _held_out_spans(dates: pd.Series, held: pd.Series) -> list[tuple[float, float]]:
+    """Contiguous runs of held-out days as (start ms, end ms) with the end at the next midnight."""
+    d = pd.DataFrame({"d": pd.to_datetime(dates, utc=True), "h": held.astype(bool).to_numpy()})
+    days = sorted(set(d.loc[d["h"], "d"]))
+    spans, one = [], pd.Timedelta(days=1)
+    for day in days:
+        if spans and day - spans[-1][1] <= pd.Timedelta(0):
+            spans[-1][1] = day + one
+        else:
+            spans.append([day, day + one])
+    ms = lambda t: float((t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(milliseconds=1))  # noqa: E731
+    return [(ms(a), ms(b)) for a, b in spans]
+
+
+def calibration_daily_figure(c: pd.DataFrame, title: str) -> dict:
+    """Model (reported) vs Coinalyze per day and side, one panel per market, log y; held-out
+    (window) days shaded."""
+    if c is None or c.empty:
+        return empty_figure(title, "no daily model or Coinalyze data in these results: nothing to compare")
+    markets = sorted(c["market"].unique())
+    layout = grid(len(markets), titles=[esc(m) for m in markets], vspace=0.1)
+    data, labels = [], []
+    for k, market in enumerate(markets, start=1):
+        g = c[c["market"] == market]
+        for side in ("long", "short"):
+            s = g[g["side"] == side].sort_values("date")
+            if s.empty:
+                continue
+            st = SIDE_STYLE[side]
+            x = _ms(s["date"])
+            model = np.maximum(s["model_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)
+            obs = np.maximum(s["observed_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)
+            data.append({**_line(x, obs, esc(f"{market} {side}s liquidated: Coinalyze"), k, dash="dot",
+                                 color=st["color"], symbol=st["symbol"] + "-open", width=1.2,
+                                 hovertemplate="%{y:$,.3s}"), "legendgroup": f"{side}-obs", "showlegend": k == 1})
+            data.append({**_line(x, model, esc(f"{market} {side}s liquidated: model (reported)"), k, dash="solid",
+                                 color=st["color"], symbol=st["symbol"], width=1.8,
+                                 hovertemplate="%{y:$,.3s}"), "legendgroup": f"{side}-model", "showlegend": k == 1})
+        layout[_ax("y", k)].update(type="log", title={"text": "USD per day"})
+    spans = _held_out_spans(c["date"], c["held_out"])
+    layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": a, "x1": b, "y0": 0, "y1": 1,
+                         "fillcolor": "#f2c14e", "opacity": 0.18, "line": {"width": 0}, "layer": "below"}
+                        for a, b in spans]
+    layout["annotations"] += labels
+    return figure(data, layout, title, 260 * len(markets) + 110)
+
+
+def calibration_scatter_figure(c: pd.DataFrame, title: str) -> dict:
+    """Model vs Coinalyze per day-side on log axes; training and held-out days apart, with the
+    1x line and the 0.5x / 2x band."""
+    if c is None or c.empty:
+        return empty_figure(title, "no daily model or Coinalyze data in these results: nothing to compare")
+    data = []
+    for held, name, symbol in ((False, "training days", "circle-open"), (True, "held-out window days", "diamond")):
+        for side in ("long", "short"):
+            s = c[(c["held_out"].astype(bool) == held) & (c["side"] == side)]
+            if s.empty:
+                continue
+            data.append({"type": "scatter", "mode": "markers", "name": esc(f"{name}, {side}s"),
+                         "x": arr(np.maximum(s["observed_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)),
+                         "y": arr(np.maximum(s["model_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)),
+                         "text": [esc(f"{m} {d:%Y-%m-%d}") for m, d in zip(s["market"], pd.to_datetime(s["date"]))],
+                         "marker": {"symbol": symbol, "color": SIDE_STYLE[side]["color"], "size": 7 if held else 5,
+                                    "opacity": 0.9 if held else 0.45},
+                         "hovertemplate": "%{text}: Coinalyze %{x:$,.3s}, model %{y:$,.3s}<extra></extra>"})
+    lo = CAL_FLOOR_USD
+    hi = float(max(c["observed_usd"].max(), c["model_usd"].max(), lo * 10)) * 1.5
+    for f, dash, name in ((1.0, "solid", "model = Coinalyze"), (0.5, "dot", "0.5×"), (2.0, "dot", "2×")):
+        data.append({"type": "scatter", "mode": "lines", "x": [lo, hi], "y": [lo * f, hi * f], "name": name,
+                     "line": {"color": "#777", "dash": dash, "width": 1}, "hoverinfo": "skip"})
+    layout = {"xaxis": {**AXIS, "type": "log", "title": {"text": "Coinalyze, USD per day"}},
+              "yaxis": {**AXIS, "type": "log", "title": {"text": "model (reported), USD per day"}},
+              "annotations": [{"text": f"a model zero is drawn at the ${lo / 1e6:.1f}M floor", "x": 0.99, "y": 0.01,
+                               "xref": "paper", "yref": "paper", "xanchor": "right", "yanchor": "bottom",
+                               "showarrow": False, "font": {"size": 10, "color": "#5f6368"}}]}
+    return figure(data, layout, title, 520, hovermode="closest")
+
+
+def calibration_months_figure(months: pd.DataFrame, title: str) -> dict:
+    """Monthly totals of the whole-year run vs Coinalyze, with the ratio written on each month."""
+    if months is None or months.empty:
+        return empty_figure(title, "no whole-year run in these results: no monthly totals")
+    x = [esc(m) for m in months["month"]]
+    model = months["model_usd"].astype("float64").to_numpy()
+    obs = months["observed_usd"].astype("float64").to_numpy()
+    ratio = pd.to_numeric(months["ratio"], errors="coerce").to_numpy(dtype="float64")
+    data = [
+        {"type": "bar", "x": x, "y": arr(obs), "name": "Coinalyze", "marker": {"color": "#9c9c9c",
+                                                                               "pattern": {"shape": "/"}},
+         "hovertemplate": "%{y:$,.3s}"},
+        {"type": "bar", "x": x, "y": arr(model), "name": "model (reported)", "marker": {"color": "#b26b00"},
+         "text": [("×" + f"{r:.2g}") if np.isfinite(r) else "—" for r in ratio], "textposition": "outside",
+         "cliponaxis": False, "hovertemplate": "%{y:$,.3s}"},
+    ]
+    layout = {"xaxis": {**AXIS, "type": "category"}, "yaxis": {**AXIS, "title": {"text": "USD per month"}}}
+    return figure(data, layout, title, 380, barmode="group", hovermode="closest")

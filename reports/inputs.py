@@ -1,7 +1,9 @@
 """Read a results directory (Contract 3) into the one object the report works from.
 
 The report reads only what `liqreplay run` wrote: summary.json, summary.parquet,
-series.parquet, sweep.parquet (optional), through `backtest.results.load_results`.
+series.parquet, sweep.parquet (optional), through `backtest.results.load_results`, and for
+the calibration section daily.parquet, observed_daily.parquet and calibration.json (each
+optional: the section says what is missing).
 Anything missing or malformed ends in `fetch.errors.UserError` (one line naming the fix).
 """
 from __future__ import annotations
@@ -31,6 +33,9 @@ class ReportInput:
     series: pd.DataFrame
     sweep: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)  # what was missing, said on the page
+    daily: pd.DataFrame | None = None         # the model's (window, venue, market, date, side) frame
+    observed: pd.DataFrame | None = None      # Coinalyze per window/day/side/market (held_out marked)
+    calibration: dict | None = None           # calibration.json: metrics with targets
     cache: dict = field(default_factory=dict, repr=False)  # derived once per input (the sweep's answer)
 
     @property
@@ -108,5 +113,44 @@ def load(directory: Path | str) -> ReportInput:
                          "each window's end-of-window BLP P&L is in the tables (blp_pnl_usd).")
     if summary.get("sweep") is None:
         sweep = None
+    daily, observed, calibration = _read_calibration(directory)
     return ReportInput(directory=directory, summary=summary, rows=rows.reset_index(drop=True),
-                       series=series, sweep=sweep, notes=notes)
+                       series=series, sweep=sweep, notes=notes, daily=daily, observed=observed,
+                       calibration=calibration)
+
+
+DAILY_KEYS = ("window", "venue", "market", "date", "side", "reported_usd")
+OBSERVED_KEYS = ("market", "date", "side", "observed_usd")
+
+
+def _read_calibration(directory: Path):
+    """(daily, observed, calibration) or None for each file that is absent."""
+    import json
+
+    def parquet(name, keys):
+        path = directory / name
+        if not path.exists():
+            return None
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: one line
+            raise UserError(f"{path} cannot be read ({type(exc).__name__}: {exc}); "
+                            "re-run `liqreplay run --out DIR`") from exc
+        absent = [k for k in keys if k not in df.columns]
+        if absent:
+            raise UserError(f"{path} lacks {', '.join(absent)}; re-run `liqreplay run --out DIR`")
+        df["date"] = pd.to_datetime(df["date"], utc=True)
+        return df
+
+    daily = parquet("daily.parquet", DAILY_KEYS)
+    observed = parquet("observed_daily.parquet", OBSERVED_KEYS)
+    cal = None
+    path = directory / "calibration.json"
+    if path.exists():
+        try:
+            cal = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); re-run `liqreplay run --out DIR`") from exc
+        if not isinstance(cal, dict):
+            raise UserError(f"{path} does not hold an object; re-run `liqreplay run --out DIR`")
+    return daily, observed, cal

@@ -24,7 +24,8 @@ from fetch import atomic
 from reports import figures as F
 from reports.inputs import ReportInput
 from reports.sweep_answer import distribution_sentence
-from reports.tables import Table, all_tables, is_year, ran_windows, sweep_of, window_labels
+from reports.tables import (Table, all_tables, calibration_compare, calibration_metrics, is_year, ran_windows,
+                            sweep_of, window_labels)
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
@@ -323,6 +324,7 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
         ctx["tornado_note"] = torn.note
         ctx["sweep_params"] = list(sweep.get("params") or [])
     ctx["sweep_answer"] = _sweep_context(inp, tables, tables_href, add)
+    ctx["cal"] = _calibration_context(inp, tables, tables_href, add)
     ctx["sweep_table"] = table_view(tables["sweep_quantiles"], tables_href)
     ctx["tornado_table"] = table_view(tables["tornado"], tables_href)
     for name in ("calibration", "parameters", "coverage", "windows", "cross_venue", "results"):
@@ -367,6 +369,36 @@ def _sweep_context(inp: ReportInput, tables: dict[str, Table], tables_href: str,
     for name in ("sweep_distribution", "sensitivity", "frontier"):
         view[f"{name}_table"] = table_view(tables[name], tables_href) if name in tables else None
     return view
+
+
+def _calibration_context(inp: ReportInput, tables: dict[str, Table], tables_href: str, add) -> dict:
+    """Model vs Coinalyze per day (series and scatter, training and held-out days marked),
+    the monthly year totals and the fit's metrics with the targets."""
+    c = calibration_compare(inp)
+    cal = calibration_metrics(inp) or {}
+    missing = [name + ("" if v is None else " (empty)")
+               for name, v in (("daily.parquet", inp.daily), ("observed_daily.parquet", inp.observed))
+               if v is None or len(v) == 0]
+    n_held = int(c["held_out"].astype(bool).sum()) if len(c) else 0
+    out = {
+        "missing": missing,
+        "kind": cal.get("kind"),
+        "summary": (f"{len(c):,} day-sides compared ({n_held:,} on held-out window days, "
+                    f"{len(c) - n_held:,} on training days)" if len(c) else ""),
+        "fit_table": table_view(tables["calibration_fit"], tables_href),
+        "months_table": table_view(tables["calibration_months"], tables_href),
+        "daily_fig": add("fig-cal-daily", F.calibration_daily_figure(c, "Binance daily liquidations: model vs Coinalyze"),
+                         "Solid: the model's reported figure (one order per symbol-second); dotted: Coinalyze. "
+                         "Shaded: held-out window days (never used by the fit); the rest are training days. "
+                         "Log scale; a model zero is drawn at $0.1M."),
+        "scatter_fig": add("fig-cal-scatter", F.calibration_scatter_figure(c, "Model vs Coinalyze per day and side"),
+                           "Filled diamonds: held-out window days; open circles: training days. Solid line: equal; "
+                           "dotted: 0.5× and 2×."),
+        "months_fig": add("fig-cal-months", F.calibration_months_figure(
+            tables["calibration_months"].frame, "Whole year: monthly totals, Binance BTC+ETH"),
+            "The model's monthly total over Coinalyze's written on each month; target 0.5–2×."),
+    }
+    return out
 
 
 def render(inp: ReportInput, tables: dict[str, Table] | None = None, *, tables_href: str = "report_tables") -> str:

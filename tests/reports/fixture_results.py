@@ -191,8 +191,34 @@ def build_results(*, freq="15min", year_freq="1D", with_sweep=True, skip=("2022-
     return summary, rows_df, series, events, sweep_df
 
 
-def write_fixture(out_dir: Path, **kwargs) -> Path:
-    """Write a Contract 3 results directory through backtest.results.write_results."""
+def build_daily(series: pd.DataFrame, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(daily, observed): the model's daily frame (brief interface 1) from the fixture's
+    series, split long/short by a drawn share, and a Coinalyze-like observed frame for the
+    Binance markets: the model's reported figure x lognormal noise, so metrics are finite."""
+    rng = np.random.default_rng(seed)
+    s = series.copy()
+    s["date"] = pd.to_datetime(s["ts"], utc=True).dt.floor("D")
+    s["liq"] = s[[f"liquidated_{m}_usd" for m in ALL_MECHANISMS]].sum(axis=1)
+    g = s.groupby(["window", "venue", "market", "date"], as_index=False)[["liq", "reported_liquidated_usd"]].sum()
+    share = rng.uniform(0.3, 0.8, len(g))
+    parts = []
+    for side, f in (("long", share), ("short", 1 - share)):
+        parts.append(pd.DataFrame({"window": g["window"], "venue": g["venue"], "market": g["market"],
+                                   "date": g["date"], "side": side, "liquidated_usd": g["liq"] * f,
+                                   "reported_usd": g["reported_liquidated_usd"] * f, "oi_usd": 1.0e9}))
+    daily = pd.concat(parts, ignore_index=True).sort_values(["window", "venue", "market", "date", "side"])
+    b = daily[daily["venue"] == "binance"]
+    observed = pd.DataFrame({"window": b["window"], "date": b["date"], "market": b["market"], "side": b["side"],
+                             "observed_usd": (b["reported_usd"] + 2e5) * rng.lognormal(0.0, 0.6, len(b))})
+    return daily.reset_index(drop=True), observed.reset_index(drop=True)
+
+
+def write_fixture(out_dir: Path, *, calibration: bool = True, **kwargs) -> Path:
+    """Write a Contract 3 results directory through backtest.results.write_results, with the
+    v2 calibration files (daily.parquet, observed_daily.parquet, calibration.json) unless
+    `calibration` is False."""
+    import inspect
+
     from backtest.results import write_results
 
     summary, rows, series, events, sweep = build_results(**kwargs)
@@ -202,7 +228,19 @@ def write_fixture(out_dir: Path, **kwargs) -> Path:
     if sw is not None:
         meta["sweep_params"] = sw["params"]
         meta["sweep_samples"] = int(sweep["sample"].nunique())
-    return Path(write_results(out_dir, meta=meta, windows=summary["windows"], rows=rows.to_dict("records"),
-                              series=series, events=events, sweep=sweep,
-                              sweep_quantiles=None if sw is None else sw["quantiles"],
-                              coverage=summary["coverage"]))
+    daily, observed = build_daily(series)
+    extra = {"daily": daily} if calibration and "daily" in inspect.signature(write_results).parameters else {}
+    out = Path(write_results(out_dir, meta=meta, windows=summary["windows"], rows=rows.to_dict("records"),
+                             series=series, events=events, sweep=sweep,
+                             sweep_quantiles=None if sw is None else sw["quantiles"],
+                             coverage=summary["coverage"], **extra))
+    if calibration:
+        from backtest.calibrate import write_run_calibration_frames
+        from backtest.scenarios import Window
+
+        if not extra:  # write_results does not write daily.parquet yet: the contract's file, written here
+            daily.to_parquet(out / "daily.parquet", index=False)
+        wins = [Window(w["id"], w["label"], pd.Timestamp(w["start"]), pd.Timestamp(w["end"]), w["id"] == "2022-year")
+                for w in summary["windows"] if w.get("status") == "ran"]
+        write_run_calibration_frames(out, daily=daily, observed=observed, windows=wins, snapshot="snap-abc123")
+    return out
