@@ -16,7 +16,6 @@ A run in which nothing ran (an empty lake, every series failing) raises `Nothing
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import shutil
@@ -32,6 +31,7 @@ import pandas as pd
 
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
+from backtest.calibrate import write_run_calibration
 from backtest.results import Results, _jsonable, load_results, write_results
 from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
 from fetch import atomic
@@ -373,11 +373,14 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
             "param_sources": params.sources(),
             "param_ranges": params.sweep_ranges(), "n_accounts": n_accounts, "lake": str(catalog.root),
             "command": command or "", "sweep_params": [], "sweep_samples": 0}
-    write_kw = dict(meta=meta, windows=win_entries, rows=rows, series=series, events=events, coverage=coverage)
-    if "daily" in inspect.signature(write_results).parameters:
-        write_kw["daily"] = daily or None
     try:
-        write_results(out_dir, **write_kw)
+        write_results(out_dir, meta=meta, windows=win_entries, rows=rows, series=series, events=events,
+                      coverage=coverage, daily=daily or None)
+        # the model's daily figures against Coinalyze's (observed_daily.parquet, calibration.json),
+        # so the report holds the model to the data without reading the lake
+        ran = {e["id"] for e in win_entries if e.get("status") == "ran"}
+        write_run_calibration(out_dir, catalog=catalog, daily=pd.concat(daily, ignore_index=True) if daily else None,
+                              windows=[w for w in wins if w.id in ran])
         return load_results(out_dir)
     finally:
         if tmpdir is not None:

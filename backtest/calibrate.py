@@ -45,7 +45,7 @@ FIT_KEYS = (
     "population.leverage_low_share", "population.leverage_scale", "population.holding_days",
     "population.notional_sigma", "population.real_accounts_per_market.BTC",
     "population.real_accounts_per_market.ETH", "population.binance_isolated_share",
-    "disclosure.bandwidth_real_orders",
+    "population.binance_legacy_share", "disclosure.bandwidth_real_orders",
 )
 # stage 2: FTX's own parameters
 FTX_FIT_KEYS = ("ftx.oi_ratio_to_binance.BTC", "ftx.oi_ratio_to_binance.ETH", "population.ftx_collateral_share.USD")

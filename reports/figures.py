@@ -36,7 +36,8 @@ MECH_COLORS = {"step1": "#4c78a8", "step2_blp": "#e45756", "overflow": "#72b7b2"
 LOSS_PARTS = [  # who bore it: (column, label, pattern, colour)
     ("users_usd", "Liquidated users", "", "#9c9c9c"),
     ("blp_loss_usd", "BLPs", "/", "#e45756"),
-    ("fund_paid_usd", "Insurance fund", "\\", "#54a24b"),
+    ("fund_net_payout_usd", "Insurance fund (payouts beyond income)", "\\", "#54a24b"),
+    ("exempt_deficit_usd", "Exempt account (Alameda scenario)", ".", "#b279a2"),
     ("counterparty_loss_usd", "Opposing traders (ADL / close-out)", "x", "#7a3d99"),
 ]
 BUCKETS = ["1min", "5min", "15min", "30min", "1h", "2h", "6h", "12h", "1D", "7D"]  # each a multiple of the last

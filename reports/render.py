@@ -142,7 +142,9 @@ HEADERS = {
     "FTX per $1B OI", "binance_house_loss_per_1b_oi": "Binance per $1B OI", "ftx_price_path":
     "FTX price path", "users_usd": "users", "blp_loss_usd": "BLPs",
     "house_loss_usd": "house loss", "adl_usd": "ADL notional", "fund_deficit_usd": "fund deficit",
-    "fund_paid_usd": "fund paid", "counterparty_loss_usd": "opposing traders", "closeout_usd": "close-out notional",
+    "fund_paid_usd": "fund paid", "blp_loss_gross_usd": "BLPs gross", "fund_income_usd": "fund income",
+    "fund_payouts_usd": "fund payouts", "fund_net_payout_usd": "fund net payout", "fund_drawdown_usd": "fund drawdown",
+    "house_loss_gross_usd": "house loss gross", "counterparty_loss_usd": "opposing traders", "closeout_usd": "close-out notional",
     "exempt_deficit_usd": "exempt-account deficit", "liquidated_usd": "liquidated",
     "reported_liquidated_usd": "reported", "reported_share": "reported share",
 }
@@ -231,8 +233,10 @@ def _headline(answer: pd.DataFrame, who: pd.DataFrame) -> dict:
             if len(v):
                 parts.append(
                     f"on {F.venue_style(venue)['label']}: liquidated users {F.money(v['users_usd'].sum())}, "
-                    f"BLPs {F.money(v['blp_loss_usd'].sum())}, insurance fund {F.money(v['fund_paid_usd'].sum())} "
-                    f"paid (deficit beyond it {F.money(v['fund_deficit_usd'].sum())}), opposing traders "
+                    f"BLPs {F.money(v['blp_loss_usd'].sum())} net ({F.money(v['blp_loss_gross_usd'].sum())} gross), "
+                    f"insurance fund paid {F.money(v['fund_payouts_usd'].sum())} against "
+                    f"{F.money(v['fund_income_usd'].sum())} of income, exempt account "
+                    f"{F.money(v['exempt_deficit_usd'].sum())}, opposing traders "
                     f"{F.money(v['counterparty_loss_usd'].sum())} via ADL / close-out "
                     f"({F.money(v['adl_usd'].sum() + v['closeout_usd'].sum())} notional)")
         if parts:
@@ -264,8 +268,10 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
             "window_label", "ftx_house_loss_usd", "binance_house_loss_usd", "ratio_ftx_to_binance",
             "ftx_house_loss_per_1b_oi", "binance_house_loss_per_1b_oi", "ftx_price_path"]),
         "who_table": table_view(tables["who_bore"], tables_href, [
-            "window_label", "venue", "users_usd", "blp_loss_usd", "fund_paid_usd", "fund_deficit_usd",
-            "house_loss_usd", "counterparty_loss_usd", "adl_usd", "closeout_usd", "exempt_deficit_usd"]),
+            "window_label", "venue", "users_usd", "blp_loss_usd", "blp_loss_gross_usd", "fund_income_usd",
+            "fund_payouts_usd", "fund_net_payout_usd", "fund_drawdown_usd", "exempt_deficit_usd", "house_loss_usd",
+            "house_loss_gross_usd", "counterparty_loss_usd", "adl_usd", "closeout_usd"]),
+        "blp_parts_table": table_view(tables["blp_parts"], tables_href),
         "answer_fig": add("fig-answer", F.answer_figure(answer)) if len(answer) else None,
         "who_fig": add("fig-who", F.who_bore_figure(who)) if len(who) else None,
         "skipped": [w for w in inp.windows if w.get("status", "ran") != "ran"],

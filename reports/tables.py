@@ -105,7 +105,7 @@ def answer_table(inp: ReportInput) -> Table:
         "window", "window_label", "whole_year", "ftx_house_loss_usd", "binance_house_loss_usd",
         "ratio_ftx_to_binance", "ftx_house_loss_per_1b_oi", "binance_house_loss_per_1b_oi",
         "ftx_open_interest_usd", "binance_open_interest_usd", "ftx_price_path"])
-    return Table("answer", "House loss (BLP loss + insurance-fund deficit) per window", frame,
+    return Table("answer", "House loss (BLP loss + fund payouts beyond income + exempt deficit) per window", frame,
                  {"ratio_ftx_to_binance": "ratio", "whole_year": "text"},
                  "Summed over the markets replayed; per $1B = house loss / open interest at window start.")
 
@@ -131,21 +131,44 @@ def who_bore_table(inp: ReportInput) -> Table:
         "window": r["window"].astype(str), "venue": r["venue"],
         "users_usd": col("user_loss_usd"),
         "blp_loss_usd": col("blp_loss_usd", (-blp_pnl).clip(lower=0)),
-        "fund_paid_usd": (col("fund_start_usd") - col("fund_min_usd")).clip(lower=0),
-        "fund_deficit_usd": col("fund_deficit_usd", (-fund_end).clip(lower=0)),
-        "counterparty_loss_usd": col("counterparty_loss_usd"),
+        "blp_loss_gross_usd": col("blp_loss_gross_usd", (-blp_pnl).clip(lower=0)),
+        "fund_income_usd": col("fund_income_usd"),
+        "fund_payouts_usd": col("fund_payouts_usd"),
+        "fund_net_payout_usd": col("fund_net_payout_usd", col("fund_deficit_usd", (-fund_end).clip(lower=0))),
+        "fund_drawdown_usd": col("fund_drawdown_usd", (col("fund_start_usd") - col("fund_min_usd")).clip(lower=0)),
+        "exempt_deficit_usd": col("exempt_deficit_usd"),
         "house_loss_usd": col("house_loss_usd"),
+        "house_loss_gross_usd": col("house_loss_gross_usd", col("house_loss_usd")),
+        "counterparty_loss_usd": col("counterparty_loss_usd"),
         "adl_usd": col("adl_usd"),
         "closeout_usd": col("liquidated_overflow_usd"),
-        "exempt_deficit_usd": col("exempt_deficit_usd"),
     })
     out = frame.groupby(["window", "venue"], sort=False).sum(numeric_only=True).reset_index()
     out.insert(1, "window_label", out["window"].map(labels))
     out = out.assign(_o=out["window"].map(order)).sort_values(["_o", "venue"], ascending=[True, False])
     return Table("who_bore", "Who bore the losses (summed over markets)", out.drop(columns="_o").reset_index(drop=True),
-                 note="House loss = BLP loss + fund deficit (balance below zero). Fund paid = start − minimum "
-                      "balance (what the fund spent of its own money). Opposing traders = loss forced on them "
-                      "by ADL / close-out; ADL and close-out columns are the notional closed against them.")
+                 note="House loss (MODEL.md 3.7, v2) = BLP loss (net: max(0, -BLP P&L)) + fund payouts beyond its "
+                      "income + the exempt account's deficit; the gross figure counts the BLPs' losing takeovers "
+                      "without netting their gains elsewhere. A $99M payout from a $100M fund is a $99M loss. "
+                      "Fund drawdown = start - minimum balance. Opposing traders = loss forced on them by ADL / "
+                      "close-out; ADL and close-out columns are the notional closed against them.")
+
+
+def blp_parts_table(inp: ReportInput) -> Table:
+    """FTX's BLP P&L in its parts (MODEL.md 3.6), per window and market."""
+    parts = ["blp_takeover_usd", "blp_discount_usd", "blp_move_usd", "blp_hedge_cost_usd", "blp_collateral_sales_usd",
+             "blp_haircut_gain_usd", "blp_unhedged_mtm_usd", "blp_pnl_usd", "blp_loss_gross_usd"]
+    order = {str(w["id"]): i for i, w in enumerate(ran_windows(inp))}
+    r = inp.rows[inp.rows["window"].astype(str).isin(order) & (inp.rows["venue"] == "ftx")]
+    cols = ["window", "market"] + [c for c in parts if c in r]
+    frame = r[cols].copy() if len(r) else pd.DataFrame(columns=cols)
+    frame = frame.assign(_o=frame["window"].astype(str).map(order)).sort_values(["_o", "market"]).drop(columns="_o")
+    return Table("blp_parts", "FTX's backstop liquidity providers: P&L in its parts", frame.reset_index(drop=True),
+                 {c: "usd" for c in parts},
+                 "discount: the takeover price's discount to mark; move: the mark's move until hedged; hedge cost: "
+                 "slippage and fees of the hedge; collateral sales and haircut gain: the non-USD collateral taken "
+                 "over; unhedged MTM: what is left unhedged, marked at the window's end. The parts sum to the net "
+                 "BLP P&L.")
 
 
 def mechanism_table(inp: ReportInput) -> Table:
@@ -507,7 +530,7 @@ def calibration_months_table(inp: ReportInput) -> Table:
 
 
 def all_tables(inp: ReportInput) -> dict[str, Table]:
-    tables = [answer_table(inp), who_bore_table(inp), cross_venue_table(inp), mechanism_table(inp),
+    tables = [answer_table(inp), who_bore_table(inp), blp_parts_table(inp), cross_venue_table(inp), mechanism_table(inp),
               sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
               calibration_fit_table(inp), calibration_months_table(inp), parameters_table(inp),
               coverage_table(inp), windows_table(inp), results_table(inp)]

@@ -316,7 +316,7 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
 # v2: one cohort's per-account terms, keyed draws (MODEL.md 2)
 # ---------------------------------------------------------------------------------------
 # draw kinds: each kind of draw has its own key, the counter is the account's id
-KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_SIZE, KIND_CLOSE, KIND_ENTRY = range(1, 8)
+KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_SIZE, KIND_CLOSE, KIND_ENTRY, KIND_LEGACY = range(1, 9)
 
 
 def kind_key(key: int, kind: int) -> int:
@@ -418,7 +418,12 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
             cache[ck] = binance.brackets_for(symbol, d, params)
         br = cache[ck]
         venue_cap = float(params.get("binance.max_leverage", d))
-        cap = np.minimum(venue_cap, br.max_leverage[br.tier(notional)]).astype(float)
+        # accounts opened before Binance's 2021-07-27 rule kept the older cap (the brackets' own);
+        # `population.binance_legacy_share` of them (keyed draw per account)
+        legacy_cap = float(params.get("binance.max_leverage", dt.date(2021, 7, 26)))
+        legacy = stratified_uniforms(key, KIND_LEGACY, ids) < float(params.get("population.binance_legacy_share"))
+        venue_caps = np.where(legacy, max(venue_cap, legacy_cap), venue_cap)
+        cap = np.minimum(venue_caps, br.max_leverage[br.tier(notional)]).astype(float)
     lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids),
                                  stratified_uniforms(key, KIND_LEV_TAIL, ids),
                                  stratified_uniforms(key, KIND_LEV_BODY, ids), cap, params)
