@@ -56,7 +56,7 @@ def _fund(S, C, delta, gross_in, gross_out, t_s):
 def _s1_take(S, C, i, jit, price, budget, cum, scale):
     """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
     pos = abs(S.qty[i])
-    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] / price, pos))
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * S.wt[i] / price, pos))    # the minimum per real account
     want = min(base * jit, pos)
     wu = want * price
     cum += wu
@@ -164,7 +164,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
         frac = 1.0 if mf < 0 else (1.0 - mf / ac if mf < ac else 0.0)
         if frac <= 0:
             continue
-        close = min(max(frac * q, min(C[C_S2MIN] / price, q)), q)
+        close = min(max(frac * q, min(C[C_S2MIN] * S.wt[i] / price, q)), q)   # the minimum per real account
         if close <= 0:
             continue
         z = price * (1.0 - s * mf)
