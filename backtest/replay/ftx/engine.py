@@ -201,7 +201,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
     for x in range(m):
         nt = cq[x] * price
         cum += nt
-        taken = min(cum, room) - min(cum - nt, room)
+        taken = nt if cum <= room else max(room - (cum - nt), 0.0)    # (exact when all fits)
         used += taken
         tq[x] = cq[x] * (taken / nt) if nt > 0 else 0.0
     S.Z[Z_USED_MIN] += used
