@@ -17,7 +17,7 @@ from backtest.replay.recorder import oi_daily_frame
 
 
 # venues whose replay honours accounts' open/close times (the v2 book needs it)
-V2_BOOK_VENUES = ("binance",)
+V2_BOOK_VENUES = ("binance", "ftx")
 
 
 def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
