@@ -518,6 +518,28 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
 
 
 @njit(**NJ)
+def event_order(t, a):
+    """Permutation putting events in (time, account) order, stable: the kernel emits them in time
+    order, so only each tick's own run is sorted (the recorder then needs no frame sort)."""
+    n = t.shape[0]
+    out = np.arange(n)
+    s = 0
+    while s < n:
+        e = s + 1
+        srt = True
+        while e < n and t[e] == t[s]:
+            if a[e] < a[e - 1]:
+                srt = False
+            e += 1
+        if not srt:
+            o = np.argsort(a[s:e], kind="mergesort")
+            for x in range(e - s):
+                out[s + x] = s + o[x]
+        s = e
+    return out
+
+
+@njit(**NJ)
 def _to_array(lst, w):
     out = np.empty((len(lst), w))
     for r in range(len(lst)):

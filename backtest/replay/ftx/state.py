@@ -17,7 +17,7 @@ from backtest.population import Population
 from backtest.replay.ftx import accounts as A
 from backtest.replay.ftx.blp import LOT_COLS, blp_book
 from backtest.replay.ftx.collateral import other_collateral
-from backtest.replay.ftx.loop import run_kernel, run_oracle
+from backtest.replay.ftx.loop import event_order, run_kernel, run_oracle
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import MECHS, Recorder, SeriesResult, _finish
 from backtest.venues import ftx
@@ -187,6 +187,8 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
+    if len(ev) > 1 and np.all(np.diff(ev[:, 0]) >= 0):     # time order within the kernel: sort each tick only
+        ev = ev[event_order(ev[:, 0], ev[:, 1])]
     cols = dict(zip(EV_COLS, ev.T)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
     dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
     for c in EV_COLS[:-1]:
