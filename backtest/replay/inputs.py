@@ -11,7 +11,7 @@ from backtest.path import BarPaths, bar_paths, price_at
 # The one place the compiled replay gets its intra-bar path from (MODEL.md 1): linear (v1) or
 # the seeded Brownian bridge. (A cached numba kernel is keyed on its own file only: touch
 # backtest/replay/binance_kernel.py when the path function changes.)
-from backtest.paths import fill_bar_path
+from backtest.paths import fill_bar_path, prices_at
 
 BLOCK = 512
 
@@ -115,14 +115,15 @@ class PathInput:
         k = np.clip(np.floor((t - self.ts_s[b]) / self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
         if self.path_mode == 0:
             return price_at(self.paths, b, k)
-        out = np.empty(b.shape)
-        bf, kf, of = b.reshape(-1), k.reshape(-1), out.reshape(-1)
-        buf = np.empty(self.n_ticks)
-        ub, inv = np.unique(bf, return_inverse=True)
-        for j, bar in enumerate(ub.tolist()):
-            sel = inv == j
-            of[sel] = self.bar_ticks(bar, buf)[kf[sel]]
-        return out
+        bf, kf = b.reshape(-1).astype(np.int64), k.reshape(-1).astype(np.int64)
+        o = np.argsort(bf, kind="stable")
+        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)   # noqa: E731
+        got = prices_at(f64(self.open), f64(self.high), f64(self.low), f64(self.close), int(self.n_ticks),
+                        int(self.path_mode), np.int64(self.path_key), self.ts_s.astype(np.int64),
+                        float(self.near_first_prob), bf[o], kf[o], float(self.vol_scale), float(self.time_jitter))
+        out = np.empty(bf.shape)
+        out[o] = got
+        return out.reshape(b.shape)
 
     def same_path(self, other: "PathInput") -> bool:
         """True when `other` has the same bars, ticks and path draws (a stand-in on this path)."""

@@ -172,3 +172,15 @@ def test_oi_daily_is_the_open_notional_at_the_day_end():
         want = float((res.final_qty * live)[pop.side == s].sum() * inp.close[-1])
         assert last[name] == pytest.approx(want, rel=1e-9)
     assert oi.oi_usd.nunique() > 2
+
+
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_price_at_time_reads_the_ticks_the_kernel_walks(path):
+    """The BLP book's hedge prices (PathInput.price_at_time) are the shared path's ticks."""
+    params, _, inp, _ = setup("ftx", 10, path=path)
+    t = inp.ts_s[0] + np.random.default_rng(0).uniform(-100, inp.n_bars * 60 + 100, 400)
+    b = np.clip(np.searchsorted(inp.ts_s, t, side="right") - 1, 0, inp.n_bars - 1)
+    k = np.clip(np.floor((t - inp.ts_s[b]) / inp.tick_s).astype(np.int64), 0, inp.n_ticks - 1)
+    want = np.array([inp.bar_ticks(bb)[kk] for bb, kk in zip(b, k)])
+    np.testing.assert_array_equal(inp.price_at_time(t), want)
+    np.testing.assert_array_equal(inp.price_at_time(inp.ts_s + inp.bar_seconds - 1e-6), inp.close)
