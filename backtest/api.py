@@ -197,7 +197,7 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
                 continue
             hedge_sd = lw.series.get(("binance", c)) if v == "ftx" else None
             try:
-                hedge = path_input(hedge_sd, params) if hedge_sd is not None else None
+                hedge = path_input(hedge_sd, params, seed) if hedge_sd is not None else None
                 res = run_series(sd, params, seed, hedge=hedge, n_accounts=n_accounts,
                                  collateral_prices={**lw.cprices, c: sd.start_price},
                                  deterministic=deterministic, collateral_paths=lw.cpaths)

@@ -239,6 +239,31 @@ def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol
 
 
 @njit(cache=True)
+def prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars, ks, vol_scale=1.0,
+              time_jitter=0.25):
+    """Tick prices at (bars[j], ks[j]) pairs, filling each bar once (pairs sorted by bar are
+    cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every mode."""
+    m = bars.shape[0]
+    out = np.empty(m)
+    buf = np.empty(max(n_ticks, 1))
+    cur = -1
+    for j in range(m):
+        b, k = bars[j], ks[j]
+        if k == n_ticks - 1:
+            out[j] = c[b]
+            continue
+        if k == 0:
+            out[j] = o[b]
+            continue
+        if b != cur:
+            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, buf,
+                          vol_scale, time_jitter)
+            cur = b
+        out[j] = buf[k]
+    return out
+
+
+@njit(cache=True)
 def first_cross_filled(prices, n_ticks, threshold, direction, k_from):
     """First tick k in [k_from, n_ticks) of a filled bar where the price is at or beyond
     `threshold`: direction -1 price <= threshold (a long's trigger), +1 price >= threshold

@@ -11,7 +11,7 @@ from backtest.path import BarPaths, bar_paths, price_at
 # The one place the compiled replay gets its intra-bar path from (MODEL.md 1): linear (v1) or
 # the seeded Brownian bridge. (A cached numba kernel is keyed on its own file only: touch
 # backtest/replay/binance_kernel.py when the path function changes.)
-from backtest.paths import fill_bar_path
+from backtest.paths import fill_bar_path, prices_at
 
 BLOCK = 512
 
@@ -107,11 +107,32 @@ class PathInput:
         return self.ts_s[bar] + np.asarray(k) * self.tick_s
 
     def price_at_time(self, t_s) -> np.ndarray:
-        """Path price at absolute times (clamped to the path's span)."""
+        """Path price at absolute times (clamped to the path's span), from the same ticks the
+        kernels walk (`bar_ticks`: the PathInput's path mode and key), so the BLP's hedge and
+        the takeover read one path (MODEL.md 1)."""
         t = np.asarray(t_s, dtype=float)
         b = np.clip(np.searchsorted(self.ts_s, t, side="right") - 1, 0, self.n_bars - 1)
         k = np.clip(np.floor((t - self.ts_s[b]) / self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
-        return price_at(self.paths, b, k)
+        if self.path_mode == 0:
+            return price_at(self.paths, b, k)
+        bf, kf = b.reshape(-1).astype(np.int64), k.reshape(-1).astype(np.int64)
+        o = np.argsort(bf, kind="stable")
+        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)   # noqa: E731
+        got = prices_at(f64(self.open), f64(self.high), f64(self.low), f64(self.close), int(self.n_ticks),
+                        int(self.path_mode), np.int64(self.path_key), self.ts_s.astype(np.int64),
+                        float(self.near_first_prob), bf[o], kf[o], float(self.vol_scale), float(self.time_jitter))
+        out = np.empty(bf.shape)
+        out[o] = got
+        return out.reshape(b.shape)
+
+    def same_path(self, other: "PathInput") -> bool:
+        """True when `other` has the same bars, ticks and path draws (a stand-in on this path)."""
+        return (self.n_bars == other.n_bars and self.bar_seconds == other.bar_seconds and self.tick_s == other.tick_s
+                and self.path_mode == other.path_mode and self.path_key == other.path_key
+                and self.near_first_prob == other.near_first_prob and self.vol_scale == other.vol_scale
+                and self.time_jitter == other.time_jitter and np.array_equal(self.ts_s, other.ts_s)
+                and np.array_equal(self.open, other.open) and np.array_equal(self.high, other.high)
+                and np.array_equal(self.low, other.low) and np.array_equal(self.close, other.close))
 
     def next_bar(self, start: int, long_top: float, short_top: float) -> int:
         """First bar >= start whose low <= long_top or high >= short_top; n_bars if none."""

@@ -46,7 +46,7 @@ class Recorder:
             self.ev[k] = [v] if n else []
 
     def events_frame(self) -> pd.DataFrame:
-        cols = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self.ev.items()}
+        cols = {k: (v[0] if len(v) == 1 else np.concatenate(v) if v else np.zeros(0)) for k, v in self.ev.items()}
         mech = cols.pop("mechanism").astype(np.int64)
         df = pd.DataFrame(cols)
         df.insert(3, "mechanism", np.asarray(MECHS, dtype=object)[mech] if len(mech) else np.zeros(0, dtype=object))

@@ -17,7 +17,7 @@ from backtest.replay.recorder import oi_daily_frame
 
 
 # venues whose replay honours accounts' open/close times (the v2 book needs it)
-V2_BOOK_VENUES = ("binance",)
+V2_BOOK_VENUES = ("binance", "ftx")
 
 
 def series_rng(seed: int, window_id: str, venue: str, coin: str) -> np.random.Generator:
@@ -85,7 +85,8 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
            "trigger_source": str(getattr(sd, "trigger_source", "trade bars"))}
     if pop_kind == "v2":
         row["book_start"] = str(pop.meta.get("book_start", ""))
-        row["oi_source"] = str(getattr(sd, "oi_path_source", "") or sd.oi_source)
+        # the book's own source: names the scale (FTX on Binance's path x ftx.oi_ratio_to_binance.<COIN>)
+        row["oi_source"] = str(pop.meta.get("oi_source") or getattr(sd, "oi_path_source", "") or sd.oi_source)
     key = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin}
     series = res.series.assign(**key)
     series.insert(0, "ts", pd.to_datetime(series.pop("ts_s"), unit="s", utc=True))

@@ -36,7 +36,9 @@ def entry_bars(p0: float = 20000.0, seed: int = 4) -> pd.DataFrame:
 
 
 def setup(venue: str, n_accounts: int = 200, overrides: dict | None = None, *, bars=None, funding=None,
-          seed: int = 1, oi_usd: float = 5e7):
+          seed: int = 1, oi_usd: float = 5e7, path: str = "linear"):
+    """path: "linear" (v1) or "bridge" (the seeded Brownian bridge with params.toml's path.*
+    settings and the key of (seed 7, the coin))."""
     params = load_params(overrides=overrides)
     bars = crash_bars() if bars is None else bars
     sym = "BTC-PERP" if venue == "ftx" else "BTCUSDT"
@@ -44,5 +46,17 @@ def setup(venue: str, n_accounts: int = 200, overrides: dict | None = None, *, b
                           date=DATE, params=params, rng=np.random.default_rng(seed),
                           start_price=float(bars["open"].iloc[0]), n_accounts=n_accounts,
                           collateral_prices={"BTC": 20000.0, "ETH": 1500.0, "FTT": 25.0, "SOL": 40.0})
-    inp = PathInput.from_bars(bars, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9, funding=funding)
+    inp = with_path(PathInput.from_bars(bars, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9, funding=funding),
+                    params, path)
     return params, pop, inp, sym
+
+
+def with_path(inp: PathInput, params, path: str = "linear", seed: int = 7, coin: str = "BTC") -> PathInput:
+    """Set a PathInput's intra-bar path: "linear" or "bridge" (path.* settings, key (seed, coin))."""
+    from backtest.paths import MODES, path_key, path_settings
+
+    ps = path_settings(params)
+    inp.path_mode = MODES[path]
+    inp.path_key = int(path_key(seed, coin))
+    inp.near_first_prob, inp.vol_scale, inp.time_jitter = ps["near_first_prob"], ps["vol_scale"], ps["time_jitter"]
+    return inp

@@ -37,10 +37,11 @@ def test_steps_join_at_bar_close_and_last_step_per_bar_wins():
     assert bars.tolist() == [1] and steps.tolist() == [2]
 
 
-def test_ftx_parity_with_collateral_crashing_mid_window():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_ftx_parity_with_collateral_crashing_mid_window(path):
     bars = crash_bars(crash=-0.004, squeeze=0.004)
     params, pop, inp, sym = setup("ftx", 200, {**FTT_HEAVY, "population.leverage_scale": 1.5,
-                                               "ftx.blp.capacity_per_minute_usd": 300000.0}, bars=bars)
+                                               "ftx.blp.capacity_per_minute_usd": 300000.0}, bars=bars, path=path)
     cp = {"FTT": ftt_path(bars)}
     fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None, collateral=cp)
     ref = reference_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None, collateral=cp)
@@ -53,9 +54,10 @@ def test_ftx_parity_with_collateral_crashing_mid_window():
     assert fast.totals["blp_collateral_other_usd"] != flat.totals["blp_collateral_other_usd"]
 
 
-def test_ftx_parity_with_few_collateral_holders():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_ftx_parity_with_few_collateral_holders(path):
     bars = crash_bars(crash=-0.004, squeeze=0.004)
-    params, pop, inp, sym = setup("ftx", 150, {**FTT_HEAVY, "population.leverage_scale": 1.5}, bars=bars)
+    params, pop, inp, sym = setup("ftx", 150, {**FTT_HEAVY, "population.leverage_scale": 1.5}, bars=bars, path=path)
     # few holders: their triggers are re-put one by one (not a book rebuild)
     holders = np.zeros(len(pop), bool)
     holders[::6] = True

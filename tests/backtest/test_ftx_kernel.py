@@ -9,21 +9,22 @@ import pytest
 from backtest.reference import reference_ftx
 from backtest.replay import PathInput, run_ftx
 
-from tests.backtest._synth import DATE, crash_bars, setup
+from tests.backtest._synth import DATE, crash_bars, setup, with_path
 from tests.backtest.test_reference_parity import assert_same
 
 PARTS = ["blp_discount_usd", "blp_move_usd", "blp_hedge_cost_usd", "blp_collateral_sales_usd",
          "blp_haircut_gain_usd", "blp_unhedged_mtm_usd"]
 
 
-@pytest.mark.parametrize("n, overrides, seeds", [
-    (150, {}, range(40)),
-    (250, {"ftx.blp.capacity_per_minute_usd": 200000.0, "population.leverage_scale": 2.0}, range(100, 115)),
+@pytest.mark.parametrize("n, overrides, seeds, path", [
+    (150, {}, range(40), "linear"),
+    (250, {"ftx.blp.capacity_per_minute_usd": 200000.0, "population.leverage_scale": 2.0}, range(100, 115), "linear"),
+    (250, {"ftx.blp.capacity_per_minute_usd": 200000.0, "population.leverage_scale": 2.0}, range(200, 210), "bridge"),
 ])
-def test_random_mode_parity_event_for_event(n, overrides, seeds):
+def test_random_mode_parity_event_for_event(n, overrides, seeds, path):
     """The review reproduced 7-10 of 40 seeds differing when the draws followed call order;
     keyed by (seed, market, tick, account) the fast kernel and the oracle agree exactly."""
-    params, pop, inp, sym = setup("ftx", n, overrides)
+    params, pop, inp, sym = setup("ftx", n, overrides, path=path)
     fires = set()
     for s in seeds:
         fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, seed=s)
@@ -50,10 +51,11 @@ def _staggered(pop, inp, seed=3):
     return pop
 
 
-@pytest.mark.parametrize("seed", [None, 5, 6])
-def test_parity_with_accounts_opening_mid_run(seed):
+@pytest.mark.parametrize("seed, path", [(None, "linear"), (5, "linear"), (6, "linear"), (None, "bridge"),
+                                        (5, "bridge")])
+def test_parity_with_accounts_opening_mid_run(seed, path):
     params, pop, inp, sym = setup("ftx", 250, {"population.leverage_scale": 2.5,
-                                               "ftx.blp.capacity_per_minute_usd": 300000.0})
+                                               "ftx.blp.capacity_per_minute_usd": 300000.0}, path=path)
     pop = _staggered(pop, inp)
     fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, seed=seed)
     ref = reference_ftx(inp, pop, params, symbol=sym, date=DATE, seed=seed)
@@ -69,7 +71,7 @@ def test_parity_with_accounts_opening_mid_run(seed):
     assert closed.size and (fast.final_qty[closed] == 0).all()
     # opening mid-run changes the outcome (the accounts are really ignored before open_s)
     params2, pop2, _, _ = setup("ftx", 250, {"population.leverage_scale": 2.5,
-                                             "ftx.blp.capacity_per_minute_usd": 300000.0})
+                                             "ftx.blp.capacity_per_minute_usd": 300000.0}, path=path)
     always = run_ftx(inp, pop2, params2, symbol=sym, date=DATE, seed=seed)
     assert always.totals["liquidated_usd"] != fast.totals["liquidated_usd"]
 
@@ -115,18 +117,26 @@ def test_fund_payout_beyond_income_is_a_house_loss():
     assert t["fund_end_usd"] < t["fund_start_usd"] and t["fund_time_below_start_s"] > 0
 
 
-def test_hedge_on_a_stand_in_reads_the_same_path():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_hedge_on_a_stand_in_reads_the_same_path(path):
     """FTX on a stand-in (the hedge venue's own bars): takeover mark and hedge fill come from one
-    path, so a separate PathInput of the same bars, or bars with a constant level basis, give
-    the same BLP book as hedging on the FTX path itself (no basis made up by interpolation)."""
-    params, pop, inp, sym = setup("ftx", 250, {"population.leverage_scale": 2.5})
+    path, so a separate PathInput of the same bars and path key, or bars with a constant level
+    basis, give the same BLP book as hedging on the FTX path itself (no basis made up by
+    interpolation; MODEL.md 1: one price for the takeover and its hedge)."""
+    params, pop, inp, sym = setup("ftx", 250, {"population.leverage_scale": 2.5}, path=path)
     bars = crash_bars()
     own = run_ftx(inp, pop, params, symbol=sym, date=DATE, hedge=None, deterministic=True)
-    same = PathInput.from_bars(bars, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9)
+    same = with_path(PathInput.from_bars(bars, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9), params, path)
     stand_in = run_ftx(inp, pop, params, symbol=sym, date=DATE, hedge=same, deterministic=True)
     shifted = bars.assign(**{c: bars[c] * 1.01 for c in ("open", "high", "low", "close")})
     level = run_ftx(inp, pop, params, symbol=sym, date=DATE, deterministic=True,
-                    hedge=PathInput.from_bars(shifted, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1.01e9))
+                    hedge=with_path(PathInput.from_bars(shifted, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1.01e9),
+                                    params, path))
+    if path == "bridge":          # a hedge path with other draws is another price: the book moves
+        other_key = with_path(PathInput.from_bars(bars, 60, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9), params, path,
+                              seed=8)
+        apart = run_ftx(inp, pop, params, symbol=sym, date=DATE, hedge=other_key, deterministic=True)
+        assert apart.totals["blp_move_usd"] != pytest.approx(own.totals["blp_move_usd"], rel=1e-6)
     assert own.totals["blp_takeover_usd"] > 0
     for k in PARTS + ["blp_pnl_usd"]:
         assert stand_in.totals[k] == pytest.approx(own.totals[k], rel=1e-12, abs=1e-9), k
@@ -135,7 +145,7 @@ def test_hedge_on_a_stand_in_reads_the_same_path():
     # hedge venue's own move over the latency, not the gap between two interpolations
     five = bars.set_index("ts").resample("5min").agg({"open": "first", "high": "max", "low": "min", "close": "last",
                                                       "volume_quote": "sum"}).reset_index()
-    h5 = PathInput.from_bars(five, 300, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9)
+    h5 = with_path(PathInput.from_bars(five, 300, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9), params, path)
     other = run_ftx(inp, pop, params, symbol=sym, date=DATE, hedge=h5, deterministic=True)
     lat = float(params.get("ftx.blp.hedge_latency_s"))
     lots = other.events[other.events.mechanism == "step2_blp"]
@@ -162,3 +172,15 @@ def test_oi_daily_is_the_open_notional_at_the_day_end():
         want = float((res.final_qty * live)[pop.side == s].sum() * inp.close[-1])
         assert last[name] == pytest.approx(want, rel=1e-9)
     assert oi.oi_usd.nunique() > 2
+
+
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_price_at_time_reads_the_ticks_the_kernel_walks(path):
+    """The BLP book's hedge prices (PathInput.price_at_time) are the shared path's ticks."""
+    params, _, inp, _ = setup("ftx", 10, path=path)
+    t = inp.ts_s[0] + np.random.default_rng(0).uniform(-100, inp.n_bars * 60 + 100, 400)
+    b = np.clip(np.searchsorted(inp.ts_s, t, side="right") - 1, 0, inp.n_bars - 1)
+    k = np.clip(np.floor((t - inp.ts_s[b]) / inp.tick_s).astype(np.int64), 0, inp.n_ticks - 1)
+    want = np.array([inp.bar_ticks(bb)[kk] for bb, kk in zip(b, k)])
+    np.testing.assert_array_equal(inp.price_at_time(t), want)
+    np.testing.assert_array_equal(inp.price_at_time(inp.ts_s + inp.bar_seconds - 1e-6), inp.close)

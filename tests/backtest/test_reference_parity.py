@@ -8,7 +8,7 @@ import pytest
 from backtest.reference import reference_binance, reference_ftx
 from backtest.replay import run_binance, run_ftx
 
-from tests.backtest._synth import DATE, crash_bars, setup
+from tests.backtest._synth import DATE, crash_bars, setup, with_path
 
 EVENT_COLS = ["t_s", "account", "side", "mechanism"]
 MONEY_COLS = ["qty_coin", "price", "notional_usd", "user_loss_usd", "fund_delta_usd"]
@@ -57,20 +57,30 @@ def test_binance_parity_fund_exhausted_adl():
     assert fast.totals["adl_usd"] > 0
 
 
-def test_ftx_parity_deterministic_step1_step2_overflow():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_ftx_parity_deterministic_step1_step2_overflow(path):
     params, pop, inp, sym = setup("ftx", 250, {"ftx.blp.capacity_per_minute_usd": 200000.0,
-                                               "population.leverage_scale": 2.0})
+                                               "population.leverage_scale": 2.0}, path=path)
     fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
     ref = reference_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
     assert_same(fast, ref, min_events=20)
     mech = set(fast.events.mechanism)
     assert {"step1", "step2_blp", "overflow"} <= mech
+    # every event happens at the price of the path's tick (the shared intra-bar path)
+    ev = fast.events
+    np.testing.assert_allclose(ev.mark_price.to_numpy(), inp.price_at_time(ev.t_s.to_numpy()), rtol=1e-12)
+    if path == "bridge":           # the bridge's ticks are not the linear path's
+        _, _, lin, _ = setup("ftx", 250, {"ftx.blp.capacity_per_minute_usd": 200000.0,
+                                          "population.leverage_scale": 2.0})
+        other = run_ftx(lin, pop, params, symbol=sym, date=DATE, rng=None)
+        assert len(other.events) != len(ev) or not np.allclose(other.events.mark_price, ev.mark_price)
 
 
-def test_ftx_parity_with_exempt_account():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_ftx_parity_with_exempt_account(path):
     params, pop, inp, sym = setup("ftx", 150, {"population.exempt_account": True,
                                                "population.exempt_notional_share": 0.1,
-                                               "population.exempt_leverage": 20.0})
+                                               "population.exempt_leverage": 20.0}, path=path)
     assert pop.exempt[-1]
     fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
     ref = reference_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
@@ -78,12 +88,13 @@ def test_ftx_parity_with_exempt_account():
     assert len(pop) - 1 not in set(fast.events.account)  # never liquidated
 
 
-def test_ftx_parity_on_hourly_bars():
+@pytest.mark.parametrize("path", ["linear", "bridge"])
+def test_ftx_parity_on_hourly_bars(path):
     bars = crash_bars(n_bars=4, crash=-0.03)
     bars["ts"] = pd.date_range(bars.ts.iloc[0], periods=4, freq="1h")
     params, pop, inp, sym = setup("ftx", 80, bars=bars)
     from backtest.replay import PathInput
-    inp = PathInput.from_bars(bars, 3600, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9)
+    inp = with_path(PathInput.from_bars(bars, 3600, tick_s=1.0, sigma_1m=0.002, adv_usd=1e9), params, path)
     fast = run_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
     ref = reference_ftx(inp, pop, params, symbol=sym, date=DATE, rng=None)
     assert_same(fast, ref, min_events=1)

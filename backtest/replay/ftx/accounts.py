@@ -45,13 +45,24 @@ FtxArrays = namedtuple("FtxArrays", [
     "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
     "status", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
-    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid"])
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt"])
+
+
+def real_weight(pop) -> np.ndarray:
+    """Real accounts each simulated account stands for (MODEL.md 2): a simulated account is w
+    identical real ones, so every size-dependent term (the IMF size term and with it MMF and
+    ACMF, the collateral haircut, steps 1 and 2's minimum order) is evaluated at qty / w and
+    balance / w and scaled back by w; flows are linear in qty and need no weight. The exempt
+    account is one real account."""
+    w = np.asarray(pop.weight, float)
+    return np.where(np.asarray(pop.exempt, bool) | ~(w > 0), 1.0, w)
 
 
 @njit(inline="always", **NJ)
 def requalify(S, C, i):
-    """MMF/ACMF of account i from its current size (IMF depends on it)."""
-    imf = max(1.0 / S.lev[i], C[C_IMF_F] * np.sqrt(abs(S.qty[i])))
+    """MMF/ACMF of account i from its current size (IMF depends on it), at one real account's
+    size qty / wt."""
+    imf = max(1.0 / S.lev[i], C[C_IMF_F] * np.sqrt(abs(S.qty[i]) / S.wt[i]))
     mmf = max(C[C_MMF_FLOOR], C[C_MMF_RATIO] * imf)
     S.mmf[i] = mmf
     S.acmf[i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])

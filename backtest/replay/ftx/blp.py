@@ -160,9 +160,7 @@ def _hedge_prices(inp, hedge, t, t_fill, mark):
 
 
 def _same_bars(a, b) -> bool:
-    return (a.n_bars == b.n_bars and a.bar_seconds == b.bar_seconds and a.tick_s == b.tick_s
-            and np.array_equal(a.ts_s, b.ts_s) and np.array_equal(a.open, b.open) and np.array_equal(a.high, b.high)
-            and np.array_equal(a.low, b.low) and np.array_equal(a.close, b.close))
+    return a.same_path(b)
 
 
 def blp_book(lots: dict, inp, hedge, params: Params, bar_coll: np.ndarray) -> dict:

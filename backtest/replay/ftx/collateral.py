@@ -13,11 +13,14 @@ from backtest.replay.ftx.accounts import (C_BM, C_ETA, C_FEE, C_MAXSLIP, C_NC, C
 from backtest.venues import ftx
 
 
-def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, CollateralPath] | None):
+def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, CollateralPath] | None,
+                     wt: np.ndarray | None = None):
     """Arrays of the other coins (not USD, not the market's coin) with a usable start price:
     balances, effective weights, folded values (nc x n), price, volume, path flags, and the
-    revaluation schedule (bar, coin, price, volume) sorted by bar, plus holders (CSR)."""
+    revaluation schedule (bar, coin, price, volume) sorted by bar, plus holders (CSR). The
+    haircut's size term is evaluated at one real account's balance (balance / wt; MODEL.md 2)."""
     n = len(pop)
+    wt = np.ones(n) if wt is None else np.asarray(wt, float)
     paths = {c: cp for c, cp in (paths or {}).items() if c != coin}
     coins, bal, weff, val, price, ohas, osig, obm = [], [], [], [], [], [], [], []
     for c, b in pop.collateral.items():
@@ -28,7 +31,7 @@ def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, Colla
         if p is None or not np.isfinite(p) or p <= 0:
             continue
         b = np.asarray(b, float).copy()
-        we = np.asarray(ftx.effective_weight(b, w, f), float).reshape(-1) if n else np.zeros(0)
+        we = np.asarray(ftx.effective_weight(b / wt, w, f), float).reshape(-1) if n else np.zeros(0)
         coins.append(c)
         bal.append(b)
         weff.append(we)

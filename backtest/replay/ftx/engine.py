@@ -56,7 +56,7 @@ def _fund(S, C, delta, gross_in, gross_out, t_s):
 def _s1_take(S, C, i, jit, price, budget, cum, scale):
     """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
     pos = abs(S.qty[i])
-    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] / price, pos))
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * S.wt[i] / price, pos))    # the minimum per real account
     want = min(base * jit, pos)
     wu = want * price
     cum += wu
@@ -69,7 +69,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
     """Step-1 orders of the accounts s1[:n1] (ascending) sharing the market's budget for the
     tick, served in random order (counter-based U per account; deterministic: index order,
     sizes times the firing probability). Once the budget is spent every later order is zero,
-    so accounts are taken in order by bands of U and the walk stops there (the same orders as
+    so accounts are taken in order by buckets of U and the walk stops there (the same orders as
     sorting all of them). Returns the filled quantities (aligned with s1)."""
     det = C[C_DET] > 0
     qs = np.zeros(n1)
@@ -87,25 +87,40 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
     else:
         ko = crng.make_key(K[K_SEED], crng.STEP1_ORDER, K[K_MARKET], j)
         kj = crng.make_key(K[K_SEED], crng.STEP1_JITTER, K[K_MARKET], j)
+        # served in ascending U (ties: ascending x). A counting sort of the accounts into nbk
+        # buckets of U (each bucket keeps ascending x), then each bucket sorted by U in turn until
+        # the budget is spent: the same order as sorting all U, in O(n1) passes.
         u = np.empty(n1)
         for x in range(n1):
             u[x] = crng.uniform(ko, S.aid[s1[x]])
-        band = np.empty(n1, np.int64)
-        bu = np.empty(n1)
-        lo = 0.0
-        width = min(1.0, 64.0 / max(n1, 1))
+        nbk = max(1, n1 // 16)
+        cnt = np.zeros(nbk + 1, np.int64)
+        bk = np.empty(n1, np.int64)
+        for x in range(n1):
+            b = min(int(u[x] * nbk), nbk - 1)
+            bk[x] = b
+            cnt[b + 1] += 1
+        for b in range(nbk):
+            cnt[b + 1] += cnt[b]
+        pos = cnt[:nbk].copy()
+        items = np.empty(n1, np.int64)
+        for x in range(n1):
+            b = bk[x]
+            items[pos[b]] = x
+            pos[b] += 1
         done = False
-        while not done and lo < 1.0:
-            hi = lo + width if lo + width < 1.0 else 2.0
-            m = 0
-            for x in range(n1):
-                if lo <= u[x] < hi:
-                    band[m] = x
-                    bu[m] = u[x]
-                    m += 1
-            order = np.argsort(bu[:m], kind="mergesort")
+        for b in range(nbk):
+            if done:
+                break
+            s0, s_end = cnt[b], cnt[b + 1]
+            if s_end == s0:
+                continue
+            bu = np.empty(s_end - s0)
+            for y in range(s_end - s0):
+                bu[y] = u[items[s0 + y]]
+            order = np.argsort(bu, kind="mergesort")
             for o in order:
-                x = band[o]
+                x = items[s0 + o]
                 i = s1[x]
                 jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, S.aid[i])
                 q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
@@ -113,8 +128,6 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
                 if cum >= budget:
                     done = True
                     break
-            lo = hi
-            width *= 2.0
     kf = np.uint64(0)
     if not det:
         kf = crng.make_key(K[K_SEED], crng.STEP1_OFFSET, K[K_MARKET], j)
@@ -164,7 +177,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
         frac = 1.0 if mf < 0 else (1.0 - mf / ac if mf < ac else 0.0)
         if frac <= 0:
             continue
-        close = min(max(frac * q, min(C[C_S2MIN] / price, q)), q)
+        close = min(max(frac * q, min(C[C_S2MIN] * S.wt[i] / price, q)), q)   # the minimum per real account
         if close <= 0:
             continue
         z = price * (1.0 - s * mf)
@@ -201,7 +214,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
     for x in range(m):
         nt = cq[x] * price
         cum += nt
-        taken = min(cum, room) - min(cum - nt, room)
+        taken = nt if cum <= room else max(room - (cum - nt), 0.0)    # (exact when all fits)
         used += taken
         tq[x] = cq[x] * (taken / nt) if nt > 0 else 0.0
     S.Z[Z_USED_MIN] += used

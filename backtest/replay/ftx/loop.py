@@ -5,7 +5,8 @@ which a long-like account's MF reaches MMF, a min-tree for short-like ones: segm
 over the account index, O(log n) insert/remove/pop). The kernel walks bars; a bar is visited
 only when its low/high reaches a tree's root, a collateral price steps, an account opens or
 closes in it, or accounts are in step 1/2. In a visited bar the ticks are walked with the
-same path formula as backtest/path.py; accounts reached by the price leave the trees and join
+shared path function (backtest.paths.fill_bar_path: linear or the Brownian
+bridge, both inside the bar's [L, H]); accounts reached by the price leave the trees and join
 the active set, which the shared engine tick (engine.tick) processes; those that leave step
 1/2, or whose position changed by overflow, go back with fresh triggers. In random mode
 ticks on which nothing can happen (no account in step 2, the market not firing, no threshold
@@ -19,6 +20,7 @@ from numba import njit
 
 from collections import namedtuple
 
+from backtest.paths import fill_bar_path
 from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
@@ -27,16 +29,12 @@ Book = namedtuple("Book", "tl ts where ver hk ha hv hn")
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
 
-@njit(**NJ)
-def fill_ticks(kv, pv, b, n, out):
-    """Tick prices of bar b on the v1 linear path (path._interp, operation for operation)."""
-    for k in range(n):
-        leg = 2 if k >= kv[b, 2] else (1 if k >= kv[b, 1] else 0)
-        ka, kb = kv[b, leg], kv[b, leg + 1]
-        pa, pb = pv[b, leg], pv[b, leg + 1]
-        dk = kb - ka
-        frac = (k - ka) / dk if dk > 0 else 1.0
-        out[k] = pa + (pb - pa) * frac
+@njit(inline="always", **NJ)
+def fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n, out):
+    """Tick prices of bar b from the shared intra-bar path (backtest.paths.fill_bar_path, the
+    one Binance's kernel reads too): mode, key (int64) and pf = (near_first_prob, vol_scale,
+    time_jitter) from the PathInput."""
+    fill_bar_path(o[b], h[b], l[b], c[b], n, mode, key, ts_s[b], pf[0], out, pf[1], pf[2])
 
 
 # ---- segment trees: tl (max of long-like triggers), ts (min of short-like triggers)
@@ -364,7 +362,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
 
 
 @njit(**NJ)
-def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
+def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
                open_order, close_order):
     n = S.qty.shape[0]
     nb = ts_s.shape[0]
@@ -396,8 +394,8 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
     lo_b = np.empty(nb)
     hi_b = np.empty(nb)
     for b in range(nb):
-        lo_b[b] = min(min(pv[b, 0], pv[b, 1]), min(pv[b, 2], pv[b, 3]))
-        hi_b[b] = max(max(pv[b, 0], pv[b, 1]), max(pv[b, 2], pv[b, 3]))
+        lo_b[b] = min(l[b], min(o[b], c[b]))     # every path mode stays in [L, H] (O, C widen it)
+        hi_b[b] = max(h[b], max(o[b], c[b]))
     prices = np.empty(n_ticks)
     nxt_oc = np.inf
     if open_order.shape[0]:
@@ -432,7 +430,7 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
                         mark[i] = False
                         if not in_act[i]:
                             _put(S, B, i)
-        fill_ticks(kv, pv, b, n_ticks, prices)
+        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
         S.I[8] += 1                                  # bars visited
         bv = vol[b]
         k = 0
@@ -520,6 +518,28 @@ def run_kernel(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
 
 
 @njit(**NJ)
+def event_order(t, a):
+    """Permutation putting events in (time, account) order, stable: the kernel emits them in time
+    order, so only each tick's own run is sorted (the recorder then needs no frame sort)."""
+    n = t.shape[0]
+    out = np.arange(n)
+    s = 0
+    while s < n:
+        e = s + 1
+        srt = True
+        while e < n and t[e] == t[s]:
+            if a[e] < a[e - 1]:
+                srt = False
+            e += 1
+        if not srt:
+            o = np.argsort(a[s:e], kind="mergesort")
+            for x in range(e - s):
+                out[s + x] = s + o[x]
+        s = e
+    return out
+
+
+@njit(**NJ)
 def _to_array(lst, w):
     out = np.empty((len(lst), w))
     for r in range(len(lst)):
@@ -530,7 +550,7 @@ def _to_array(lst, w):
 
 
 @njit(**NJ)
-def run_oracle(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
+def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
                open_order, close_order):
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
@@ -550,7 +570,7 @@ def run_oracle(S, C, K, ts_s, vol, kv, pv, n_ticks, rv_bar, rv_coin, rv_price, r
     for b in range(nb):
         rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
         mark[:] = False
-        fill_ticks(kv, pv, b, n_ticks, prices)
+        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
         for k in range(n_ticks):
             t = ts_s[b] + k * tick_s
             price = prices[k]

@@ -17,7 +17,7 @@ from backtest.population import Population
 from backtest.replay.ftx import accounts as A
 from backtest.replay.ftx.blp import LOT_COLS, blp_book
 from backtest.replay.ftx.collateral import other_collateral
-from backtest.replay.ftx.loop import run_kernel, run_oracle
+from backtest.replay.ftx.loop import event_order, run_kernel, run_oracle
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import MECHS, Recorder, SeriesResult, _finish
 from backtest.venues import ftx
@@ -33,12 +33,14 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     maps back through `aid`)."""
     n = len(pop)
     coin = ftx.coin_of(symbol)
-    coins, obal, ow, oval, oprice, ohas, osig, obm, rv, holders = other_collateral(pop, params, coin, inp, collateral)
+    wt = A.real_weight(pop)         # size terms at one real account's size (MODEL.md 2)
+    coins, obal, ow, oval, oprice, ohas, osig, obm, rv, holders = other_collateral(pop, params, coin, inp, collateral,
+                                                                                   wt)
     usd = pop.wallet_usd.astype(float).copy() + (oval.sum(axis=0) if len(coins) else 0.0) + \
         np.asarray(pop.collateral.get("USD", np.zeros(n)), float)
     cbal = np.asarray(pop.collateral.get(coin, np.zeros(n)), float).copy()
     w, _, f = ftx.collateral_weights(coin, params)
-    cw = np.asarray(ftx.effective_weight(cbal, w, f), float).reshape(-1) if n else np.zeros(0)
+    cw = np.asarray(ftx.effective_weight(cbal / wt, w, f), float).reshape(-1) if n else np.zeros(0)
     lev = np.asarray(pop.account_leverage if pop.account_leverage is not None else pop.leverage, float)
     qty = pop.qty_coin.astype(float).copy()
     side = pop.side.astype(np.int64)
@@ -65,11 +67,11 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
                     ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64))
+                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt)
     if n:
         if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
             raise ftx.LeverageError("leverage must be a positive finite number")
-        imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty)))
+        imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
         mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
         S.mmf[:] = mmf
         S.acmf[:] = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
@@ -179,9 +181,14 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                                                             permute=not oracle)
     fn = run_oracle if oracle else run_kernel
     q0 = (float(S.Z[A.Z_QL]), float(S.Z[A.Z_QS]))
-    ev, lt = fn(S, C, K, inp.ts_s.astype(np.int64), inp.volume_quote.astype(float), inp.paths.k, inp.paths.p,
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)   # noqa: E731
+    pf = np.array([inp.near_first_prob, inp.vol_scale, inp.time_jitter], float)
+    ev, lt = fn(S, C, K, inp.ts_s.astype(np.int64), f64(inp.volume_quote), f64(inp.open), f64(inp.high),
+                f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
+    if len(ev) > 1 and np.all(np.diff(ev[:, 0]) >= 0):     # time order within the kernel: sort each tick only
+        ev = ev[event_order(ev[:, 0], ev[:, 1])]
     cols = dict(zip(EV_COLS, ev.T)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
     dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
     for c in EV_COLS[:-1]:
