@@ -670,12 +670,12 @@ class CalibrateOptions:
     params_path: str | None = None
     params_out: str | None = None        # None: write into the parameter file read (backtest/params.toml)
     write_params: bool = True
-    oct25_out: str | None = "scenarios/oct25.toml"
-    accounts: int = 5000
+    oct25_out: str | None = "backtest/scenarios/oct25.toml"
+    accounts: int = 20000
     seed: int = 20221108
     method: str = "powell"
     max_evals: int = 100
-    ftx_evals: int = 20
+    ftx_evals: int = 8
     long_share_weight: float = 0.0
     keys: tuple[str, ...] = FIT_KEYS
     ftx_keys: tuple[str, ...] = FTX_FIT_KEYS
@@ -737,7 +737,7 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     p1 = params.with_overrides(r1.fitted) if r1.fitted else params
     # ---- stage 2: FTX's own parameters on the published figures
     r2 = None
-    if ftx_sim is not None and published:
+    if ftx_sim is not None and published and opts.ftx_evals > 0:
         r2 = fit(ftx_sim, p1, opts.ftx_keys, ftx_objective(published), stage="ftx", method=opts.method,
                  max_evals=opts.ftx_evals, seed=opts.seed, cache=cache, progress=opts.progress)
         if r2.skipped:
