@@ -28,7 +28,10 @@ def test_contract_keys_and_model_defaults():
     assert p.get("ftx.overflow_top_n") == 10
     assert p.get("binance.liq_fee_rate") == 0.0125
     assert p.get("population.n_accounts") == 100_000
-    assert p.get("population.notional_sigma") == 1.5
+    # a calibrated default (liqreplay calibrate writes it with its provenance), inside its range
+    lo, hi = p.sweep_ranges()["population.notional_sigma"]
+    assert lo <= p.get("population.notional_sigma") <= hi
+    assert "liqreplay calibrate" in p.sources()["population.notional_sigma"]
     assert p.get("population.entry_lookback_days") == 14
     assert p.get("population.long_share") == 0.5
     assert p.get("ftx.imf_factor.BTC-PERP") == 0.002

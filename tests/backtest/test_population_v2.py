@@ -148,7 +148,8 @@ def test_no_look_ahead():
 def test_counts_scale_with_n_and_weights_with_real_count():
     """N sets the number of simulated accounts, not what they stand for: the weights of the
     accounts alive at the start sum to the real long count whatever N."""
-    p = default_params().with_overrides({"population.warmup_days": 10.0})
+    p = default_params().with_overrides({"population.warmup_days": 10.0, "population.holding_days": 2.0,
+                                             "population.notional_sigma": 1.5})
     bars = flat_bars(40)
     start, end = T0 + 20 * DAY, T0 + 30 * DAY
     small = book(bars, [T0 + DAY], [10_000.0], start, end, n=2000, params=p)
