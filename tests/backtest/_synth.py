@@ -35,11 +35,18 @@ def entry_bars(p0: float = 20000.0, seed: int = 4) -> pd.DataFrame:
     return pd.DataFrame({"ts": ts, "close": p0 * np.exp(rng.normal(0, 0.03, n)), "volume_quote": np.full(n, 1e7)})
 
 
+# The population the synthetic fixtures were written for (the first release's defaults), so the
+# fixtures do not drift when `liqreplay calibrate` moves the shipped defaults.
+FIXTURE_POPULATION = {"population.leverage_low_share": 0.85, "population.leverage_scale": 1.0,
+                      "population.notional_sigma": 1.5, "population.binance_isolated_share": 0.5,
+                      "population.binance_legacy_share": 0.0, "population.holding_days": 2.0}
+
+
 def setup(venue: str, n_accounts: int = 200, overrides: dict | None = None, *, bars=None, funding=None,
           seed: int = 1, oi_usd: float = 5e7, path: str = "linear"):
     """path: "linear" (v1) or "bridge" (the seeded Brownian bridge with params.toml's path.*
     settings and the key of (seed 7, the coin))."""
-    params = load_params(overrides=overrides)
+    params = load_params(overrides={**FIXTURE_POPULATION, **(overrides or {})})
     bars = crash_bars() if bars is None else bars
     sym = "BTC-PERP" if venue == "ftx" else "BTCUSDT"
     pop = make_population(venue, sym, oi_usd=oi_usd, entry_bars=entry_bars(float(bars["open"].iloc[0])),

@@ -10,13 +10,14 @@ import pytest
 from backtest.params import load_params
 from backtest.population import make_population
 from backtest.venues import binance, ftx
+from tests.backtest._synth import FIXTURE_POPULATION
 
 D = dt.date(2022, 6, 13)
 
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(overrides={"population.n_accounts": 5_000})
+    return load_params(overrides={**FIXTURE_POPULATION, "population.n_accounts": 5_000})
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backtest.params import default_params
 from backtest.scenarios import (DataUnavailable, SeriesLoader, fill_gaps, load_scenarios, load_window_series,
                                 resample_bars)
 
@@ -101,7 +102,7 @@ def test_reference_venue_stands_in_and_is_recorded(sc):
     assert b.oi_coin == 161041.0 and b.oi_source.startswith("lake: coinalyze")
     # FTX without its own OI: Binance's lake OI x ftx.oi_ratio_to_binance.BTC (issue 8 item 6), not a constant
     assert f.oi_source.startswith("lake: binance BTCUSDT") and "ftx.oi_ratio_to_binance.BTC" in f.oi_source
-    assert f.oi_coin == pytest.approx(161041.0 * 0.75)
+    assert f.oi_coin == pytest.approx(161041.0 * default_params().get("ftx.oi_ratio_to_binance.BTC"))
     assert f.adv_source.startswith("default:")          # FTX ADV from the scenario file
     assert (f.bars.volume_quote > 0).all()             # quote volume from base volume x close
     assert any("stands in" in n for n in f.notes)
