@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
+from backtest.fmt import money
 from fetch.cmdline import non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
@@ -159,19 +159,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _fmt_usd(x) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1e9:
-        return f"${x / 1e9:.2f}B"
-    if a >= 1e6:
-        return f"${x / 1e6:.1f}M"
-    if a >= 1e3:
-        return f"${x / 1e3:.0f}k"
-    return f"${x:.0f}"
-
-
 def _print_summary(out: Path, wins, rows, wall) -> None:
     from backtest.results import add_per_1b
     print(f"results: {out}  ({wall:.1f}s)")
@@ -180,8 +167,8 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
             print(f"  {w['id']:<10} skipped: {w['reason']}")
             continue
         for r in (add_per_1b(dict(x)) for x in rows if x["window"] == w["id"]):
-            print(f"  {w['id']:<10} {r['venue']:<8} {r['market']:<4} liquidated {_fmt_usd(r['liquidated_usd']):>9}"
-                  f"  house loss {_fmt_usd(r['house_loss_usd']):>9} ({_fmt_usd(r['house_loss_usd_per_1b_oi'])}/$1B OI)"
+            print(f"  {w['id']:<10} {r['venue']:<8} {r['market']:<4} liquidated {money(r['liquidated_usd']):>9}"
+                  f"  house loss {money(r['house_loss_usd']):>9} ({money(r['house_loss_usd_per_1b_oi'])}/$1B OI)"
                   f"  {r['timeframe']:>3} {r['price_source']}")
         if w.get("reason"):
             print(f"  {'':<10} not run: {w['reason']}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backtest.fmt import money
 from backtest.cli import DEFAULT_SEED
 from fetch.cmdline import non_negative_int, positive_int
 
@@ -146,7 +147,7 @@ def cmd_sweep(args) -> int:
     for col, label in (("ftx_2022", "FTX house loss"), ("binance_2022", "Binance house loss")):
         d = dist.get(col)
         if d:
-            print(f"  {label:<20} median {S._money(d['median']):>9}  5-95% {S._money(d['q05'])} - {S._money(d['q95'])}")
+            print(f"  {label:<20} median {money(d['median']):>9}  5-95% {money(d['q05'])} - {money(d['q95'])}")
     for col in ("ftx_2022", "ftx_binance_ratio"):
         ent = [e for e in (res.sensitivity["outputs"].get(col) or {}).get("params", [])
                if e.get("rho") is not None and np.isfinite(e["rho"])][:3]

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from backtest.fmt import money
 
 TARGETS_USD = (1e9, 8e9)
 OUTPUTS = ("ftx_2022", "binance_2022", "ftx_binance_ratio")
@@ -278,16 +279,16 @@ def plain_words(front: dict, top: int = 4) -> list[str]:
     lines = []
     scope = front.get("scope") or "in 2022"
     for item in front.get("targets", []):
-        T = _money(item["target_usd"])
+        T = money(item["target_usd"])
         best = item.get("searched") or item.get("nearest_sample")
         if item.get("searched") and item.get("nearest_sample"):
             best = min((item["searched"], item["nearest_sample"]), key=lambda b: b["distance"])
         if not best:
             mx = front.get("max_usd")
             corner = (front.get("search") or {}).get("corner")
-            extra = f"; the worst corner of the ranges gives {_money(corner['ftx_2022_usd'])}" if corner else ""
+            extra = f"; the worst corner of the ranges gives {money(corner['ftx_2022_usd'])}" if corner else ""
             lines.append(f"No sampled setting makes FTX's house lose {T} {scope} (the largest sampled loss is "
-                         f"{_money(mx) if mx is not None else 'n/a'}{extra}).")
+                         f"{money(mx) if mx is not None else 'n/a'}{extra}).")
             continue
         if best.get("at_defaults"):
             lines.append(f"FTX's house loses {T} {scope} at the sourced defaults.")
@@ -301,19 +302,6 @@ def plain_words(front: dict, top: int = 4) -> list[str]:
     return lines
 
 
-def _money(x) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1e9:
-        return f"${x / 1e9:.2f}B"
-    if a >= 1e6:
-        return f"${x / 1e6:.1f}M"
-    if a >= 1e3:
-        return f"${x / 1e3:.0f}k"
-    return f"${x:.0f}"
-
-
 def _fmt(v) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -321,5 +309,5 @@ def _fmt(v) -> str:
         return str(v)
     v = float(v)
     if abs(v) >= 1e6:
-        return _money(v)
+        return money(v)
     return f"{v:.4g}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from backtest.fmt import money
 from backtest import sensitivity as S
 from backtest.sweep import Dimension
 from reports.inputs import ReportInput
@@ -110,8 +111,8 @@ def distribution_sentence(a: SweepAnswer) -> str:
     for col, label in (("ftx_2022", "FTX's"), ("binance_2022", "Binance's")):
         x = d.get(col)
         if x:
-            parts.append(f"{label} house loss {a.scope} has median {S._money(x['median'])} "
-                         f"(5–95%: {S._money(x['q05'])} to {S._money(x['q95'])}, max {S._money(x['max'])})")
+            parts.append(f"{label} house loss {a.scope} has median {money(x['median'])} "
+                         f"(5–95%: {money(x['q05'])} to {money(x['q95'])}, max {money(x['max'])})")
     r = d.get("ftx_binance_ratio")
     if r and parts:
         parts.append(f"the FTX ÷ Binance ratio has median ×{r['median']:,.3g} (5–95%: ×{r['q05']:,.3g} to "
