@@ -76,6 +76,7 @@ class Dimension:
             x = math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo)))
         else:
             x = self.lo + u * (self.hi - self.lo)
+        x = min(max(x, self.lo), self.hi)      # exp(log(lo)) can land a hair outside the range
         if self.kind == "int":
             return int(round(x))
         return float(x)
