@@ -18,6 +18,9 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.stats import norm, spearmanr
+
 from backtest.fmt import money
 
 TARGETS_USD = (1e9, 8e9)
@@ -72,7 +75,6 @@ def distribution(totals: pd.DataFrame) -> dict:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(spearmanr(x, y).statistic)
@@ -183,25 +185,76 @@ def frontier(totals: pd.DataFrame, dims, targets=TARGETS_USD, *, scope: str = "i
     return out
 
 
+def raising_corner(totals: pd.DataFrame, dims, *, alpha: float = 0.05) -> dict:
+    """Which parameters clearly raise FTX's loss, from the sampled design alone.
+
+    With enough samples (n >= parameters + 10): least squares of log(1 + loss) on the unit
+    positions of all parameters at once, so a parameter that only rides along with a real
+    driver is not picked; a parameter counts when |t| clears the Bonferroni bound for
+    `alpha` over all parameters. With fewer samples: each parameter's Spearman correlation,
+    the same bound on its Fisher z. All-zero losses move nothing. Returns the corner
+    (unit point: moved parameters at the end that raises the loss, the others at their
+    defaults), the moved keys and the method."""
+    u0 = unit_default(dims)
+    k = len(dims)
+    crit = float(norm.ppf(1.0 - alpha / (2.0 * max(k, 1))))
+    out = {"corner": u0.copy(), "moved": [], "criterion": f"|t| >= {crit:.2f} (Bonferroni, alpha {alpha})"}
+    if not len(totals) or not k:
+        out["method"] = "no samples"
+        return out
+    y = np.log1p(np.maximum(totals["ftx_2022"].astype(float).to_numpy(), 0.0))
+    U = unit_points(totals, dims)
+    ok = np.isfinite(y) & np.isfinite(U).all(axis=1)
+    y, U = y[ok], U[ok]
+    n = len(y)
+    if n < 4 or float(np.ptp(y)) == 0.0:
+        out["method"] = "no variation in FTX's loss across the samples"
+        return out
+    if n >= k + 10:
+        X = np.column_stack([np.ones(n), U - 0.5])
+        beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+        resid = y - X @ beta
+        s2 = float(resid @ resid) / (n - k - 1)
+        cov = s2 * np.linalg.pinv(X.T @ X)
+        se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(se > 0, beta / se, 0.0)
+        eff, stat = beta[1:], t[1:]
+        out["method"] = f"least squares of log(1 + FTX loss) on all {k} parameters ({n} samples)"
+    else:
+        eff = np.array([spearmanr(U[:, j], y).statistic if np.ptp(U[:, j]) > 0 else 0.0 for j in range(k)])
+        eff = np.nan_to_num(eff)
+        stat = np.arctanh(np.clip(eff, -0.999999, 0.999999)) * math.sqrt(max(n - 3, 1))
+        out["method"] = f"Spearman correlation per parameter ({n} samples, fewer than parameters + 10)"
+    for j, d in enumerate(dims):
+        if abs(stat[j]) >= crit:
+            out["corner"][j] = 1.0 if eff[j] > 0 else 0.0
+            out["moved"].append(d.key)
+    return out
+
+
 def search_frontier(front: dict, totals: pd.DataFrame, sens: dict, dims,
                     evaluate: Callable[[list[np.ndarray], int], list[float]], *, budget: int, seed: int) -> dict:
     """Refine the frontier where the sampled design is too coarse, with model runs:
-    1. the worst corner: each parameter whose rank correlation with FTX's loss is clearly
-       non-zero (90% CI excludes 0) at the end of its range that raises the loss, the others
-       at their defaults (one run);
-    2. per target, a root search (scipy.optimize.brentq) on the segment from the defaults to
-       the nearest point known to reach it (the nearest sample, else the worst corner):
-       the point on that line where the loss crosses the target, nearer the defaults.
-    `evaluate(points, seed)` runs the model at unit points and returns FTX's 2022 loss."""
-    from scipy.optimize import brentq
-
+    1. three runs at one seed: the defaults; the worst corner (`raising_corner`: the
+       parameters that clearly raise FTX's loss at the end of their range, the others at
+       their defaults); the largest-loss sample again (its loss came with its own seed);
+    2. one more: the largest-loss sample with the clearly raising parameters pushed to
+       their ends (a climb from the worst point known);
+    3. per target, a root search (scipy.optimize.brentq) on the segment from the defaults to
+       the nearest point known to reach it: where the loss crosses the target, nearer the
+       defaults.
+    The largest loss found (samples and runs) is kept, so "nothing reaches $1B" says how
+    far off the worst setting found is. `evaluate(points, seed)` runs the model at unit
+    points and returns FTX's 2022 loss. `sens` is kept for the signature (the sweep's
+    marginal rank correlations); the corner uses the joint fit."""
     u0 = unit_default(dims)
     run_seed = int(np.random.SeedSequence([int(seed), 0xF407]).generate_state(1, np.uint32)[0])
     evals = [0]
     cache: dict[tuple, float] = {}
 
     def f(points):
-        todo = [p for p in points if tuple(np.round(p, 12)) not in cache]
+        todo = list({tuple(np.round(p, 12)): p for p in points if tuple(np.round(p, 12)) not in cache}.values())
         if todo:
             if evals[0] + len(todo) > budget:
                 raise _Budget()
@@ -211,37 +264,49 @@ def search_frontier(front: dict, totals: pd.DataFrame, sens: dict, dims,
                 cache[tuple(np.round(p, 12))] = float(v)
         return [cache[tuple(np.round(p, 12))] for p in points]
 
-    entries = (sens.get("outputs") or {}).get("ftx_2022", {}).get("params", [])
-    by = {e["param"]: e for e in entries}
-    corner = u0.copy()
-    moved = []
+    rc = raising_corner(totals, dims)
+    corner, moved = rc["corner"], rc["moved"]
+    y = totals["ftx_2022"].astype(float).to_numpy() if len(totals) else np.zeros(0)
+    has_best = bool(len(y)) and np.isfinite(y).any()
+    u_best = unit_points(totals, dims)[int(np.nanargmax(y))] if has_best else u0.copy()
+    climb = u_best.copy()
     for j, d in enumerate(dims):
-        e = by.get(d.key)
-        if not e or not np.isfinite(e.get("rho", math.nan)):
-            continue
-        lo, hi = e.get("rho_lo", math.nan), e.get("rho_hi", math.nan)
-        if np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0):
-            corner[j] = 1.0 if e["rho"] > 0 else 0.0
-            moved.append(d.key)
-    search = {"method": "worst corner of the clearly influential parameters, then brentq on the line from "
-                        "the defaults", "seed": run_seed, "budget": int(budget)}
+        if d.key in moved:
+            climb[j] = corner[j]
+    search = {"method": "worst corner of the clearly raising parameters, the largest-loss sample and a climb "
+                        "from it, then brentq on the line from the defaults",
+              "corner_method": rc["method"], "corner_criterion": rc["criterion"],
+              "seed": run_seed, "budget": int(budget)}
+    largest = {"ftx_2022_usd": float(np.nanmax(y)) if has_best else math.nan, "source": "sample",
+               "distance": float(np.sqrt(((u_best - u0) ** 2).sum())), "u": u_best}
+    points = {"defaults": u0, "corner": corner, "largest_sample": u_best, "climb": climb}
     try:
         at_default, at_corner = f([u0, corner])
         search["default_usd"] = at_default
         search["corner"] = {"moved": moved, "ftx_2022_usd": at_corner,
                             "distance": float(np.sqrt(((corner - u0) ** 2).sum())),
                             "setting": describe_setting(corner, dims)}
+        known = {"defaults": at_default, "corner": at_corner}
+        if has_best:
+            (known["largest_sample"],) = f([u_best])
+            if moved:
+                (known["climb"],) = f([climb])
+                search["climb"] = {"from_sample": int(totals["sample"].iloc[int(np.nanargmax(y))]),
+                                   "ftx_2022_usd": known["climb"],
+                                   "distance": float(np.sqrt(((climb - u0) ** 2).sum()))}
+        for name, v in known.items():
+            if np.isfinite(v) and not (v <= largest["ftx_2022_usd"]):
+                u = points[name]
+                largest = {"ftx_2022_usd": float(v), "source": f"search run ({name})",
+                           "distance": float(np.sqrt(((u - u0) ** 2).sum())), "u": u}
         for item in front["targets"]:
             T = item["target_usd"]
-            ends = []
-            if "nearest_sample" in item:
-                ends.append(np.asarray(item["nearest_sample"]["u"], float))
-            if at_corner >= T:
-                ends.append(corner)
             if at_default >= T:
                 item["searched"] = {"ftx_2022_usd": at_default, "distance": 0.0, "at_defaults": True,
                                     "setting": describe_setting(u0, dims)}
                 continue
+            ends = [np.asarray(item["nearest_sample"]["u"], float)] if "nearest_sample" in item else []
+            ends += [points[name] for name, v in known.items() if v >= T and name != "defaults"]
             best = None
             for u1 in ends:
                 (v1,) = f([u1])
@@ -266,6 +331,10 @@ def search_frontier(front: dict, totals: pd.DataFrame, sens: dict, dims,
     except _Budget:
         search["note"] = f"stopped at the budget of {budget} model runs"
     search["evals"] = evals[0]
+    if np.isfinite(largest["ftx_2022_usd"]):
+        u = largest.pop("u")
+        largest["setting"] = describe_setting(u, dims)
+        search["largest_found"] = largest
     front["search"] = search
     return front
 
@@ -285,10 +354,21 @@ def plain_words(front: dict, top: int = 4) -> list[str]:
             best = min((item["searched"], item["nearest_sample"]), key=lambda b: b["distance"])
         if not best:
             mx = front.get("max_usd")
-            corner = (front.get("search") or {}).get("corner")
-            extra = f"; the worst corner of the ranges gives {money(corner['ftx_2022_usd'])}" if corner else ""
+            search = front.get("search") or {}
+            found = search.get("largest_found")
+            if found:
+                moved = [s for s in found["setting"] if s["distance"] >= 0.05][:top]
+                at = "; ".join(f"{s['param']} {_fmt(s['value'])} (default {_fmt(s['default'])})" for s in moved)
+                corner = search.get("corner") or {}
+                why = ("" if corner.get("moved") else
+                       "; no parameter clearly raises it at this sample size, so the worst corner is the defaults")
+                lines.append(f"No setting found makes FTX's house lose {T} {scope}: the largest loss found is "
+                             f"{money(found['ftx_2022_usd'])} ({found['source']}, distance "
+                             f"{found['distance']:.2f} from the defaults" + (f": {at}" if at else "") + ")"
+                             + why + ".")
+                continue
             lines.append(f"No sampled setting makes FTX's house lose {T} {scope} (the largest sampled loss is "
-                         f"{money(mx) if mx is not None else 'n/a'}{extra}).")
+                         f"{money(mx) if mx is not None else 'n/a'}).")
             continue
         if best.get("at_defaults"):
             lines.append(f"FTX's house loses {T} {scope} at the sourced defaults.")

@@ -3,6 +3,7 @@ failures, an unreachable scheduler; on the small lake imported from real files (
 from __future__ import annotations
 
 import json
+import math
 import socket
 
 import numpy as np
@@ -177,3 +178,45 @@ def test_a_sweep_where_every_sample_fails_exits_1_with_the_reason(small_lake, tm
     assert pd.read_parquet(out / "sweep.parquet")["error"].notna().all()
     assert main(["report", str(out)]) == 2
     assert "holds a sweep but no run" in capsys.readouterr().err
+
+
+def _noise_sweep(n: int, k: int, loss):
+    dims = [Dimension(f"p{j}", 0.0, 1.0, "float", 0.5) for j in range(k)]
+    u = design(dims, n, 7)
+    rows = []
+    for i, x in enumerate(u):
+        rows.append({"sample": i, "window": "w", "venue": "ftx", "market": "BTC",
+                     **{d.key: v for d, v in zip(dims, x)}, "house_loss_usd": loss(x, i), "error": None})
+    return dims, S.sample_totals(pd.DataFrame(rows), dims, set())
+
+
+def test_the_worst_corner_moves_only_the_real_driver_among_many_parameters():
+    """20 parameters, FTX's loss depends on p3 only (plus noise): the joint fit moves p3 up and
+    nothing else, and the corner run is then the largest loss found."""
+    rng_ = np.random.default_rng(5)
+    noise = rng_.normal(0, 0.3, 256)
+    dims, totals = _noise_sweep(256, 20, lambda x, i: 1e8 * math.exp(3 * x[3] + noise[i]))
+    rc = S.raising_corner(totals, dims)
+    assert rc["moved"] == ["p3"] and rc["corner"][3] == 1.0 and rc["method"].startswith("least squares")
+    front = S.search_frontier(S.frontier(totals, dims), totals, {}, dims,
+                              lambda pts, seed: [1e8 * math.exp(3 * p[3]) for p in pts], budget=12, seed=1)
+    found = front["search"]["largest_found"]
+    assert found["ftx_2022_usd"] == pytest.approx(max(1e8 * math.exp(3), totals["ftx_2022"].max()))
+    assert front["search"]["corner"]["ftx_2022_usd"] == pytest.approx(1e8 * math.exp(3))
+
+
+def test_few_samples_of_pure_noise_move_no_parameter_and_the_answer_says_so():
+    """16 samples, 28 parameters, a loss unrelated to them (mostly $0): nothing is 'clearly'
+    raising, the corner is the defaults, and the sentence names the largest loss found."""
+    rng_ = np.random.default_rng(11)
+    draws = np.where(rng_.random(16) < 0.6, 0.0, rng_.lognormal(16, 2, 16))
+    dims, totals = _noise_sweep(16, 28, lambda x, i: float(draws[i]))
+    rc = S.raising_corner(totals, dims)
+    assert rc["moved"] == [] and rc["method"].startswith("Spearman")
+    front = S.search_frontier(S.frontier(totals, dims), totals, {}, dims,
+                              lambda pts, seed: [0.0 for _ in pts], budget=12, seed=1)
+    assert front["search"]["evals"] == 2       # defaults + largest sample (the corner is the defaults)
+    assert front["search"]["largest_found"]["ftx_2022_usd"] == pytest.approx(draws.max())
+    words = S.plain_words(front)
+    assert words[0].startswith("No setting found makes FTX's house lose $1.00B in 2022: the largest loss found is")
+    assert "no parameter clearly raises it" in words[0]
