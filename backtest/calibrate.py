@@ -27,14 +27,25 @@ import json
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
+from tqdm import tqdm
 
 from backtest import calibrate_metrics as M
+from backtest.disclosure import reported_for_params
+from backtest.population import build_population
+from backtest.replay import path_input, run_binance, run_ftx, run_series
+from backtest.replay.runner import daily_frame
+from backtest.results import _atomic_parquet
+from backtest.scenarios import SeriesLoader, load_scenarios, load_window_series
+from fetch import atomic
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +54,7 @@ COINS = ("BTC", "ETH")
 # stage 1: parameters both venues share (only those present in params.toml with a range are fitted)
 FIT_KEYS = (
     "population.leverage_low_share", "population.leverage_scale", "population.holding_days",
-    "population.notional_sigma", "population.real_accounts_per_market.BTC",
+    "population.holding_tail_ratio", "population.notional_sigma", "population.real_accounts_per_market.BTC",
     "population.real_accounts_per_market.ETH", "population.binance_isolated_share",
     "population.binance_legacy_share", "disclosure.bandwidth_real_orders",
 )
@@ -103,7 +114,6 @@ class ReplaySimulator:
 
     def __init__(self, catalog, scenarios, window_ids: Iterable[str], *, venues=("binance",), coins=COINS,
                  n_accounts: int = 5000, seed: int = 20221108, lookback_days: float = 14.0, book: str = "run"):
-        from backtest.scenarios import SeriesLoader, load_window_series
 
         if book not in ("run", "v2"):
             raise ValueError(f"book must be 'run' or 'v2', not {book!r}")
@@ -126,7 +136,6 @@ class ReplaySimulator:
         ).encode()).hexdigest()[:16]
 
     def __call__(self, params) -> pd.DataFrame:
-        from backtest.replay import path_input, run_series
 
         frames = []
         for w, sds, extra in self.loaded:
@@ -157,10 +166,6 @@ def v2_series_daily(sd, params, seed: int, n_accounts: int, *, hedge=None, colla
     OI-driven cohorts with warm-up) with Binance's reported figure from backtest.disclosure
     (the throttle on the real account count). For `--book v2` while run_series still builds
     the v1 population; once the run is wired to v2, `--book run` (the default) is the same."""
-    from backtest.disclosure import reported_for_params
-    from backtest.population import build_population
-    from backtest.replay import path_input, run_binance, run_ftx
-    from backtest.replay.runner import daily_frame
 
     pop = build_population(sd, params, seed, n_accounts, collateral_prices=collateral_prices)
     inp = path_input(sd, params)
@@ -276,7 +281,6 @@ class EvalCache:
 
 
 def _minimise(f, space: Space, x0: np.ndarray, *, method: str, max_evals: int, seed: int) -> tuple[np.ndarray, float]:
-    from scipy import optimize
 
     bounds = [(0.0, 1.0)] * len(space.keys)
     if method == "de":
@@ -317,12 +321,11 @@ def fit(simulate: Simulator, params, keys: Iterable[str], objective: Callable[[p
     cache = cache or EvalCache(None, "")
     bar = None
     if progress:
-        from tqdm import tqdm
-        import sys
         tty = sys.stderr.isatty()
         bar = tqdm(total=max_evals, desc=f"calibrate {stage}", unit="eval", leave=False,
                    mininterval=0.5 if tty else 30.0)  # a log file gets a line every 30 s, not every eval
     n = [0]
+    seen = {"u": None, "value": math.inf}
 
     def f(u) -> float:
         vals = space.to_values(u)
@@ -334,6 +337,8 @@ def fit(simulate: Simulator, params, keys: Iterable[str], objective: Callable[[p
                 hit = 1e6
             cache.put(stage, vals, hit)
         n[0] += 1
+        if hit < seen["value"]:
+            seen["u"], seen["value"] = np.clip(np.asarray(u, float), 0, 1).copy(), hit
         if bar is not None:
             bar.update(1)
             bar.set_postfix(obj=f"{hit:.4f}")
@@ -344,6 +349,11 @@ def fit(simulate: Simulator, params, keys: Iterable[str], objective: Callable[[p
     x0 = np.full(len(space.keys), 0.5)
     obj0 = f(x0)
     u, best = _minimise(f, space, x0, method=method, max_evals=max_evals, seed=seed)
+    # the best point evaluated, not the optimiser's last iterate: Powell stopped by maxfev in the
+    # middle of a line search returns where the search began (the FTX stage's 8 evaluations
+    # went 1.894 -> 1.72 and it reported 1.894 at the start point)
+    if seen["u"] is not None and seen["value"] < best:
+        u, best = seen["u"], seen["value"]
     if obj0 <= best:  # never return worse than where we started
         u, best = x0, obj0
     if bar is not None:
@@ -544,7 +554,6 @@ def write_params_inplace(path: Path, values: dict[str, float], sources: dict[str
                 lines[i] = f"source = {_toml(sources[cur])}\n"
     if todo:
         raise KeyError(f"not found in {path}: {sorted(todo)}")
-    from fetch import atomic
     atomic.write_text(Path(path), "".join(lines))
 
 
@@ -556,7 +565,6 @@ def write_params_file(path: Path, values: dict, sources: dict, params) -> None:
         out.append(f"\n[{k}]\nvalue = {_toml(values[k])}\nsource = {_toml(sources[k])}\n")
         if k in ranges:
             out.append(f"range = [{_toml(ranges[k][0])}, {_toml(ranges[k][1])}]\n")
-    from fetch import atomic
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(Path(path), "".join(out))
 
@@ -624,12 +632,9 @@ def write_run_calibration_frames(out_dir: Path | str, *, daily: pd.DataFrame | N
     `held_windows` window (default: the five crash windows of backtest/scenarios.toml, run or
     not) are marked held out, so a year run's days never count as training days when they
     are window days."""
-    from backtest.results import _atomic_parquet  # noqa: PLC0415
-    from fetch import atomic
 
     out_dir = Path(out_dir)
     if held_windows is None:
-        from backtest.scenarios import load_scenarios
         held_windows = [w for w in load_scenarios().windows if not w.whole_year]
     _, valid = split_days(list(windows) + list(held_windows))
     held = set().union(*[set(d) for d in valid.values()]) if valid else set()
@@ -671,12 +676,12 @@ class CalibrateOptions:
     params_out: str | None = None        # None: write into the parameter file read (backtest/params.toml)
     write_params: bool = True
     oct25_out: str | None = "backtest/scenarios/oct25.toml"
-    accounts: int = 20000
+    accounts: int = 100000               # the run's default (population.n_accounts): fit at the N results are shown at
     seed: int = 20221108
     method: str = "powell"
     max_evals: int = 100
     ftx_evals: int = 8
-    long_share_weight: float = 0.0
+    long_share_weight: float = 1.0       # + the monthly long-share MAE (issue 8's one-sidedness target)
     keys: tuple[str, ...] = FIT_KEYS
     ftx_keys: tuple[str, ...] = FTX_FIT_KEYS
     year_window: str = "2022-year"
@@ -699,7 +704,6 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     observed = observed_daily(catalog, pd.Timestamp(f"{YEAR}-01-01", tz="UTC"), pd.Timestamp(f"{YEAR + 1}-01-01", tz="UTC"))
     n_train = int(observed["date"].isin(set(train)).sum())
     if n_train == 0:
-        from fetch.errors import UserError
         raise UserError("the lake has no Binance daily liquidations for 2022 (Coinalyze): "
                         "run `liqreplay import ../shared/data` into the lake first")
     published = published_targets(read_published(opts.calibration_csv),
@@ -818,7 +822,6 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
                 body.append(f"range = [{_toml(float(lo))}, {_toml(float(hi))}]   "
                             f"# widened: the default range is {list(ranges[k])}\n")
         oct_file.parent.mkdir(parents=True, exist_ok=True)
-        from fetch import atomic
         atomic.write_text(oct_file, "".join(body))
         say(f"Oct 25-26 scenario written to {oct_file}")
     cal = {"kind": "fit", "data_snapshot": snapshot, "date": today, "seed": opts.seed, "accounts": opts.accounts,
@@ -833,8 +836,6 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
            "ftx_ratios": ratios, "oct25": {"lines": oct_lines, "overrides": oct_over,
                                            "file": str(oct_file) if oct_file else None},
            "params_written": written}
-    from backtest.results import _atomic_parquet  # noqa: PLC0415
-    from fetch import atomic
     _atomic_parquet(out / "daily.parquet", both)
     comp = pd.concat([c_train.assign(set="training"), c_valid.assign(set="validation")], ignore_index=True)
     _atomic_parquet(out / "compared.parquet", comp)

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
                    help="scipy optimiser: bounded Powell (default) or seeded differential evolution")
     p.add_argument("--max-evals", type=positive_int, default=d.max_evals, help=f"stage 1 budget (default {d.max_evals})")
     p.add_argument("--ftx-evals", type=non_negative_int, default=d.ftx_evals, help=f"stage 2 budget (default {d.ftx_evals})")
-    p.add_argument("--long-share-weight", type=float, default=0.0,
-                   help="add this x the monthly long-share MAE to the training objective (default 0)")
+    p.add_argument("--long-share-weight", type=float, default=d.long_share_weight,
+                   help="add this x the monthly long-share MAE to the training objective "
+                        f"(default {d.long_share_weight:g})")
     p.add_argument("--book", choices=("run", "v2"), default=d.book,
                    help="population the simulator builds: 'run' = what `liqreplay run` uses (default); 'v2' = the "
                         "OI-driven cohort book (build_population) with Binance's throttle on the real account count")

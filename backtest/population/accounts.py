@@ -366,6 +366,31 @@ def leverage_from_uniforms(u_low, u_tail, u_body, cap, params: Params) -> np.nda
     return np.clip(lev, 1.0, cap)
 
 
+def tail_uniforms(u: np.ndarray, low_share: float, tail_sim_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Importance sampling of the leverage mixture's tail: map uniforms so that a share
+    `tail_sim_share` (>= the natural 1 - low_share) of the simulated accounts falls in the
+    tail. `u`: one cohort side's stratified uniforms. Returns (u', mass): u' feeds
+    leverage_from_uniforms (body when u' < low_share, each part still uniform inside); mass
+    = the share of the cohort side's notional one simulated account stands for relative to
+    an equal split: low_share x n / n_body in the body, (1 - low_share) x n / n_tail in the
+    tail (about low_share / (1 - q) and (1 - low_share) / q), so the masses sum to n and the
+    two parts hold their natural shares exactly. q = natural share gives u' = u and mass 1
+    (exactly the draw without oversampling)."""
+    u = np.asarray(u, float)
+    a = float(low_share)
+    q = max(float(tail_sim_share), 1.0 - a)
+    if q >= 1.0 or a <= 0.0 or q <= 1.0 - a:
+        return u, np.ones(len(u))
+    body = u < 1.0 - q
+    up = np.where(body, u / (1.0 - q) * a, a + (u - (1.0 - q)) / q * (1.0 - a))
+    n, n_body = len(u), int(body.sum())
+    if 0 < n_body < n:      # the group's share of the cohort exactly: masses sum to n
+        mass = np.where(body, a * n / n_body, (1.0 - a) * n / (n - n_body))
+    else:                   # one group only (a cohort side of very few accounts): it holds all
+        mass = np.ones(n)
+    return np.minimum(up, np.nextafter(1.0, 0.0)), mass
+
+
 def ftx_collateral_shares(params: Params) -> dict[str, float]:
     shares = {k.rsplit(".", 1)[1]: float(params.get(k)) for k in params.keys()
               if k.startswith("population.ftx_collateral_share.")}
@@ -378,7 +403,7 @@ def ftx_collateral_shares(params: Params) -> dict[str, float]:
 def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray, entry: np.ndarray,
                   ids: np.ndarray, key: int, date, params: Params,
                   collateral_prices: dict[str, float] | None = None, cache: dict | None = None,
-                  weight: np.ndarray | None = None) -> dict:
+                  weight: np.ndarray | None = None, u_low: np.ndarray | None = None) -> dict:
     """Leverage, margin and liquidation trigger of one cohort's accounts (MODEL.md 2).
 
     side/qty/entry per account; ids: the accounts' ids in the book (the counters of their
@@ -395,7 +420,8 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
     at the real position's size qty/weight, so the book does not change with N; balances are
     returned for the simulated account (x weight). Returns a dict of arrays: leverage,
     account_leverage, wallet_usd, isolated, collateral {coin: balance}, trigger, folded (coins
-    held as USD).
+    held as USD). u_low: the leverage mixture's body/tail uniforms when the caller chose them
+    (the book's tail oversampling: `tail_uniforms`); default the stratified keyed draw.
     """
     v = venue.lower()
     d = _date(date)
@@ -424,7 +450,7 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
         legacy = stratified_uniforms(key, KIND_LEGACY, ids) < float(params.get("population.binance_legacy_share"))
         venue_caps = np.where(legacy, max(venue_cap, legacy_cap), venue_cap)
         cap = np.minimum(venue_caps, br.max_leverage[br.tier(notional)]).astype(float)
-    lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids),
+    lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids) if u_low is None else u_low,
                                  stratified_uniforms(key, KIND_LEV_TAIL, ids),
                                  stratified_uniforms(key, KIND_LEV_BODY, ids), cap, params)
     margin = notional / lev

@@ -5,7 +5,9 @@ the book start to the window end:
 
 1. **Removals.** An account leaves at min(close_s, its expected liquidation): close_s is its
    voluntary close, drawn at opening from the holding-time hazard (exponential, mean
-   `population.holding_days`); the expected liquidation is the first time the bars cross its
+   `population.holding_days`; accounts of the leverage mixture's tail
+   `population.holding_tail_ratio` times that: short-lived high-leverage positions, so that
+   new triggers sit near the price every day); the expected liquidation is the first time the bars cross its
    trigger (Binance: the liquidation price; FTX: the price at which MF reaches MMF) on the
    v1 linear intra-bar path. The builder uses that time for its bookkeeping only: close_s is
    never set to it (the replay liquidates the account itself).
@@ -23,7 +25,10 @@ the book start to the window end:
    the path crossed between its entry bar and T_k (it would not be in the OI) enters at the
    price at T_k instead (meta n_entry_reset). The first cohort holds the whole OI, its entries
    drawn over `population.entry_lookback_days` weighted by volume x e^{-age/tau}.
-   The side's opens are split equally over its simulated accounts; the real accounts'
+   The side's opens are split over its simulated accounts equally, except that a share
+   `population.tail_sim_share` of them is drawn from the leverage tail (importance
+   sampling: accounts.tail_uniforms; a tail account then holds (1 - low_share) / share of
+   an equal part and stands for as many fewer real accounts); the real accounts'
    sizes are lognormal(`notional_sigma`) (draws stratified within the cohort side:
    accounts.stratified_uniforms), so a simulated account stands for qty / real size of them; the number
    of accounts per side: see `build_book`; leverage, margin, isolated/cross and FTX
@@ -49,8 +54,8 @@ from scipy.special import ndtri
 
 from backtest import rng as R
 from backtest.params import Params
-from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_SIZE, NEVER, Population, account_terms,
-                                          keyed_uniforms, stratified_uniforms)
+from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_LEV_LOW, KIND_SIZE, NEVER, Population,
+                                          account_terms, keyed_uniforms, stratified_uniforms, tail_uniforms)
 from backtest.venues import ftx as ftx_venue
 
 BLOCK = 256
@@ -246,12 +251,22 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     """
     dt_s = int(round(float(params.get("population.cohort_hours")) * 3600))
     tau_d = float(params.get("population.holding_days"))
+    tail_ratio = float(params.get("population.holding_tail_ratio"))
+    if not (0.0 < tail_ratio <= 1.0):
+        raise ValueError("population.holding_tail_ratio must be in (0, 1]")
     warm_d = float(params.get("population.warmup_days"))
     lookback_d = float(params.get("population.entry_lookback_days"))
     sigma = float(params.get("population.notional_sigma"))
     if dt_s <= 0 or tau_d <= 0 or warm_d < 0 or sigma < 0 or n_accounts < 2:
         raise ValueError("population: cohort_hours, holding_days > 0, warmup_days >= 0, n_accounts >= 2")
     tau_s = tau_d * 86400.0
+    tau_tail_s = tau_s * tail_ratio
+    # accounts of the leverage mixture's tail (above the body's top, low_max x scale) hold for
+    # tail_ratio x holding_days on average: high-leverage positions are short-lived
+    a_body = float(params.get("population.leverage_low_share"))
+    # importance sampling: this share of the simulated accounts is drawn from the tail (the
+    # accounts that liquidate on ordinary days), each standing for proportionally less
+    q_tail = max(float(params.get("population.tail_sim_share")), 1.0 - a_body)
     real = _real_accounts(params, coin)
     ls_default = float(params.get("population.long_account_share"))
     oi_asof_s = np.asarray(oi_asof_s, np.int64)
@@ -281,9 +296,12 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     # accounts per dollar opened, fixed at the book start from what is known then (no later
     # OI value may change any draw): a steady book of the first OI value, each cohort weighted
     # by its chance to survive to the window start, holds n_accounts in expectation
-    decay = math.exp(-dt_s / tau_s)
-    surv = np.exp(-np.maximum(0.0, window_start_s - T) / tau_s)
-    exp_share = np.full(K, 1.0 - decay)
+    # (a share a_body of the accounts opened is the body with mean holding tau, the rest the
+    # tail with tau_tail: in a steady book the opens per step are OI / (a/(1-d) + (1-a)/(1-d_tail)))
+    decay, decay_t = math.exp(-dt_s / tau_s), math.exp(-dt_s / tau_tail_s)
+    age = np.maximum(0.0, window_start_s - T)
+    surv = (1.0 - q_tail) * np.exp(-age / tau_s) + q_tail * np.exp(-age / tau_tail_s)
+    exp_share = np.full(K, 1.0 / (a_body / (1.0 - decay) + (1.0 - a_body) / (1.0 - decay_t)))
     exp_share[0] = 1.0
     denom = float(2.0 * target[0] * price[0] * np.sum(exp_share * surv))
     rate = n_accounts / denom if denom > 0 else 0.0
@@ -353,25 +371,29 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             # equal simulated notional; the real accounts' sizes are lognormal(sigma) and each
             # simulated account stands for qty / real size of them (the cohort side's real count
             # is its share of the OI x real accounts x side share)
-            qty = np.full(n, opens / n)
+            u_low, mass = tail_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids), a_body, q_tail)
+            qty = opens / n * mass
             size = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
             inv = 1.0 / size
-            wgt = opens / tgt * real * share * inv / inv.sum()
+            wgt = opens / tgt * real * share * inv / inv.sum() * mass
             eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
             terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                  params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
+                                  params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt,
+                                  u_low=u_low)
             bad = crossed_since(sides, terms["trigger"], (eb + 1).astype(np.int64), b1, bars.low, bars.high)
             bad |= (terms["trigger"] >= price[k]) if s > 0 else (terms["trigger"] <= price[k])
             if bad.any():
                 n_reset += int(bad.sum())
                 entry[bad] = price[k]
                 terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                      params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
+                                      params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt,
+                                  u_low=u_low)
             folded.update(terms["folded"])
             u = keyed_uniforms(key, KIND_CLOSE, ids)
-            close = tk + np.maximum(1, np.rint(-np.log1p(-u) * tau_s)).astype(np.int64)
+            tau_i = np.where(u_low >= a_body, tau_tail_s, tau_s)
+            close = tk + np.maximum(1, np.rint(-np.log1p(-u) * tau_i)).astype(np.int64)
             liq = first_cross(sides.astype(np.int64), terms["trigger"], np.full(n, tk, np.int64),
                               np.minimum(close, window_end_s), bars.ts_s, bars.dur_s, bars.open, bars.high,
                               bars.low, bars.close, bars.blo, bars.bhi)

@@ -39,7 +39,8 @@ def entry_bars(p0: float = 20000.0, seed: int = 4) -> pd.DataFrame:
 # fixtures do not drift when `liqreplay calibrate` moves the shipped defaults.
 FIXTURE_POPULATION = {"population.leverage_low_share": 0.85, "population.leverage_scale": 1.0,
                       "population.notional_sigma": 1.5, "population.binance_isolated_share": 0.5,
-                      "population.binance_legacy_share": 0.0, "population.holding_days": 2.0}
+                      "population.binance_legacy_share": 0.0, "population.holding_days": 2.0,
+                      "population.holding_tail_ratio": 1.0, "population.tail_sim_share": 0.0}
 
 
 def setup(venue: str, n_accounts: int = 200, overrides: dict | None = None, *, bars=None, funding=None,

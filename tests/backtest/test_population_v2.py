@@ -312,3 +312,62 @@ def test_replay_check_matches_builder_expected_liquidations():
     assert len(ev) and (ev["side"] == 1).all()
     assert ev["notional_usd"].sum() == pytest.approx(exp["notional_usd"].sum(), rel=0.1)
     assert (ev["reported_usd"] <= ev["notional_usd"] * (1 + 1e-9)).all()
+
+
+def test_tail_oversampling_keeps_the_mixture_and_the_oi():
+    """population.tail_sim_share: half the simulated accounts come from the leverage tail,
+    each holding less notional, so the notional-weighted leverage mix is the natural one and
+    the book still holds the OI exactly; the natural share is the draw without oversampling."""
+    from backtest.population.accounts import tail_uniforms
+    u = (np.arange(1000) + 0.5) / 1000
+    same, m1 = tail_uniforms(u, 0.85, 0.1)          # below the natural tail share 0.15: no oversampling
+    assert same is u or np.array_equal(same, u)
+    assert np.all(m1 == 1.0)
+    up, mass = tail_uniforms(u, 0.85, 0.5)
+    tail = up >= 0.85
+    assert tail.mean() == pytest.approx(0.5, abs=0.002)
+    assert mass.sum() == pytest.approx(1000.0)
+    assert mass[tail].sum() / mass.sum() == pytest.approx(0.15)   # the tail's notional share is the natural one
+    # inside each part the draw is still uniform
+    assert np.ptp(up[tail]) > 0.14 and np.ptp(up[~tail]) > 0.84
+
+    bars = flat_bars(40)
+    start, end = T0 + 20 * DAY, T0 + 30 * DAY
+    base = {"population.holding_days": 2.0, "population.warmup_days": 10.0, "population.holding_tail_ratio": 1.0}
+    pops = {q: book(bars, [T0 + DAY], [10_000.0], start, end, n=6000,
+                    params=default_params().with_overrides({**base, "population.tail_sim_share": q})) for q in (0.0, 0.5)}
+    top = 5.0 * float(default_params().get("population.leverage_scale"))
+    for q, pop in pops.items():
+        T = pop.meta["step_s"]
+        for s in (1, -1):
+            np.testing.assert_allclose(model_oi_coin(pop, T[T >= start], s), 10_000.0, rtol=1e-9)
+        tail = pop.leverage > top * (1 + 1e-9)
+        share_accounts = tail.mean()
+        share_qty = pop.qty_coin[tail].sum() / pop.qty_coin.sum()
+        if q == 0.0:
+            assert share_accounts == pytest.approx(share_qty, abs=0.03)
+        else:
+            assert share_accounts > 2 * share_qty       # oversampled, each holding less
+    nat = pops[0.0].qty_coin[pops[0.0].leverage > top * (1 + 1e-9)].sum() / pops[0.0].qty_coin.sum()
+    ovs = pops[0.5].qty_coin[pops[0.5].leverage > top * (1 + 1e-9)].sum() / pops[0.5].qty_coin.sum()
+    assert ovs == pytest.approx(nat, abs=0.03)
+
+
+def test_the_leverage_tail_holds_for_tail_ratio_of_the_holding_time():
+    """population.holding_tail_ratio = 0.1: tail accounts close after 0.1 x holding_days on
+    average, body accounts after holding_days (flat path: no liquidations, no pro-rata)."""
+    p = default_params().with_overrides({"population.holding_days": 2.0, "population.warmup_days": 10.0,
+                                         "population.holding_tail_ratio": 0.1, "population.tail_sim_share": 0.5})
+    bars = flat_bars(40)
+    start, end = T0 + 20 * DAY, T0 + 30 * DAY
+    pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=6000, params=p)
+    top = 5.0 * float(p.get("population.leverage_scale"))
+    opened = (pop.open_s > start) & (pop.meta["expected_liq_s"] == NEVER)
+    for is_tail, mean_d in ((True, 0.2), (False, 2.0)):
+        m = opened & ((pop.leverage > top * (1 + 1e-9)) == is_tail)
+        hold = (pop.close_s[m] - pop.open_s[m]) / DAY
+        cens = np.minimum(hold, (end - pop.open_s[m]) / DAY)
+        done = hold <= (end - pop.open_s[m]) / DAY
+        assert cens.sum() / done.sum() == pytest.approx(mean_d, rel=0.12)
+    T = pop.meta["step_s"]
+    np.testing.assert_allclose(model_oi_coin(pop, T[T >= start], 1), 10_000.0, rtol=1e-9)
