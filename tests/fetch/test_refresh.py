@@ -26,7 +26,6 @@ from fetch.refresh import (EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, RunLoc
                            run)
 from fetch.sources.ccxt_source import RetryPolicy
 from tests.fetch.servers.fapi import BarBook, FapiServer
-from tests.fetch.servers.fixtures import book, fapi, sleeps  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.02)

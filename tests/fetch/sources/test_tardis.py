@@ -9,7 +9,6 @@ import pytest
 from fetch.lake import Lake
 from fetch.sources.ccxt_source import SourceError, utc
 from fetch.sources.tardis import TardisSource, free_days_only
-from tests.fetch.servers.fixtures import tardis_server  # noqa: F401
 
 LIQ = ("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
        "ftx,BTC-PERP,1667865600100000,1667865600200000,1,sell,20000,0.5\n"
