@@ -29,9 +29,9 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from backtest.calibrate import write_run_calibration
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
-from backtest.calibrate import write_run_calibration
 from backtest.results import Results, _jsonable, load_results, write_results
 from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
 from fetch import atomic

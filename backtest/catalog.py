@@ -19,6 +19,7 @@ sample whose close (`ts + timeframe`) is at or before `at`, never a later one.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -167,7 +168,8 @@ class Catalog:
         })
         return df
 
-    def gaps(self, venue, market, symbol, timeframe, start, end, *, price_type="trade") -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    def gaps(self, venue, market, symbol, timeframe, start, end, *,
+             price_type="trade") -> list[tuple[pd.Timestamp, pd.Timestamp]]:
         """Missing bars of one series inside [start, end) as (first missing open, next
         present open or `end`), including a hole before the first and after the last bar."""
         df = self.bars(venue, market, symbol, start, end, timeframe=timeframe, price_type=price_type)
@@ -176,7 +178,7 @@ class Catalog:
         first = s.ceil(step) if s != s.floor(step) else s  # first grid point >= start
         points = [first - step] + list(df["ts"]) + [e]
         out = []
-        for a, b in zip(points[:-1], points[1:]):
+        for a, b in itertools.pairwise(points):
             lo = a + step
             if b > lo and lo < e:
                 out.append((lo, min(b, e)))

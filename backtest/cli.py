@@ -18,7 +18,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from backtest.fmt import money
 from fetch.cmdline import non_negative_int, positive_int
 
@@ -43,7 +42,8 @@ def register(subparsers) -> None:
                         "into the same directory")
     p.add_argument("--sweep-accounts", type=positive_int, default=20000, metavar="N",
                    help="accounts per series in each sweep sample (default 20000)")
-    p.add_argument("--accounts", type=positive_int, metavar="N", help="accounts per series (default population.n_accounts)")
+    p.add_argument("--accounts", type=positive_int, metavar="N",
+                   help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
                               description="Synthetic 1-minute year, 2 venues x 2 markets; prints a scaling table.")
     b.add_argument("--sizes", default="10000,100000,1000000", help="accounts per venue-market, comma separated")
-    b.add_argument("--days", type=_positive_float, default=365.0, help="length of the synthetic path in days (default 365)")
+    b.add_argument("--days", type=_positive_float, default=365.0,
+                   help="length of the synthetic path in days (default 365)")
     b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
     b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
     b.add_argument("--seed", type=non_negative_int, default=7)
@@ -143,8 +144,8 @@ def cmd_run(args) -> int:
         print(line, file=sys.stderr)
     if args.sweep:
         # thin alias of `liqreplay sweep` over the same windows, in this process, into the same directory
-        from backtest.sweep import run_sweep
         from backtest.cli_sweep import SweepProgress
+        from backtest.sweep import run_sweep
         sp = SweepProgress()
         try:
             run_sweep([w["id"] for w in res.summary["windows"]], lake=args.lake, params=params,

@@ -14,8 +14,8 @@ leaf tables or with plain values; unknown keys are errors that name the key.
 from __future__ import annotations
 
 import copy
-import functools
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging

@@ -14,7 +14,6 @@ import logging
 import math
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -486,7 +485,8 @@ class SeriesLoader:
         ref_adv, _ = self._adv(src.venue, src.market, src.symbol, window.start) if substituted else (None, "")
         if adv is None:
             adv = ref_adv if ref_adv is not None else float(raw["volume_quote"].sum() / max(window.days, 1e-9))
-            adv_source = f"lake: 30-day ADV of {src.label()}" if ref_adv is not None else "window's own mean daily volume"
+            adv_source = (f"lake: 30-day ADV of {src.label()}" if ref_adv is not None
+                          else "window's own mean daily volume")
         if substituted and ref_adv and ref_adv > 0 and adv != ref_adv:
             # bar volumes come from the stand-in venue: scale them to this venue's liquidity
             bars["volume_quote"] = bars["volume_quote"] * (adv / ref_adv)
@@ -511,7 +511,8 @@ class SeriesLoader:
             adv_usd=float(adv), adv_source=adv_source, oi_coin=oi_coin, oi_usd=oi_coin * start_price,
             oi_source=oi_source, funding=funding, entry_bars=entry,
             sigma_1m=sigma_1m_of(bars, tf), notes=notes, mark_bars=mark, trigger_source=trigger_source,
-            oi_path=oi_path, oi_path_source=oi_path_source, oi_scale_key=oi_scale_key, warmup_bars=warm, warmup_timeframe=warm_tf,
+            oi_path=oi_path, oi_path_source=oi_path_source, oi_scale_key=oi_scale_key, warmup_bars=warm,
+            warmup_timeframe=warm_tf,
         )
 
     # -- mark-price bars (MODEL.md 1 "Mark vs last") ---------------------------------------
@@ -644,14 +645,15 @@ class SeriesLoader:
         from the longest warm-up the parameter range allows, gaps filled flat."""
         start = window.start - pd.Timedelta(days=self.warmup_days)
         end = window.start
-        need_days = float(self.params.get("population.warmup_days")) + float(self.params.get("population.entry_lookback_days"))
+        need_days = (float(self.params.get("population.warmup_days"))
+                     + float(self.params.get("population.entry_lookback_days")))
         need_start = end - pd.Timedelta(days=need_days)
         cands = [src] + ([x for x in self.sc.sources(venue, coin) if x != src] if venue and coin else [])
         best = None        # (coverage, -minutes, src, tf)
         for cand in cands:
             try:
-                tfs = [(tf, n) for tf, n in self.catalog.timeframes(cand.venue, cand.market, cand.symbol, need_start, end)
-                       if tf in TIMEFRAME_MINUTES and n > 0]
+                have = self.catalog.timeframes(cand.venue, cand.market, cand.symbol, need_start, end)
+                tfs = [(tf, n) for tf, n in have if tf in TIMEFRAME_MINUTES and n > 0]
             except LakeDamaged:  # a damaged lake file refuses the run, never a silent stand-in
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -695,9 +697,10 @@ class SeriesLoader:
         except Exception as exc:  # noqa: BLE001
             log.debug("open_interest(%s %s) failed: %s", venue, symbol, exc)
         if rec and rec.get("oi_base") and np.isfinite(rec["oi_base"]) and rec["oi_base"] > 0:
-            age = window.start - pd.Timestamp(rec["ts"]).tz_convert("UTC") if rec.get("ts") is not None else pd.Timedelta(0)
+            ts = pd.Timestamp(rec["ts"]).tz_convert("UTC") if rec.get("ts") is not None else None
+            age = window.start - ts if ts is not None else pd.Timedelta(0)
             if age <= pd.Timedelta(days=3):
-                return float(rec["oi_base"]), f"lake: {rec.get('source') or 'open_interest'} {pd.Timestamp(rec['ts']).date()}"
+                return float(rec["oi_base"]), f"lake: {rec.get('source') or 'open_interest'} {ts.date() if ts else ''}"
         if venue == "ftx":
             bsym = self.sc.symbol("binance", coin)
             try:

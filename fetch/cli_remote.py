@@ -45,9 +45,9 @@ def register(subparsers) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from fetch.errors import UserError
     from fetch import refresh as R
     from fetch import timerange
+    from fetch.errors import UserError
     from fetch.lake import Lake, resolve_lake
     from fetch.lock import RunLock, lake_lock_path
 

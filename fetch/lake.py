@@ -39,6 +39,7 @@ Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -313,7 +314,7 @@ class Lake:
         order = np.argsort(codes, kind="stable")  # stable: later rows still win inside a series
         sorted_codes = codes[order]
         starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-        for a, b in zip(starts, list(starts[1:]) + [len(order)]):
+        for a, b in itertools.pairwise([*starts, len(order)]):
             part = table.take(pa.array(order[a:b]))
             combo = {c: part[c][0].as_py() for c in series_cols}
             if "price_type" not in combo:
@@ -362,7 +363,8 @@ class Lake:
                 self._atomic_write(merged, final)
                 res.files.append(final)
             known_ts[month] = merged
-            manifest["files"][month] = _file_info(final, merged, source if n_diff else (info or {}).get("source", source))
+            kept_source = source if n_diff else (info or {}).get("source", source)
+            manifest["files"][month] = _file_info(final, merged, kept_source)
             changed_manifest = True
         res.rows_written = res.rows_new + res.rows_updated
         if changed_manifest:
@@ -666,8 +668,9 @@ class Lake:
     def begin_import(self, source: str) -> None:
         """Mark that an import is writing (removed by `end_import`; a marker found later
         means an import was interrupted)."""
-        atomic.write_text(self.root / IMPORT_MARKER, json.dumps(
-            {"source": source, "pid": os.getpid(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic.write_text(self.root / IMPORT_MARKER,
+                          json.dumps({"source": source, "pid": os.getpid(), "started_utc": started}))
 
     def end_import(self) -> None:
         (self.root / IMPORT_MARKER).unlink(missing_ok=True)

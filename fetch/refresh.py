@@ -36,6 +36,8 @@ import pandas as pd
 
 from fetch import atomic, timerange
 from fetch.lake import Lake, SeriesKey, resolve_lake
+from fetch.lock import LockHeld, RunLock, lake_lock_path
+from fetch.progress import progress_bar
 from fetch.schema import SchemaError
 from fetch.sources.ccxt_source import (
     CcxtSource,
@@ -44,8 +46,6 @@ from fetch.sources.ccxt_source import (
     utc,
     venue_of,
 )
-from fetch.lock import LockHeld, RunLock, lake_lock_path
-from fetch.progress import progress_bar
 from fetch.validate import ValidationError
 
 log = logging.getLogger(__name__)

@@ -151,9 +151,9 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
 
     if dataset == "ohlcv":
         price_check("price", ["open", "high", "low", "close"])
-        o, h, l, c = (_np(table[x]) for x in ("open", "high", "low", "close"))
+        o, h, lo, c = (_np(table[x]) for x in ("open", "high", "low", "close"))
         with np.errstate(invalid="ignore"):
-            incons = (h < np.maximum(np.maximum(o, c), l)) | (l > np.minimum(o, c))
+            incons = (h < np.maximum(np.maximum(o, c), lo)) | (lo > np.minimum(o, c))
         if incons.any():
             checks["OHLC inconsistent"] = incons
         for vcol in ("volume_base", "volume_quote"):

@@ -376,8 +376,8 @@ def distribution_table(a: SweepAnswer) -> Table:
     kinds = {c: "usd" for c in ("min", "q05", "q25", "median", "q75", "q95", "max", "mean")}
     kinds["n"] = "int"
     t = Table("sweep_distribution", "House loss across the sweep, per venue",
-              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the crash "
-                            "windows (they overlap); summed over markets.")
+              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the "
+                            "crash windows (they overlap); summed over markets.")
     return t
 
 
@@ -505,8 +505,8 @@ def calibration_fit_table(inp: ReportInput) -> Table:
         ok = block.get("pass") or {}
         verdict = "; ".join(f"{name.replace('_', ' ')} {'met' if v else 'missed'}"
                             for name, v in ok.items() if v is not None)
-        recs.append({"set": SET_LABELS[key], "market": "all", "side": "both", **{k: o.get(k) for k in METRIC_COLUMNS[3:-1]},
-                     "meets_targets": verdict})
+        recs.append({"set": SET_LABELS[key], "market": "all", "side": "both",
+                     **{k: o.get(k) for k in METRIC_COLUMNS[3:-1]}, "meets_targets": verdict})
         for r in block.get("by_market_side") or []:
             recs.append({"set": SET_LABELS[key], "market": r.get("market"), "side": r.get("side"),
                          **{k: r.get(k) for k in METRIC_COLUMNS[3:-1]}, "meets_targets": ""})
@@ -530,8 +530,8 @@ def calibration_months_table(inp: ReportInput) -> Table:
 
 
 def all_tables(inp: ReportInput) -> dict[str, Table]:
-    tables = [answer_table(inp), who_bore_table(inp), blp_parts_table(inp), cross_venue_table(inp), mechanism_table(inp),
-              sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
+    tables = [answer_table(inp), who_bore_table(inp), blp_parts_table(inp), cross_venue_table(inp),
+              mechanism_table(inp), sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
               calibration_fit_table(inp), calibration_months_table(inp), parameters_table(inp),
               coverage_table(inp), windows_table(inp), results_table(inp)]
     return {t.name: t for t in tables}

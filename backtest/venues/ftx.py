@@ -21,8 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from backtest.checks import finite as _finite
+from backtest.checks import nonneg as _nonneg
+from backtest.checks import positive as _positive
+from backtest.checks import scalar_out as _out
+from backtest.checks import side as _side
 from backtest.params import Params
-from backtest.checks import finite as _finite, nonneg as _nonneg, positive as _positive, scalar_out as _out, side as _side
 from backtest.params import as_date as _date
 from backtest.params import default_params as _default_params
 

@@ -153,7 +153,7 @@ class BinanceVision:
 
     def _get_verified(self, rel: str) -> bytes:
         """The zip, checked against its .CHECKSUM; one refetch on mismatch, then refused."""
-        for attempt in range(2):
+        for _attempt in range(2):
             data = self._get(rel)
             try:
                 want = self._get(rel + ".CHECKSUM").decode().split()[0].strip().lower()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit

@@ -41,10 +41,10 @@ coverage manifest.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +183,8 @@ def _read_freqtrade_json(path: Path) -> pa.Table:
     try:
         rows = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ImportError_(f"{path}: not valid JSON ({exc}); expected [[ms, open, high, low, close, volume], ...]") from None
+        raise ImportError_(f"{path}: not valid JSON ({exc}); "
+                           "expected [[ms, open, high, low, close, volume], ...]") from None
     if not isinstance(rows, list) or (rows and (not isinstance(rows[0], list) or len(rows[0]) < 6)):
         raise ImportError_(f"{path}: expected freqtrade JSON [[ms, open, high, low, close, volume], ...]")
     arr = np.asarray(rows, dtype="float64").reshape(-1, 6) if rows else np.zeros((0, 6))
@@ -512,7 +513,7 @@ def _write_all(directory: Path, lake: Lake, summary: ImportSummary, tables: dict
             else np.array([], dtype=int)
         bounds = list(starts) + [table.num_rows]
         bar = progress_bar(total=len(starts), desc=f"writing {dataset}", unit="series", enabled=show)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             part = table.slice(a, b - a)
             res = lake.write(dataset, part, source=f"import:{directory.name}", bad_row_threshold=bad_row_threshold)
             _accumulate(summary, res)
