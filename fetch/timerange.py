@@ -27,10 +27,6 @@ class TimeRange:
     start: datetime | None
     end: datetime | None
 
-    def clamp(self, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
-        """Fill open ends with `lo` / `hi`."""
-        return (self.start or lo, self.end or hi)
-
 
 def _parse_day(text: str, whole: str) -> datetime:
     try:
@@ -63,10 +59,6 @@ def timeframe_delta(tf: str) -> timedelta:
     if not m or int(m.group(1)) == 0:
         raise TimeRangeError(f"bad timeframe {tf!r}: use a number and one of s m h d w, e.g. 1m, 15m, 1h, 1d")
     return timedelta(**{_TF_UNITS[m.group(2)]: int(m.group(1))})
-
-
-def timeframe_seconds(tf: str) -> int:
-    return int(timeframe_delta(tf).total_seconds())
 
 
 def month_start(ts: datetime) -> datetime:

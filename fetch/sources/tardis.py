@@ -1,4 +1,4 @@
-"""tardis.dev datasets (FTX and Binance-futures history) through the tardis-dev client.
+"""tardis.dev datasets (FTX and Binance-futures history), read over urllib (no tardis-dev client).
 
 One gzipped CSV per day, symbol and data type from the datasets endpoint
 (`{endpoint}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
@@ -12,8 +12,6 @@ minute.
 Raw schemas (tardis.dev normalised CSV; `timestamp` = exchange time, epoch µs):
 - liquidations: exchange, symbol, timestamp, local_timestamp, id, side (of the liquidation
   ORDER: "sell" closes a long, "buy" closes a short), price, amount (base coins).
-- trades: exchange, symbol, timestamp, local_timestamp, id, side, price, amount; a
-  `liquidation` column (FTX's flag) when the file has one.
 - derivative_ticker: exchange, symbol, timestamp, local_timestamp, funding_timestamp,
   funding_rate, predicted_funding_rate, open_interest (base coins), last_price, index_price,
   mark_price. Open interest is sampled at each bucket OPEN (first tick at or after it, no
@@ -167,18 +165,6 @@ class TardisSource:
     def fetch_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
         raw = self._download(exchange, "liquidations", symbol, start, end)
         return self._liq_frame(raw, exchange, symbol, "tardis-liquidations")
-
-    def fetch_trade_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
-        """Liquidations from trades carrying FTX's `liquidation` flag."""
-        raw = self._download(exchange, "trades", symbol, start, end)
-        if len(raw) and "liquidation" not in raw.columns:
-            raise SourceError(f"tardis.dev trades for {exchange} {symbol} carry no liquidation "
-                              f"flag column; use the `liquidations` data type (tardis derives "
-                              f"it from FTX's flagged trades)", temporary=False)
-        if len(raw):
-            flag = raw["liquidation"].astype(str).str.lower().isin(["true", "1"])
-            raw = raw[flag]
-        return self._liq_frame(raw, exchange, symbol, "tardis-trades-liquidation-flag")
 
     def _liq_frame(self, raw: pd.DataFrame, exchange: str, symbol: str, source: str):
         if not len(raw):

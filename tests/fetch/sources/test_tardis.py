@@ -31,7 +31,8 @@ def ticker_csv(n_min: int = 180) -> str:
 def test_key_needed_said_plainly_before_any_request(tardis_server, monkeypatch):
     monkeypatch.delenv("TARDIS_API_KEY", raising=False)
     src = TardisSource(endpoint=tardis_server.url + "/v1")
-    with pytest.raises(SourceError, match=r"needs an API key: set TARDIS_API_KEY.*first day of each month is free") as ei:
+    msg = r"needs an API key: set TARDIS_API_KEY.*first day of each month is free"
+    with pytest.raises(SourceError, match=msg) as ei:
         src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-07"), utc("2022-11-09"))
     assert not ei.value.temporary
     assert tardis_server.count() == 0
@@ -82,21 +83,6 @@ def test_funding_and_mark_bars_from_derivative_ticker(tardis_server):
     bars = src.fetch_mark_ohlcv("ftx", "BTC-PERP", "1h", utc("2022-11-01"), utc("2022-11-02"))
     assert bars[["open", "high", "low", "close"]].iloc[0].tolist() == [20005.0, 20064.0, 20005.0, 20064.0]
     assert set(bars["price_type"]) == {"mark"}
-
-
-def test_trades_without_liquidation_flag_explained(tardis_server):
-    tardis_server.put("ftx", "trades", date(2022, 11, 1), "BTC-PERP",
-                      "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-                      f"ftx,BTC-PERP,{T0 + 5},{T0 + 6},1,buy,20000,1\n")
-    src = TardisSource(endpoint=tardis_server.url + "/v1", api_key="")
-    with pytest.raises(SourceError, match="no liquidation flag"):
-        src.fetch_trade_liquidations("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
-    tardis_server.put("ftx", "trades", date(2022, 11, 1), "BTC-PERP",
-                      "exchange,symbol,timestamp,local_timestamp,id,side,price,amount,liquidation\n"
-                      f"ftx,BTC-PERP,{T0 + 5},{T0 + 6},1,buy,20000,1,true\n"
-                      f"ftx,BTC-PERP,{T0 + 7},{T0 + 8},2,sell,20000,1,false\n")
-    liq = src.fetch_trade_liquidations("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
-    assert len(liq) == 1 and liq["side"].iloc[0] == "short"
 
 
 # ------------------------------------------------------------------ issue 11 item 5: bounded offline
