@@ -33,7 +33,8 @@ from backtest.calibrate import write_run_calibration
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
 from backtest.results import Results, _jsonable, load_results, write_results
-from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
+from backtest.scenarios import COINS, VENUES, Scenarios, Window, load_scenarios
+from backtest.series_loader import SeriesLoader, load_window_series
 from fetch import atomic
 from fetch.errors import UserError
 

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 
+from backtest.bars import MIN_COVERAGE, expected_bars
 from fetch import schema as S
 from fetch.lake import Lake
 from fetch.timerange import timeframe_delta, to_utc
 
 PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {ds: S.SERIES_COLUMNS[ds] + ("period",) for ds in S.SCHEMAS}
 BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume_base", "volume_quote"]
-MIN_COVERAGE = 0.99  # a timeframe "covers" a window when it has >= 99 % of the expected bars
 
 
 def _tf_sort_key(tf: str) -> float:
@@ -40,13 +40,6 @@ def _tf_sort_key(tf: str) -> float:
         return timeframe_delta(tf).total_seconds()
     except ValueError:
         return math.inf
-
-
-def expected_bars(start: datetime, end: datetime, tf: str) -> int:
-    """Bar opens on the UTC grid of `tf` (aligned to the epoch) inside [start, end)."""
-    step = timeframe_delta(tf).total_seconds()
-    s, e = to_utc(start).timestamp(), to_utc(end).timestamp()
-    return max(0, math.ceil(e / step) - math.ceil(s / step))
 
 
 class Catalog:

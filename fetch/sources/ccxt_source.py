@@ -68,13 +68,13 @@ def _ts_col(ms: np.ndarray | list) -> pd.Series:
                      .as_unit("us"))
 
 
-def override_urls(api: Any, base_url: str) -> Any:
-    """Point every URL in ccxt's `urls['api']` tree at `base_url`, keeping each path.
+def override_urls(api: Any, api_url: str) -> Any:
+    """Point every URL in ccxt's `urls['api']` tree at `api_url`, keeping each path.
 
     'https://fapi.binance.com/fapi/v1' with base 'http://127.0.0.1:8080' becomes
     'http://127.0.0.1:8080/fapi/v1'; a base with a path prefix is prepended to the path.
     """
-    base = base_url.rstrip("/")
+    base = api_url.rstrip("/")
     if isinstance(api, dict):
         return {k: override_urls(v, base) for k, v in api.items()}
     if isinstance(api, str) and api.startswith(("http://", "https://")):

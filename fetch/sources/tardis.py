@@ -1,8 +1,8 @@
 """tardis.dev datasets (FTX and Binance-futures history), read over urllib (no tardis-dev client).
 
 One gzipped CSV per day, symbol and data type from the datasets endpoint
-(`{endpoint}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
-the tardis-dev client; `endpoint=` is the base-URL override), read in memory: no temporary
+(`{api_url}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
+the tardis-dev client; `api_url=` is the base-URL override, as in the other sources), read in memory: no temporary
 files, so nothing is left behind on any exit path. The requests go through the project's
 retry helper (fetch/retry.py), not the client's 30 attempts with minutes of backoff (which
 hung ~48 minutes offline): a connect timeout, a few attempts with a log line each, and a
@@ -43,7 +43,7 @@ from fetch.sources.ccxt_source import utc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://datasets.tardis.dev/v1"
+DEFAULT_API_URL = "https://datasets.tardis.dev/v1"
 # 4 attempts, 1 + 2 + 4 s between them, at most 20 s of waiting: with an 8 s socket timeout
 # an unreachable host is given up on well within a minute
 DEFAULT_RETRY = RetryPolicy(attempts=4, base_s=1.0, cap_s=8.0, retry_after_cap_s=15.0, deadline_s=20.0)
@@ -71,10 +71,10 @@ def free_days_only(start: datetime, end: datetime) -> list[datetime]:
 
 
 class TardisSource:
-    def __init__(self, *, endpoint: str | None = None, api_key: str | None = None,
+    def __init__(self, *, api_url: str | None = None, api_key: str | None = None,
                  timeout_s: float = 8.0, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] | None = None):
-        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.api_key = os.environ.get("TARDIS_API_KEY", "") if api_key is None else api_key
         self.timeout_s = timeout_s  # connect and read timeout of each request
         self.retry = retry or DEFAULT_RETRY
@@ -84,7 +84,7 @@ class TardisSource:
     def _day(self, exchange: str, data_type: str, symbol: str, day: datetime) -> bytes:
         """One day's CSV (decompressed), retried as fetch/retry.py says; b"" when empty."""
         sym = urllib.parse.quote(symbol.replace(":", "-").replace("/", "-").upper(), safe="")
-        url = f"{self.endpoint}/{exchange}/{data_type}/{day:%Y/%m/%d}/{sym}.csv.gz"
+        url = f"{self.api_url}/{exchange}/{data_type}/{day:%Y/%m/%d}/{sym}.csv.gz"
         headers = {"Accept-Encoding": "gzip", "User-Agent": "liqreplay"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -285,4 +285,4 @@ def _float(v) -> float:
         return float("nan")
 
 
-__all__ = ["TardisSource", "free_days_only", "DEFAULT_ENDPOINT"]
+__all__ = ["TardisSource", "free_days_only", "DEFAULT_API_URL"]

@@ -5,15 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backtest.bars import fill_gaps, resample_bars
 from backtest.params import default_params
-from backtest.scenarios import (
-    DataUnavailable,
-    SeriesLoader,
-    fill_gaps,
-    load_scenarios,
-    load_window_series,
-    resample_bars,
-)
+from backtest.scenarios import DataUnavailable, load_scenarios
+from backtest.series_loader import SeriesLoader, load_window_series
 
 TF_MIN = {"1m": 1, "15m": 15, "1h": 60, "1d": 1440}
 
