@@ -188,5 +188,6 @@ def binance_reported_sampled(t_s, notional_usd, weight, side=None, key: int = 0,
 
 def reported_for_params(t_s, notional_usd, weight, side, params) -> np.ndarray:
     """binance_reported with `disclosure.max_spread_s` and `disclosure.bandwidth_real_orders`."""
-    return binance_reported(t_s, notional_usd, weight, side, max_spread_s=float(params.get("disclosure.max_spread_s")),
-                            bandwidth_real_orders=float(params.get("disclosure.bandwidth_real_orders")))
+    d = params.disclosure
+    return binance_reported(t_s, notional_usd, weight, side, max_spread_s=d.max_spread_s,
+                            bandwidth_real_orders=d.bandwidth_real_orders)

@@ -101,9 +101,9 @@ class SeriesLoader:
         # the warm-up bars cover the largest warm-up the parameter ranges allow plus the entry
         # lookback, so a sweep over warmup_days needs no reload
         if warmup_days is None:
+            pop = params.population
             r = params.sweep_ranges().get("population.warmup_days")
-            warmup_days = max(float(params.get("population.warmup_days")), r[1] if r else 0.0)
-            warmup_days += float(params.get("population.entry_lookback_days"))
+            warmup_days = max(pop.warmup_days, r[1] if r else 0.0) + pop.entry_lookback_days
         self.warmup_days = float(warmup_days)
 
     # -- bars -------------------------------------------------------------------------
@@ -440,9 +440,7 @@ class SeriesLoader:
         df = self._lake_oi_path("binance", bsym, start, window.end)
         if df is None:
             return None, "", None
-        key = f"ftx.oi_ratio_to_binance.{coin.upper()}"
-        if key not in self.params:
-            key = "ftx.oi_ratio_to_binance.default"
+        key, _ = self._oi_ratio(coin)
         first = df["as_of"].iloc[0]
         return df[["ts", "as_of", "oi_coin"]], (f"lake: binance {bsym} OI ({df['source'].iloc[0]}, first known "
                                                 f"{first:%Y-%m-%d %H:%M} UTC)"), key
@@ -456,8 +454,7 @@ class SeriesLoader:
         from the longest warm-up the parameter range allows, gaps filled flat."""
         start = window.start - pd.Timedelta(days=self.warmup_days)
         end = window.start
-        need_days = (float(self.params.get("population.warmup_days"))
-                     + float(self.params.get("population.entry_lookback_days")))
+        need_days = self.params.population.warmup_days + self.params.population.entry_lookback_days
         need_start = end - pd.Timedelta(days=need_days)
         cands = [src] + ([x for x in self.sc.sources(venue, coin) if x != src] if venue and coin else [])
         best = None        # (coverage, -minutes, src, tf)
@@ -499,6 +496,12 @@ class SeriesLoader:
             return None, ""
         return float(v), f"lake: 30-day ADV of {venue} {market} {symbol}"
 
+    def _oi_ratio(self, coin: str) -> tuple[str, float]:
+        """(the parameter key, FTX OI / Binance OI) of `coin`: its own entry, else the default."""
+        table = self.params.ftx.oi_ratio_to_binance
+        name = coin.upper() if coin.upper() in table else "default"
+        return f"{table.key}.{name}", table[name]
+
     def _oi(self, window: Window, venue: str, coin: str, symbol: str) -> tuple[float, str]:
         rec = None
         try:
@@ -521,10 +524,7 @@ class SeriesLoader:
             except Exception:  # noqa: BLE001
                 brec = None
             if brec and brec.get("oi_base") and np.isfinite(brec["oi_base"]) and brec["oi_base"] > 0:
-                key = f"ftx.oi_ratio_to_binance.{coin.upper()}"
-                if key not in self.params:
-                    key = "ftx.oi_ratio_to_binance.default"
-                ratio = float(self.params.get(key))
+                key, ratio = self._oi_ratio(coin)
                 return float(brec["oi_base"]) * ratio, (f"lake: binance {bsym} {brec.get('source') or 'open_interest'} "
                                                         f"{pd.Timestamp(brec['ts']).date()} x {key} = {ratio:g}")
         try:
