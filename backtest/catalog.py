@@ -20,10 +20,12 @@ sample whose close (`ts + timeframe`) is at or before `at`, never a later one.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from backtest.bars import MIN_COVERAGE, expected_bars
@@ -46,8 +48,6 @@ class Catalog:
     """Read-only queries over a lake. Holds one in-memory DuckDB connection."""
 
     def __init__(self, lake_root: Path | str):
-        import duckdb
-
         self.root = Path(lake_root)
         self.lake = Lake(self.root)
         self.con = duckdb.connect(":memory:")
@@ -55,7 +55,6 @@ class Catalog:
         self._views: set[str] = set()  # created on first `sql()`; named queries read files directly
         notice = self.lake.interrupted_import()
         if notice:
-            import logging
             logging.getLogger(__name__).warning(notice)
 
     # ------------------------------------------------------------ views

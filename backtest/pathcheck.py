@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from backtest import paths as P
+from backtest.catalog import Catalog
+from backtest.params import load_params
+from backtest.scenarios import load_scenarios
 
 QUANTILES = (90.0, 99.0, 99.9)
 DECILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -130,10 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default=None, help="parameter file (default backtest/params.toml)")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args(argv)
-    from backtest.catalog import Catalog
-    from backtest.params import load_params
-    from backtest.scenarios import load_scenarios
-
     settings = P.path_settings(load_params(a.params))
     fines = _fine_series(Catalog(a.lake), load_scenarios(), a.coin)
     if not fines:

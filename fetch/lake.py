@@ -59,7 +59,7 @@ import pyarrow.parquet as pq
 from fetch import atomic, timerange
 from fetch import schema as S
 from fetch.errors import EnvironmentFault, UserError
-from fetch.validate import ValidationReport, series_codes, validate
+from fetch.validate import ValidationReport, find_gaps, series_codes, validate
 
 log = logging.getLogger(__name__)
 
@@ -451,8 +451,6 @@ class Lake:
         if key.dataset == "funding":
             step = None
         if step is not None:
-            from fetch.validate import find_gaps
-
             gaps, missing_rows, expected = find_gaps(ts_np, step)
             manifest["gaps"] = [[_iso(a), _iso(b)] for a, b in gaps]
             manifest["gap_rows"] = int(missing_rows)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from importlib import resources
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
+from backtest import calibrate_metrics as M
 from backtest import sensitivity as S
+from backtest.calibrate import run_calibration, window_days
 from reports.inputs import ReportInput
 from reports.sweep_answer import SweepAnswer, sweep_answer
 
@@ -426,7 +429,6 @@ TARGET_NOTE = ("Targets (issue 8, held-out window days, Binance BTCUSDT+ETHUSDT,
 
 
 def _window_objs(inp: ReportInput) -> list:
-    from types import SimpleNamespace
     out = []
     for w in ran_windows(inp):
         try:
@@ -443,8 +445,6 @@ def calibration_compare(inp: ReportInput) -> pd.DataFrame:
     """Model (Binance, reported) vs Coinalyze per (market, date, side): crash-window days from
     the window runs (held out), the other days from the whole-year run (training days).
     Columns: market, date, side, model_usd, observed_usd, held_out, window."""
-    from backtest import calibrate_metrics as M
-    from backtest.calibrate import window_days
 
     cols = ["market", "date", "side", "model_usd", "observed_usd", "held_out", "window"]
     if inp.daily is None or inp.observed is None or not len(inp.daily) or not len(inp.observed):
@@ -481,7 +481,6 @@ def calibration_metrics(inp: ReportInput) -> dict | None:
         return inp.calibration
     if inp.daily is None or inp.observed is None:
         return None
-    from backtest.calibrate import run_calibration
     obs = inp.observed.drop_duplicates(["date", "market", "side"])[["date", "market", "side", "observed_usd"]]
     return run_calibration(inp.daily, obs, _window_objs(inp))
 
@@ -494,7 +493,6 @@ SET_LABELS = {"validation": "held-out window days", "training": "training days (
 
 def calibration_fit_table(inp: ReportInput) -> Table:
     """The fit's metrics per set (held-out, training, year): overall and per market and side."""
-    from backtest import calibrate_metrics as M
     cal = calibration_metrics(inp) or {}
     recs = []
     for key in ("validation", "training", "year"):

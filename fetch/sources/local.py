@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from fetch import schema as S
@@ -167,11 +169,9 @@ def _read_any(path: Path) -> pa.Table:
     if suffix == ".parquet":
         return pq.read_table(path)
     if suffix == ".feather":
-        import pyarrow.feather as feather
 
         return feather.read_table(path)
     if suffix in (".csv", ".gz"):
-        import pyarrow.csv as pacsv
 
         return pacsv.read_csv(path)
     if suffix == ".json":
