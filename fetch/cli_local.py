@@ -85,7 +85,7 @@ def set_window_view(fn) -> None:
 
 
 def _data_help(parser):
-    def run(args) -> int:
+    def run(_args) -> int:
         parser.print_help()
         return 2
     return run

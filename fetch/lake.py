@@ -348,7 +348,7 @@ class Lake:
                 old = file_schema.empty_table()
                 info = None
                 manifest["files"].pop(month, None)
-                _drop_complete(manifest, key, month)
+                _drop_complete(manifest, month)
             merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
             merged = merged.sort_by([(c, "ascending") for c in keycols])
             n_new = merged.num_rows - old.num_rows
@@ -576,10 +576,9 @@ class Lake:
         for m in self._index().get(dataset, []):
             if any(m["key"].get(c) != v for c, v in fixed.items()):
                 continue
-            key = SeriesKey(**m["key"])
             for period, path, info in self.listed_files(m):
                 if lo is not None:
-                    a, b = _period_bounds(key, period)
+                    a, b = _period_bounds(period)
                     if b <= lo or a >= hi:
                         continue
                 cached = self._checked.get(path)
@@ -652,7 +651,7 @@ class Lake:
                 p.path.unlink(missing_ok=True)
                 removed.append(p.path)
                 manifest["files"].pop(p.period, None)
-                _drop_complete(manifest, key, p.period)
+                _drop_complete(manifest, p.period)
             self._refresh_series_stats(key, manifest)
             if not manifest["files"]:
                 self._manifest_path(key).unlink(missing_ok=True)
@@ -788,15 +787,15 @@ def manifest_problem(m) -> str | None:
     return None
 
 
-def _period_bounds(key: SeriesKey, period: str) -> tuple[datetime, datetime]:
+def _period_bounds(period: str) -> tuple[datetime, datetime]:
     start = _utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
     end = _utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
     return start, end
 
 
-def _drop_complete(manifest: dict, key: SeriesKey, period: str) -> None:
+def _drop_complete(manifest: dict, period: str) -> None:
     """Remove [period start, period end) from the manifest's complete intervals."""
-    a, b = _period_bounds(key, period)
+    a, b = _period_bounds(period)
     out = []
     for s_, e_ in manifest.get("complete", []):
         s, e = _utc(s_), _utc(e_)

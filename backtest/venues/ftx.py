@@ -428,6 +428,6 @@ def exempt_deficit_usd(tav):
     return _out(np.maximum(-_finite("tav", tav), 0.0), tav)
 
 
-def reported_mask(ts_s, order=None, *, symbol=None) -> np.ndarray:
+def reported_mask(ts_s) -> np.ndarray:
     """FTX flagged every liquidation fill: every event is reported (all True)."""
     return np.ones(np.asarray(ts_s).reshape(-1).shape, dtype=bool)
