@@ -218,13 +218,7 @@ class WriteResult:
 
 
 def _iso(ts) -> str:
-    return pd.Timestamp(_utc(ts)).isoformat()
-
-
-def _utc(value) -> datetime:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
+    return pd.Timestamp(timerange.utc(ts)).isoformat()
 
 
 def _merge_intervals(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -478,25 +472,25 @@ class Lake:
         """`mark_complete` for several [start, end) intervals in one manifest update."""
         if key.dataset != dataset:
             raise ValueError(f"key is for {key.dataset}, not {dataset}")
-        new = [(_utc(a), _utc(b)) for a, b in intervals]
+        new = [(timerange.utc(a), timerange.utc(b)) for a, b in intervals]
         new = [(a, b) for a, b in new if b > a]
         if not new:
             return
         manifest = self._read_manifest(key)
-        ivs = [(_utc(a), _utc(b)) for a, b in manifest.get("complete", [])]
+        ivs = [(timerange.utc(a), timerange.utc(b)) for a, b in manifest.get("complete", [])]
         merged = _merge_intervals(ivs + new)
         manifest["complete"] = [[_iso(a), _iso(b)] for a, b in merged]
         self._save_manifest(key, manifest)
 
     def complete(self, key: SeriesKey) -> list[tuple[datetime, datetime]]:
         """The intervals marked complete for a series (manifest only)."""
-        return [(_utc(a), _utc(b)) for a, b in self._read_manifest(key).get("complete", [])]
+        return [(timerange.utc(a), timerange.utc(b)) for a, b in self._read_manifest(key).get("complete", [])]
 
     def missing(self, dataset: str, key: SeriesKey, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """Parts of [start, end) not marked complete, in order. Reads only the manifest."""
         if key.dataset != dataset:
             raise ValueError(f"key is for {key.dataset}, not {dataset}")
-        s, e = _utc(start), _utc(end)
+        s, e = timerange.utc(start), timerange.utc(end)
         out: list[tuple[datetime, datetime]] = []
         cursor = s
         for a, b in self.complete(key):
@@ -572,7 +566,7 @@ class Lake:
 
     def _checked_files(self, dataset: str, span, fixed: dict) -> list[Path]:
         out = []
-        lo, hi = (_utc(span[0]), _utc(span[1])) if span is not None else (None, None)
+        lo, hi = (timerange.utc(span[0]), timerange.utc(span[1])) if span is not None else (None, None)
         for m in self._index().get(dataset, []):
             if any(m["key"].get(c) != v for c, v in fixed.items()):
                 continue
@@ -725,8 +719,8 @@ class Lake:
                 "first_ts": pd.Timestamp(m["first_ts"]) if m.get("first_ts") else pd.NaT,
                 "last_ts": pd.Timestamp(m["last_ts"]) if m.get("last_ts") else pd.NaT,
                 "files": len(m.get("files", {})),
-                "complete": [(_utc(a), _utc(b)) for a, b in m.get("complete", [])],
-                "gaps": [(_utc(a), _utc(b)) for a, b in m.get("gaps", [])],
+                "complete": [(timerange.utc(a), timerange.utc(b)) for a, b in m.get("complete", [])],
+                "gaps": [(timerange.utc(a), timerange.utc(b)) for a, b in m.get("gaps", [])],
                 "gap_pct": 100.0 * m.get("gap_rows", 0) / expected if expected else 0.0,
             })
         cols = ["dataset", "venue", "market", "symbol", "timeframe", "price_type", "rows", "first_ts",
@@ -788,8 +782,8 @@ def manifest_problem(m) -> str | None:
 
 
 def _period_bounds(period: str) -> tuple[datetime, datetime]:
-    start = _utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
-    end = _utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
+    start = timerange.utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
+    end = timerange.utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
     return start, end
 
 
@@ -798,7 +792,7 @@ def _drop_complete(manifest: dict, period: str) -> None:
     a, b = _period_bounds(period)
     out = []
     for s_, e_ in manifest.get("complete", []):
-        s, e = _utc(s_), _utc(e_)
+        s, e = timerange.utc(s_), timerange.utc(e_)
         if e <= a or s >= b:
             out.append((s, e))
             continue

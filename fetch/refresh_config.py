@@ -12,7 +12,8 @@ import pandas as pd
 
 from fetch import timerange
 from fetch.lake import SeriesKey
-from fetch.sources.ccxt_source import utc, venue_of
+from fetch.schema import venue_of
+from fetch.timerange import utc
 
 SOURCES = ("ccxt", "binance_vision", "tardis")
 DATASETS = ("ohlcv", "funding", "open_interest", "liquidations")

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
+
 UTC = timezone.utc
 
 _TF_RE = re.compile(r"^(\d+)([smhdw])$")
@@ -87,6 +89,15 @@ def months(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime
         out.append((month_key(cur), cur, nxt))
         cur = nxt
     return out
+
+
+def utc(value) -> datetime:
+    """Anything pandas reads as a time (str, date, datetime, Timestamp, datetime64) -> aware UTC
+    datetime (naive = UTC). The loose parser of the sources and the lake; `to_utc` is the
+    strict one for user input."""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
 
 
 def to_utc(ts) -> datetime:

@@ -18,7 +18,6 @@ backoff honouring Retry-After; BadSymbol and other exchange errors fail fast nam
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -29,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
+from fetch.schema import venue_of
+from fetch.timerange import utc  # re-exported: the sources' and tests' time parser
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ TIMEFRAME_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m
 # DDoSProtection / RateLimitExceeded, both NetworkError subclasses), exchange outages (5xx).
 TRANSIENT = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.OnMaintenance)
 
-
-
-def venue_of(exchange_id: str) -> str:
-    """Lake venue for a ccxt id: binance, binanceusdm, binancecoinm → "binance"."""
-    return re.sub(r"(usdm|coinm)$", "", exchange_id.lower())
 
 
 def to_ms(t: datetime | pd.Timestamp | int) -> int:
@@ -364,13 +360,6 @@ def _is_int(r) -> bool:
 def _short(exc: Exception, n: int = 200) -> str:
     s = str(exc).replace("\n", " ")
     return s if len(s) <= n else s[:n] + "…"
-
-
-def utc(s: str | datetime) -> datetime:
-    ts = pd.Timestamp(s)
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return ts.tz_convert("UTC").to_pydatetime()
 
 
 __all__ = ["CcxtSource", "RetryPolicy", "SourceError", "make_exchange", "override_urls",

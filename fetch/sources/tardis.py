@@ -39,7 +39,7 @@ import pandas as pd
 
 from fetch import timerange
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
-from fetch.sources.ccxt_source import utc
+from fetch.timerange import utc
 
 log = logging.getLogger(__name__)
 
