@@ -9,10 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from fetch.timerange import timeframe_delta, to_utc
+from fetch.timerange import BAR_TIMEFRAMES, timeframe_delta, to_utc
 
-TIMEFRAME_MINUTES = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120,
-                     "4h": 240, "6h": 360, "8h": 480, "12h": 720, "1d": 1440}
+TIMEFRAME_MINUTES = {tf: int(timeframe_delta(tf).total_seconds()) // 60 for tf in BAR_TIMEFRAMES}
 # a timeframe whose bars cover at least this share of a span is "complete" (the series loader's
 # choice and the catalog's default timeframe alike)
 MIN_COVERAGE = 0.98

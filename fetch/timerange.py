@@ -63,6 +63,11 @@ def timeframe_delta(tf: str) -> timedelta:
     return timedelta(**{_TF_UNITS[m.group(2)]: int(m.group(1))})
 
 
+# the bar timeframes the REST sources fetch and the backtest runs on (Binance's kline intervals
+# from 1m to 1d; the archive also has 1s, 3d, 1w, 1mo: binance_vision.KLINE_TIMEFRAMES)
+BAR_TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
+
+
 def month_start(ts: datetime) -> datetime:
     """First instant of the UTC month containing `ts`."""
     ts = to_utc(ts)

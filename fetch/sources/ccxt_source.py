@@ -29,7 +29,11 @@ import pandas as pd
 
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
 from fetch.schema import venue_of
-from fetch.timerange import utc  # re-exported: the sources' and tests' time parser
+from fetch.timerange import (
+    BAR_TIMEFRAMES,
+    timeframe_delta,
+    utc,  # re-exported: the sources' and tests' time parser
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,7 @@ OHLCV_COLUMNS = ["venue", "market", "symbol", "timeframe", "price_type", "ts",
 FUNDING_COLUMNS = ["venue", "market", "symbol", "ts", "rate", "interval_hours", "mark_price"]
 OI_COLUMNS = ["venue", "market", "symbol", "timeframe", "ts", "oi_base", "oi_usd", "source"]
 
-TIMEFRAME_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-                "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
-                "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+TIMEFRAME_MS = {tf: int(timeframe_delta(tf).total_seconds()) * 1000 for tf in BAR_TIMEFRAMES}
 
 # Errors worth retrying: the network, timeouts, rate limits (HTTP 429/418 map to
 # DDoSProtection / RateLimitExceeded, both NetworkError subclasses), exchange outages (5xx).
