@@ -1,4 +1,4 @@
-# The two commands a fresh clone needs: `make demo` and `make test`.
+# The two commands a fresh clone needs: `make demo` and `make test` (`make lint` checks the code).
 # Both create (or reuse) .venv in the repo and install the project into it.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +10,7 @@ export LIQREPLAY_LAKE
 RESULTS ?= results/demo
 REPORT  ?= out/report.html
 
-.PHONY: demo test venv chromium bench clean
+.PHONY: demo test lint venv chromium bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# ruff (installed by the test extras) with the [tool.ruff] settings in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # Load the real 2022 data (../shared/data when present, else the live sources),
 # backtest every window and the whole year, write the HTML report.

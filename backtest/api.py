@@ -29,13 +29,16 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from backtest.calibrate import write_run_calibration
+from backtest.catalog import Catalog
 from backtest.params import Params, load_params
 from backtest.replay import path_input, run_series
-from backtest.calibrate import write_run_calibration
 from backtest.results import Results, _jsonable, load_results, write_results
-from backtest.scenarios import COINS, VENUES, Scenarios, SeriesLoader, Window, load_scenarios, load_window_series
+from backtest.scenarios import COINS, VENUES, Scenarios, Window, load_scenarios
+from backtest.series_loader import SeriesLoader, load_window_series
 from fetch import atomic
 from fetch.errors import UserError
+from fetch.lake import resolve_lake
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,6 @@ def resolve_venues_markets(sc: Scenarios, venues=None, markets=None) -> tuple[tu
 
 def open_catalog(lake):
     """The lake's Catalog; one line naming the fix when the path is missing, a file, or empty."""
-    from backtest.catalog import Catalog
-    from fetch.lake import resolve_lake
 
     root = resolve_lake(lake)      # refuses a path that is a file
     if not root.exists():
@@ -301,7 +302,7 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
     vs, cs = resolve_venues_markets(sc, venues, markets)
     catalog = open_catalog(lake)
     snapshot = catalog.snapshot_id()
-    n_accounts = int(params.get("population.n_accounts"))
+    n_accounts = params.population.n_accounts
 
     tmpdir = None
     if out is None:
@@ -317,8 +318,7 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
                   "data_snapshot": snapshot, "n_accounts": n_accounts, "venues": list(vs), "markets": list(cs),
                   "deterministic": bool(deterministic), "scenarios": file_hash(sc.source_file)}
 
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")),
-                          params=params)
+    loader = SeriesLoader(catalog, sc, lookback_days=params.population.entry_lookback_days, params=params)
     total = len(wins) * len(vs) * len(cs)
     done = [0]
     t0 = time.time()

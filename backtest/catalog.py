@@ -19,19 +19,22 @@ sample whose close (`ts + timeframe`) is at or before `at`, never a later one.
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
+from backtest.bars import MIN_COVERAGE, expected_bars
 from fetch import schema as S
 from fetch.lake import Lake
 from fetch.timerange import timeframe_delta, to_utc
 
 PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {ds: S.SERIES_COLUMNS[ds] + ("period",) for ds in S.SCHEMAS}
 BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume_base", "volume_quote"]
-MIN_COVERAGE = 0.99  # a timeframe "covers" a window when it has >= 99 % of the expected bars
 
 
 def _tf_sort_key(tf: str) -> float:
@@ -41,19 +44,10 @@ def _tf_sort_key(tf: str) -> float:
         return math.inf
 
 
-def expected_bars(start: datetime, end: datetime, tf: str) -> int:
-    """Bar opens on the UTC grid of `tf` (aligned to the epoch) inside [start, end)."""
-    step = timeframe_delta(tf).total_seconds()
-    s, e = to_utc(start).timestamp(), to_utc(end).timestamp()
-    return max(0, math.ceil(e / step) - math.ceil(s / step))
-
-
 class Catalog:
     """Read-only queries over a lake. Holds one in-memory DuckDB connection."""
 
     def __init__(self, lake_root: Path | str):
-        import duckdb
-
         self.root = Path(lake_root)
         self.lake = Lake(self.root)
         self.con = duckdb.connect(":memory:")
@@ -61,7 +55,6 @@ class Catalog:
         self._views: set[str] = set()  # created on first `sql()`; named queries read files directly
         notice = self.lake.interrupted_import()
         if notice:
-            import logging
             logging.getLogger(__name__).warning(notice)
 
     # ------------------------------------------------------------ views
@@ -167,7 +160,8 @@ class Catalog:
         })
         return df
 
-    def gaps(self, venue, market, symbol, timeframe, start, end, *, price_type="trade") -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    def gaps(self, venue, market, symbol, timeframe, start, end, *,
+             price_type="trade") -> list[tuple[pd.Timestamp, pd.Timestamp]]:
         """Missing bars of one series inside [start, end) as (first missing open, next
         present open or `end`), including a hole before the first and after the last bar."""
         df = self.bars(venue, market, symbol, start, end, timeframe=timeframe, price_type=price_type)
@@ -176,7 +170,7 @@ class Catalog:
         first = s.ceil(step) if s != s.floor(step) else s  # first grid point >= start
         points = [first - step] + list(df["ts"]) + [e]
         out = []
-        for a, b in zip(points[:-1], points[1:]):
+        for a, b in itertools.pairwise(points):
             lo = a + step
             if b > lo and lo < e:
                 out.append((lo, min(b, e)))

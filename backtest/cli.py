@@ -12,15 +12,20 @@ and population size are asked for again (resume after an interruption).
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from backtest.fmt import money
+from backtest.params import load_params
+from backtest.results import add_per_1b, load_results
 from fetch.cmdline import non_negative_int, positive_int
+from fetch.errors import UserError
+from fetch.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,8 @@ def register(subparsers) -> None:
                         "into the same directory")
     p.add_argument("--sweep-accounts", type=positive_int, default=20000, metavar="N",
                    help="accounts per series in each sweep sample (default 20000)")
-    p.add_argument("--accounts", type=positive_int, metavar="N", help="accounts per series (default population.n_accounts)")
+    p.add_argument("--accounts", type=positive_int, metavar="N",
+                   help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
     p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
@@ -54,7 +60,8 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
                               description="Synthetic 1-minute year, 2 venues x 2 markets; prints a scaling table.")
     b.add_argument("--sizes", default="10000,100000,1000000", help="accounts per venue-market, comma separated")
-    b.add_argument("--days", type=_positive_float, default=365.0, help="length of the synthetic path in days (default 365)")
+    b.add_argument("--days", type=_positive_float, default=365.0,
+                   help="length of the synthetic path in days (default 365)")
     b.add_argument("--oracle-accounts", type=positive_int, default=200, help="accounts for the oracle comparison")
     b.add_argument("--oracle-bars", type=positive_int, default=240, help="1-minute bars for the oracle comparison")
     b.add_argument("--seed", type=non_negative_int, default=7)
@@ -65,7 +72,7 @@ def register(subparsers) -> None:
 
 def _window_ids() -> str:
     """The default scenario file's window ids with their labels, for `run --help`."""
-    from backtest.scenarios import load_scenarios
+    from backtest.scenarios import load_scenarios  # pandas: not paid by `liqreplay --help` of other commands
     try:
         sc = load_scenarios()
     except Exception as exc:  # noqa: BLE001 (help must render even with a broken scenario file)
@@ -75,8 +82,6 @@ def _window_ids() -> str:
 
 
 def _positive_float(text: str) -> float:
-    import argparse
-    import math
     try:
         value = float(text)
     except ValueError:
@@ -106,7 +111,6 @@ class SeriesProgress:
         label = f"{ev['window']} {ev['venue']} {ev['market']}"
         if self.tty:
             if self.bar is None:
-                from fetch.progress import progress_bar
                 self.bar = progress_bar(total=ev["total"], desc=self.prefix, unit="series", enabled=True)
             self.bar.set_postfix_str(f"{label} {ev['status']}")
             self.bar.update(1)
@@ -120,13 +124,11 @@ class SeriesProgress:
 
 
 def cmd_run(args) -> int:
-    from backtest.api import run_windows
-    from fetch.errors import UserError
+    from backtest.api import run_windows  # numba kernels, pandas: paid by `run` only
 
     if not args.all and not args.window:
         raise UserError("say which windows: --window ID (repeatable) or --all")
     t0 = time.time()
-    from backtest.params import load_params
     params = load_params(args.params)
     out = Path(args.out) if args.out else Path("results") / (
         f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{params.hash()[:8]}-s{args.seed}")
@@ -143,8 +145,8 @@ def cmd_run(args) -> int:
         print(line, file=sys.stderr)
     if args.sweep:
         # thin alias of `liqreplay sweep` over the same windows, in this process, into the same directory
-        from backtest.sweep import run_sweep
-        from backtest.cli_sweep import SweepProgress
+        from backtest.cli_sweep import SweepProgress  # a cycle: cli_sweep imports DEFAULT_SEED from here
+        from backtest.sweep import run_sweep  # Dask: paid by --sweep only
         sp = SweepProgress()
         try:
             run_sweep([w["id"] for w in res.summary["windows"]], lake=args.lake, params=params,
@@ -153,14 +155,12 @@ def cmd_run(args) -> int:
                       deterministic=bool(args.deterministic), workers=0, on_progress=sp, search=False)
         finally:
             sp.close()
-        from backtest.results import load_results
         res = load_results(out)
     _print_summary(out, res.summary["windows"], res.summary["rows"], time.time() - t0)
     return 0
 
 
 def _print_summary(out: Path, wins, rows, wall) -> None:
-    from backtest.results import add_per_1b
     print(f"results: {out}  ({wall:.1f}s)")
     for w in wins:
         if w["status"] == "skipped":
@@ -178,8 +178,7 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
 # bench
 # --------------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
-    from backtest.bench import run_bench
-    from fetch.errors import UserError
+    from backtest.bench import run_bench  # numba kernels: paid by `bench` only
     try:
         sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     except ValueError:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from backtest.catalog import Catalog
-from backtest.scenarios import COINS, DataUnavailable, SeriesLoader, load_scenarios
+from backtest.scenarios import COINS, DataUnavailable, load_scenarios
+from backtest.series_loader import SeriesLoader
 
 WIDTH = 100
 

@@ -130,15 +130,14 @@ def _args(t_s, notional_usd, weight, side, max_spread_s):
     return t, x, w, sd
 
 
-def binance_reported(t_s, notional_usd, weight, side=None, key: int = 0, max_spread_s: float = 86400.0,
+def binance_reported(t_s, notional_usd, weight, side=None, max_spread_s: float = 86400.0,
                      bandwidth_real_orders: float = 5000.0) -> np.ndarray:
     """Expected reported notional per liquidation event of ONE symbol on Binance's stream.
 
     t_s: event times (epoch seconds, float or int); notional_usd: the simulated liquidation's
     notional; weight: real accounts the liquidated simulated account stands for; side: the
     liquidated side (+1 long / -1 short; cells are formed per side, the stream throttles both
-    sides together; None: one side); key: unused by the expectation (see
-    binance_reported_sampled); max_spread_s: `disclosure.max_spread_s`; bandwidth_real_orders:
+    sides together; None: one side); max_spread_s: `disclosure.max_spread_s`; bandwidth_real_orders:
     `disclosure.bandwidth_real_orders`. Returns reported_usd
     per event (<= notional_usd); the sum is the reported total, stable in the number of
     simulated accounts for a given real flow.
@@ -188,5 +187,6 @@ def binance_reported_sampled(t_s, notional_usd, weight, side=None, key: int = 0,
 
 def reported_for_params(t_s, notional_usd, weight, side, params) -> np.ndarray:
     """binance_reported with `disclosure.max_spread_s` and `disclosure.bandwidth_real_orders`."""
-    return binance_reported(t_s, notional_usd, weight, side, max_spread_s=float(params.get("disclosure.max_spread_s")),
-                            bandwidth_real_orders=float(params.get("disclosure.bandwidth_real_orders")))
+    d = params.disclosure
+    return binance_reported(t_s, notional_usd, weight, side, max_spread_s=d.max_spread_s,
+                            bandwidth_real_orders=d.bandwidth_real_orders)

@@ -12,6 +12,7 @@ asserts that every key of params.toml has a domain and that its default lies ins
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -82,8 +83,8 @@ def _brackets_ok(v: Any) -> bool:
     if not (isinstance(caps, list) and isinstance(mmr, list) and caps and len(caps) == len(mmr)):
         return False
     nums = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in caps + mmr)
-    return (nums and all(c > 0 for c in caps) and all(b > a for a, b in zip(caps, caps[1:]))
-            and all(0 < m < 1 for m in mmr) and all(b >= a for a, b in zip(mmr, mmr[1:])))
+    return (nums and all(c > 0 for c in caps) and all(b > a for a, b in itertools.pairwise(caps))
+            and all(0 < m < 1 for m in mmr) and all(b >= a for a, b in itertools.pairwise(mmr)))
 
 
 SHARE = Domain(lo=0.0, hi=1.0, what="a share")

@@ -10,12 +10,18 @@ leaf tables or with plain values; unknown keys are errors that name the key.
     p = load_params("mine.toml", overrides={"ftx.blp.hedge_ratio": 0.5})
     p.get("ftx.blp.hedge_latency_s")           # 5.0
     p.get("ftx.max_leverage", date=datetime.date(2021, 7, 1))   # 101.0
+
+Typed sections (backtest/param_sections.py), built once per Params on first use:
+
+    p.ftx.blp.hedge_latency_s                  # 5.0
+    p.ftx.max_leverage.at("2021-07-01")         # 101.0
+    p.section("population").n_accounts
 """
 from __future__ import annotations
 
 import copy
-import functools
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from backtest.domains import check_domain_field, domain_for, pair_problems
+from backtest.param_sections import (
+    SECTION_NAMES,
+    BinanceParams,
+    DisclosureParams,
+    ExecutionParams,
+    FtxParams,
+    ImpactParams,
+    PathParams,
+    PopulationParams,
+    Sections,
+    build_sections,
+)
 from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -191,6 +209,53 @@ class Params:
 
     def source(self, key: str) -> str:
         return self._leaf(key)["source"]
+
+    def __getstate__(self) -> dict:
+        """Pickled (Dask) without the cached sections: they are rebuilt on first use."""
+        state = dict(self.__dict__)
+        state.pop("sections", None)
+        return state
+
+    # -- typed sections (backtest/param_sections.py) ------------------------------------
+    @functools.cached_property
+    def sections(self) -> Sections:
+        """Every section as a typed frozen dataclass, built on first use."""
+        return build_sections(self)
+
+    def section(self, name: str):
+        """One section by name ("ftx", "binance", "population", ...)."""
+        if name not in SECTION_NAMES:
+            raise ParamsError(f"unknown parameter section {name!r}; known: {', '.join(SECTION_NAMES)}")
+        return getattr(self.sections, name)
+
+    @property
+    def ftx(self) -> FtxParams:
+        return self.sections.ftx
+
+    @property
+    def binance(self) -> BinanceParams:
+        return self.sections.binance
+
+    @property
+    def population(self) -> PopulationParams:
+        return self.sections.population
+
+    @property
+    def execution(self) -> ExecutionParams:
+        return self.sections.execution
+
+    @property
+    def path_model(self) -> PathParams:
+        """The `path` section (`Params.path` is the file the set was read from)."""
+        return self.sections.path
+
+    @property
+    def impact(self) -> ImpactParams:
+        return self.sections.impact
+
+    @property
+    def disclosure(self) -> DisclosureParams:
+        return self.sections.disclosure
 
     def sources(self) -> dict[str, str]:
         return {k: v["source"] for k, v in sorted(self._leaves.items())}

@@ -33,15 +33,15 @@ class BarPaths:
         return BarPaths(self.k[idx], self.p[idx], self.n)
 
 
-def bar_paths(o, h, l, c, n_ticks: int) -> BarPaths:
+def bar_paths(o, h, low, c, n_ticks: int) -> BarPaths:
     """Path vertices of bars (arrays or scalars) with `n_ticks` engine ticks per bar."""
-    o, h, l, c = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (o, h, l, c))
+    o, h, low, c = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (o, h, low, c))
     n = int(n_ticks)
     if n < 1:
         raise ValueError("a bar needs at least one tick")
-    high_first = (h - o) < (o - l)
-    e1 = np.where(high_first, h, l)
-    e2 = np.where(high_first, l, h)
+    high_first = (h - o) < (o - low)
+    e1 = np.where(high_first, h, low)
+    e2 = np.where(high_first, low, h)
     d1, d2, d3 = np.abs(e1 - o), np.abs(e2 - e1), np.abs(c - e2)
     tot = d1 + d2 + d3
     span = n - 1
@@ -144,20 +144,6 @@ def first_cross(paths: BarPaths, bar_idx, threshold, direction: int, k_from=0) -
     return best.reshape(shape)
 
 
-def adverse_extreme(paths: BarPaths, direction: int) -> np.ndarray:
-    """Per bar: the low (direction -1) or the high (+1)."""
-    return paths.p.min(axis=1) if direction < 0 else paths.p.max(axis=1)
-
-
-def extreme_from(paths: BarPaths, bar: int, k: int, direction: int) -> float:
-    """The most adverse price of bar `bar` over ticks >= k."""
-    kv, pv = paths.k[bar], paths.p[bar]
-    p_k = float(price_at(paths, bar, k))
-    later = pv[1:][kv[1:] > k]
-    vals = np.concatenate([[p_k], later])
-    return float(vals.min() if direction < 0 else vals.max())
-
-
 @dataclass
 class CollateralPath:
     """A collateral coin's price as a step function (MODEL.md 3.2): `price[i]` holds from
@@ -174,7 +160,8 @@ class CollateralPath:
     source: str = ""
 
     @classmethod
-    def from_bars(cls, coin: str, ts_open_s, close, volume_quote, bar_seconds: int, *, source: str = "") -> "CollateralPath":
+    def from_bars(cls, coin: str, ts_open_s, close, volume_quote, bar_seconds: int, *,
+                  source: str = "") -> "CollateralPath":
         """From bars (open times in epoch seconds): each close steps in at its bar's close time."""
         t = np.asarray(ts_open_s, dtype=np.int64) + int(bar_seconds)
         c = np.asarray(close, dtype=float)

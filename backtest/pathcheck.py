@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from backtest import paths as P
+from backtest.catalog import Catalog
+from backtest.params import load_params
+from backtest.scenarios import load_scenarios
 
 QUANTILES = (90.0, 99.0, 99.9)
 DECILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -42,10 +45,10 @@ def group_bars(fine: pd.DataFrame, agg: int) -> tuple[np.ndarray, ...]:
 def near_first_share(fine: pd.DataFrame, agg: int) -> tuple[float, int]:
     """(share of coarse bars whose extreme nearer the open comes first, bars counted); bars
     whose high and low fall in the same fine bar are left out."""
-    o, h, l, _, _, hi, lo, _ = group_bars(fine, agg)
+    o, h, low, _, _, hi, lo, _ = group_bars(fine, agg)
     ih, il = hi.argmax(1), lo.argmin(1)
-    ok = (ih != il) & (h > l)
-    near_high = (h - o) < (o - l)
+    ok = (ih != il) & (h > low)
+    near_high = (h - o) < (o - low)
     first = np.where(near_high, ih < il, il < ih)
     return float(first[ok].mean()) if ok.any() else float("nan"), int(ok.sum())
 
@@ -56,8 +59,8 @@ def real_extreme_times(fine: pd.DataFrame, agg: int) -> np.ndarray:
 
 
 def model_paths(fine: pd.DataFrame, agg: int, mode: int, key: int, settings: dict) -> np.ndarray:
-    o, h, l, c, ts, *_ = group_bars(fine, agg)
-    return P.fill_series(o, h, l, c, agg, mode, key, ts, settings["near_first_prob"], settings["vol_scale"],
+    o, h, low, c, ts, *_ = group_bars(fine, agg)
+    return P.fill_series(o, h, low, c, agg, mode, key, ts, settings["near_first_prob"], settings["vol_scale"],
                          settings["time_jitter"])
 
 
@@ -130,10 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default=None, help="parameter file (default backtest/params.toml)")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args(argv)
-    from backtest.catalog import Catalog
-    from backtest.params import load_params
-    from backtest.scenarios import load_scenarios
-
     settings = P.path_settings(load_params(a.params))
     fines = _fine_series(Catalog(a.lake), load_scenarios(), a.coin)
     if not fines:

@@ -58,7 +58,8 @@ def add_per_1b(row: dict) -> dict:
     for name in MONEY_FIELDS:
         if name in row:
             v = row[name]
-            row[f"{name}_per_1b_oi"] = (float(v) * 1e9 / oi) if (oi > 0 and v is not None and np.isfinite(v)) else float("nan")
+            ok = oi > 0 and v is not None and np.isfinite(v)
+            row[f"{name}_per_1b_oi"] = (float(v) * 1e9 / oi) if ok else float("nan")
     return row
 
 

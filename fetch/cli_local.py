@@ -8,6 +8,12 @@ import sys
 
 import pandas as pd
 
+from fetch.errors import EnvironmentFault, UserError
+from fetch.lake import Lake, resolve_lake
+from fetch.lock import RunLock, lake_lock_path
+from fetch.sources.local import ImportError_, import_dir
+from fetch.validate import ValidationError
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +85,7 @@ def set_window_view(fn) -> None:
 
 
 def _data_help(parser):
-    def run(args) -> int:
+    def run(_args) -> int:
         parser.print_help()
         return 2
     return run
@@ -88,10 +94,6 @@ def _data_help(parser):
 def _import(directory, lake, *, progress, bad_row_threshold):
     """import_dir with its errors as one line: a bad input is a UserError (2), a lake that
     cannot be written an EnvironmentFault (1), another writer a TemporaryFailure (75)."""
-    from fetch.errors import EnvironmentFault, UserError
-    from fetch.sources.local import ImportError_, import_dir
-    from fetch.validate import ValidationError
-
     try:
         return import_dir(directory, lake, progress=progress, bad_row_threshold=bad_row_threshold)
     except (ImportError_, ValidationError) as exc:
@@ -107,8 +109,6 @@ def _import(directory, lake, *, progress, bad_row_threshold):
 
 
 def cmd_import(args) -> int:
-    from fetch.lake import Lake, resolve_lake
-
     lake = Lake(resolve_lake(args.lake))
     summary = _import(args.directory, lake, progress=False if args.no_progress else None,
                       bad_row_threshold=args.max_bad)
@@ -163,10 +163,6 @@ def format_status(cov: pd.DataFrame, max_gaps: int = 3) -> str:
 
 
 def cmd_verify(args) -> int:
-    from fetch.errors import UserError
-    from fetch.lake import Lake, resolve_lake
-    from fetch.lock import RunLock, lake_lock_path
-
     if args.source and not args.repair:
         raise UserError("--source re-imports after a repair: add --repair")
     lake = Lake(resolve_lake(args.lake))
@@ -203,8 +199,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from fetch.lake import Lake, resolve_lake
-
     lake = Lake(resolve_lake(args.lake))
     notice = lake.interrupted_import()
     if notice:

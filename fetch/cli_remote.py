@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import sys
 
+from fetch import timerange
+from fetch.errors import UserError
+from fetch.lake import Lake, resolve_lake
+from fetch.lock import RunLock, lake_lock_path
+
 
 def register(subparsers) -> None:
     """Add these subcommands to the `liqreplay` parser."""
@@ -45,11 +50,7 @@ def register(subparsers) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from fetch.errors import UserError
-    from fetch import refresh as R
-    from fetch import timerange
-    from fetch.lake import Lake, resolve_lake
-    from fetch.lock import RunLock, lake_lock_path
+    from fetch import refresh as R  # imports ccxt (~2 s): paid by the network commands only
 
     try:
         tr = timerange.parse_timerange(args.timerange)
@@ -66,7 +67,7 @@ def cmd_fetch(args) -> int:
     exchange = args.exchange
     if args.source == "tardis" and exchange == "binanceusdm":
         exchange = "ftx"
-    venue, market = R._venue_market(args.source, exchange)
+    venue, market = R.venue_market(args.source, exchange)
     job = R.Job(name="fetch", source=args.source, dataset=args.dataset,
                 symbols=tuple(args.symbols), start=tr.start.isoformat(),
                 end=tr.end.isoformat() if tr.end else "", exchange=exchange,
@@ -94,6 +95,6 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_refresh(args) -> int:
-    from fetch import refresh as R
+    from fetch import refresh as R  # imports ccxt (~2 s): paid by the network commands only
 
     return R.run(args.config, args.lake, summary_path=args.summary)

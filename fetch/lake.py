@@ -39,6 +39,7 @@ Layout (hive partitions, readable by DuckDB `read_parquet(..., hive_partitioning
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -58,7 +59,7 @@ import pyarrow.parquet as pq
 from fetch import atomic, timerange
 from fetch import schema as S
 from fetch.errors import EnvironmentFault, UserError
-from fetch.validate import ValidationReport, series_codes, validate
+from fetch.validate import ValidationReport, find_gaps, series_codes, validate
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +218,7 @@ class WriteResult:
 
 
 def _iso(ts) -> str:
-    return pd.Timestamp(_utc(ts)).isoformat()
-
-
-def _utc(value) -> datetime:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
+    return pd.Timestamp(timerange.utc(ts)).isoformat()
 
 
 def _merge_intervals(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -313,7 +308,7 @@ class Lake:
         order = np.argsort(codes, kind="stable")  # stable: later rows still win inside a series
         sorted_codes = codes[order]
         starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-        for a, b in zip(starts, list(starts[1:]) + [len(order)]):
+        for a, b in itertools.pairwise([*starts, len(order)]):
             part = table.take(pa.array(order[a:b]))
             combo = {c: part[c][0].as_py() for c in series_cols}
             if "price_type" not in combo:
@@ -347,7 +342,7 @@ class Lake:
                 old = file_schema.empty_table()
                 info = None
                 manifest["files"].pop(month, None)
-                _drop_complete(manifest, key, month)
+                _drop_complete(manifest, month)
             merged = _dedupe(pa.concat_tables([old, incoming]), keycols)
             merged = merged.sort_by([(c, "ascending") for c in keycols])
             n_new = merged.num_rows - old.num_rows
@@ -362,7 +357,8 @@ class Lake:
                 self._atomic_write(merged, final)
                 res.files.append(final)
             known_ts[month] = merged
-            manifest["files"][month] = _file_info(final, merged, source if n_diff else (info or {}).get("source", source))
+            kept_source = source if n_diff else (info or {}).get("source", source)
+            manifest["files"][month] = _file_info(final, merged, kept_source)
             changed_manifest = True
         res.rows_written = res.rows_new + res.rows_updated
         if changed_manifest:
@@ -449,8 +445,6 @@ class Lake:
         if key.dataset == "funding":
             step = None
         if step is not None:
-            from fetch.validate import find_gaps
-
             gaps, missing_rows, expected = find_gaps(ts_np, step)
             manifest["gaps"] = [[_iso(a), _iso(b)] for a, b in gaps]
             manifest["gap_rows"] = int(missing_rows)
@@ -478,25 +472,25 @@ class Lake:
         """`mark_complete` for several [start, end) intervals in one manifest update."""
         if key.dataset != dataset:
             raise ValueError(f"key is for {key.dataset}, not {dataset}")
-        new = [(_utc(a), _utc(b)) for a, b in intervals]
+        new = [(timerange.utc(a), timerange.utc(b)) for a, b in intervals]
         new = [(a, b) for a, b in new if b > a]
         if not new:
             return
         manifest = self._read_manifest(key)
-        ivs = [(_utc(a), _utc(b)) for a, b in manifest.get("complete", [])]
+        ivs = [(timerange.utc(a), timerange.utc(b)) for a, b in manifest.get("complete", [])]
         merged = _merge_intervals(ivs + new)
         manifest["complete"] = [[_iso(a), _iso(b)] for a, b in merged]
         self._save_manifest(key, manifest)
 
     def complete(self, key: SeriesKey) -> list[tuple[datetime, datetime]]:
         """The intervals marked complete for a series (manifest only)."""
-        return [(_utc(a), _utc(b)) for a, b in self._read_manifest(key).get("complete", [])]
+        return [(timerange.utc(a), timerange.utc(b)) for a, b in self._read_manifest(key).get("complete", [])]
 
     def missing(self, dataset: str, key: SeriesKey, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """Parts of [start, end) not marked complete, in order. Reads only the manifest."""
         if key.dataset != dataset:
             raise ValueError(f"key is for {key.dataset}, not {dataset}")
-        s, e = _utc(start), _utc(end)
+        s, e = timerange.utc(start), timerange.utc(end)
         out: list[tuple[datetime, datetime]] = []
         cursor = s
         for a, b in self.complete(key):
@@ -572,14 +566,13 @@ class Lake:
 
     def _checked_files(self, dataset: str, span, fixed: dict) -> list[Path]:
         out = []
-        lo, hi = (_utc(span[0]), _utc(span[1])) if span is not None else (None, None)
+        lo, hi = (timerange.utc(span[0]), timerange.utc(span[1])) if span is not None else (None, None)
         for m in self._index().get(dataset, []):
             if any(m["key"].get(c) != v for c, v in fixed.items()):
                 continue
-            key = SeriesKey(**m["key"])
             for period, path, info in self.listed_files(m):
                 if lo is not None:
-                    a, b = _period_bounds(key, period)
+                    a, b = _period_bounds(period)
                     if b <= lo or a >= hi:
                         continue
                 cached = self._checked.get(path)
@@ -652,7 +645,7 @@ class Lake:
                 p.path.unlink(missing_ok=True)
                 removed.append(p.path)
                 manifest["files"].pop(p.period, None)
-                _drop_complete(manifest, key, p.period)
+                _drop_complete(manifest, p.period)
             self._refresh_series_stats(key, manifest)
             if not manifest["files"]:
                 self._manifest_path(key).unlink(missing_ok=True)
@@ -666,8 +659,9 @@ class Lake:
     def begin_import(self, source: str) -> None:
         """Mark that an import is writing (removed by `end_import`; a marker found later
         means an import was interrupted)."""
-        atomic.write_text(self.root / IMPORT_MARKER, json.dumps(
-            {"source": source, "pid": os.getpid(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic.write_text(self.root / IMPORT_MARKER,
+                          json.dumps({"source": source, "pid": os.getpid(), "started_utc": started}))
 
     def end_import(self) -> None:
         (self.root / IMPORT_MARKER).unlink(missing_ok=True)
@@ -725,8 +719,8 @@ class Lake:
                 "first_ts": pd.Timestamp(m["first_ts"]) if m.get("first_ts") else pd.NaT,
                 "last_ts": pd.Timestamp(m["last_ts"]) if m.get("last_ts") else pd.NaT,
                 "files": len(m.get("files", {})),
-                "complete": [(_utc(a), _utc(b)) for a, b in m.get("complete", [])],
-                "gaps": [(_utc(a), _utc(b)) for a, b in m.get("gaps", [])],
+                "complete": [(timerange.utc(a), timerange.utc(b)) for a, b in m.get("complete", [])],
+                "gaps": [(timerange.utc(a), timerange.utc(b)) for a, b in m.get("gaps", [])],
                 "gap_pct": 100.0 * m.get("gap_rows", 0) / expected if expected else 0.0,
             })
         cols = ["dataset", "venue", "market", "symbol", "timeframe", "price_type", "rows", "first_ts",
@@ -787,18 +781,18 @@ def manifest_problem(m) -> str | None:
     return None
 
 
-def _period_bounds(key: SeriesKey, period: str) -> tuple[datetime, datetime]:
-    start = _utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
-    end = _utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
+def _period_bounds(period: str) -> tuple[datetime, datetime]:
+    start = timerange.utc(pd.Timestamp(period + ("-01" if len(period) == 7 else "-01-01")))
+    end = timerange.utc(pd.Timestamp(start) + (pd.DateOffset(months=1) if len(period) == 7 else pd.DateOffset(years=1)))
     return start, end
 
 
-def _drop_complete(manifest: dict, key: SeriesKey, period: str) -> None:
+def _drop_complete(manifest: dict, period: str) -> None:
     """Remove [period start, period end) from the manifest's complete intervals."""
-    a, b = _period_bounds(key, period)
+    a, b = _period_bounds(period)
     out = []
     for s_, e_ in manifest.get("complete", []):
-        s, e = _utc(s_), _utc(e_)
+        s, e = timerange.utc(s_), timerange.utc(e_)
         if e <= a or s >= b:
             out.append((s, e))
             continue

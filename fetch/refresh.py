@@ -1,6 +1,6 @@
 """The nightly refresh: keep the lake's configured series complete up to each source's lag.
 
-A TOML config (see fetch/refresh.example.toml) lists jobs; each job expands to series
+A TOML config (see fetch/refresh.example.toml; read by fetch/refresh_config.py) lists jobs; each job expands to series
 (symbol × timeframe × price type). For each series the job asks the lake what is missing
 (`Lake.missing`, manifest only), fetches exactly those chunks (a day, or a month for
 coarse timeframes), writes them (`Lake.write`: validate, merge, temp file + os.replace) and
@@ -26,8 +26,7 @@ import logging
 import os
 import sys
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -36,158 +35,26 @@ import pandas as pd
 
 from fetch import atomic, timerange
 from fetch.lake import Lake, SeriesKey, resolve_lake
+from fetch.lock import LockHeld, RunLock, lake_lock_path
+from fetch.progress import progress_bar
+from fetch.refresh_config import DEFAULT_LAG, ConfigError, Job, RefreshConfig, load_config, venue_market
 from fetch.schema import SchemaError
+from fetch.sources.binance_vision import BinanceVision
 from fetch.sources.ccxt_source import (
     CcxtSource,
     RetryPolicy,
     SourceError,
     utc,
-    venue_of,
 )
-from fetch.lock import LockHeld, RunLock, lake_lock_path
-from fetch.progress import progress_bar
+from fetch.sources.tardis import TardisSource
 from fetch.validate import ValidationError
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL = 0, 1, 75
 UTC = timezone.utc
-SOURCES = ("ccxt", "binance_vision", "tardis")
-DATASETS = ("ohlcv", "funding", "open_interest", "liquidations")
-DEFAULT_LAG = {"ccxt": "2m", "binance_vision": "8h", "tardis": "6h"}
 REST_OI_DAYS = 30  # Binance's openInterestHist serves only the last month
 ARCHIVE_LATE_DAYS = 3  # an archive day missing longer than this is not "late" but absent
-
-
-class ConfigError(ValueError):
-    """The refresh config is wrong; the message names the key and the fix."""
-
-
-# ---------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class Job:
-    """One [[job]] of the config (unknown keys are refused)."""
-
-    name: str
-    source: str
-    dataset: str
-    symbols: tuple[str, ...]
-    start: str
-    exchange: str = "binanceusdm"
-    market: str = ""  # spot | perp | future; default from the exchange / source
-    venue: str = ""  # default from the exchange / source
-    timeframes: tuple[str, ...] = ("1m",)
-    price_types: tuple[str, ...] = ("trade",)
-    end: str = ""  # default: now minus the source's lag
-    api_url: str = ""  # base-URL override (mirror, loopback test server)
-    tail: str = ""  # archive jobs: "ccxt" fills the recent days the archive lacks
-    tail_api_url: str = ""
-    lag: str = ""  # publication lag, e.g. "2m", "8h"
-    timeout_s: float = 30.0
-    requires_env: str = ""  # skip the job (status "skipped", not a failure) when unset
-    verify_checksum: bool = True  # binance_vision: False reads zips that have no .CHECKSUM
-
-    def series_keys(self) -> list[SeriesKey]:
-        out = []
-        tfs = self.timeframes if self.dataset in ("ohlcv", "open_interest") else ("",)
-        if self.dataset == "open_interest" and self.source == "binance_vision":
-            tfs = ("5m",)
-        pts = self.price_types if self.dataset == "ohlcv" else ("trade",)
-        for sym in self.symbols:
-            for tf in tfs:
-                for pt in pts:
-                    out.append(SeriesKey(self.dataset, self.venue, self.market, sym,
-                                         tf if self.dataset != "liquidations" else "", pt))
-        return out
-
-
-@dataclass(frozen=True)
-class RefreshConfig:
-    jobs: tuple[Job, ...]
-    lake: str = ""
-    summary: str = ""
-    path: str = ""
-
-
-def _venue_market(source: str, exchange: str) -> tuple[str, str]:
-    if source == "ccxt":
-        ex = exchange.lower()
-        return venue_of(ex), ("spot" if ex in ("binance", "bybit", "okx", "kraken", "coinbase")
-                              else "perp")
-    if source == "binance_vision":
-        return "binance", "perp"
-    return ("ftx" if exchange.startswith("ftx") else venue_of(exchange.split("-")[0])), "perp"
-
-
-def load_config(path: str | Path) -> RefreshConfig:
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"refresh config {p} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"refresh config {p}: not valid TOML: {exc}") from None
-    top = raw.pop("refresh", {})
-    jobs_raw = raw.pop("job", [])
-    if raw:
-        raise ConfigError(f"refresh config {p}: unknown section(s) {sorted(raw)}; "
-                          f"allowed: [refresh], [[job]]")
-    unknown = set(top) - {"lake", "summary"}
-    if unknown:
-        raise ConfigError(f"refresh config {p}: unknown key(s) {sorted(unknown)} in [refresh]; "
-                          f"allowed: lake, summary")
-    if not jobs_raw:
-        raise ConfigError(f"refresh config {p}: no [[job]] entries")
-    allowed = {f.name for f in fields(Job)}
-    jobs = []
-    for i, j in enumerate(jobs_raw):
-        j = dict(j)
-        j.setdefault("name", f"job{i + 1}")
-        bad = set(j) - allowed
-        if bad:
-            raise ConfigError(f"refresh config {p}: job {j['name']!r}: unknown key(s) "
-                              f"{sorted(bad)}; allowed: {sorted(allowed)}")
-        for req in ("source", "dataset", "symbols", "start"):
-            if req not in j:
-                raise ConfigError(f"refresh config {p}: job {j['name']!r} lacks {req!r}")
-        if j["source"] not in SOURCES:
-            raise ConfigError(f"job {j['name']!r}: source {j['source']!r} is not one of {SOURCES}")
-        if j["dataset"] not in DATASETS:
-            raise ConfigError(f"job {j['name']!r}: dataset {j['dataset']!r} is not one of {DATASETS}")
-        if j["source"] == "tardis":
-            j.setdefault("exchange", "ftx")
-        for k in ("symbols", "timeframes", "price_types"):
-            if k in j:
-                if isinstance(j[k], str):
-                    j[k] = [j[k]]
-                j[k] = tuple(j[k])
-        for k in ("start", "end"):
-            if k in j and not isinstance(j[k], str):
-                j[k] = pd.Timestamp(j[k]).isoformat()  # TOML dates/datetimes
-        venue, market = _venue_market(j["source"], j.get("exchange", "binanceusdm"))
-        j.setdefault("venue", venue)
-        j["venue"] = j["venue"] or venue
-        j["market"] = j.get("market") or market
-        try:
-            utc(j["start"])
-            if j.get("end"):
-                utc(j["end"])
-            for tf in j.get("timeframes", ()):
-                timerange.timeframe_delta(tf)
-            if j.get("lag"):
-                timerange.timeframe_delta(j["lag"])
-        except (ValueError, timerange.TimeRangeError) as exc:
-            raise ConfigError(f"job {j['name']!r}: {exc}") from None
-        for pt in j.get("price_types", ()):
-            if pt not in ("trade", "mark", "index"):
-                raise ConfigError(f"job {j['name']!r}: price type {pt!r} is not trade/mark/index")
-        jobs.append(Job(**j))
-    return RefreshConfig(tuple(jobs), lake=top.get("lake", ""), summary=top.get("summary", ""),
-                         path=str(p))
-
-
-# ---------------------------------------------------------------------------- lock
-# RunLock / LockHeld: the lake's writer lock (fetch/lock.py), shared with import and fetch.
 
 
 # ---------------------------------------------------------------------------- chunks
@@ -260,9 +127,7 @@ class Fetchers:
                                         rate_limit_ms=self.rate_limit_ms)
         return self._cache[k]
 
-    def vision(self, api_url: str, timeout_s: float, verify_checksum: bool = True):
-        from fetch.sources.binance_vision import BinanceVision
-
+    def vision(self, api_url: str, timeout_s: float, verify_checksum: bool = True) -> BinanceVision:
         k = ("vision", api_url, verify_checksum)
         if k not in self._cache:
             self._cache[k] = BinanceVision(api_url or None, timeout_s=timeout_s, retry=self.retry,
@@ -271,12 +136,10 @@ class Fetchers:
                                            require_checksum=verify_checksum)
         return self._cache[k]
 
-    def tardis(self, api_url: str):
-        from fetch.sources.tardis import TardisSource
-
+    def tardis(self, api_url: str) -> TardisSource:
         k = ("tardis", api_url)
         if k not in self._cache:
-            self._cache[k] = TardisSource(endpoint=api_url or None)
+            self._cache[k] = TardisSource(api_url=api_url or None)
         return self._cache[k]
 
     def requests(self) -> int:
@@ -519,6 +382,8 @@ def run(config_path: str | Path, lake_dir: str | None = None, *, now: datetime |
     return code
 
 
-__all__ = ["Job", "RefreshConfig", "ConfigError", "load_config", "RunLock", "LockHeld",
+# Job, RefreshConfig, ConfigError, load_config (fetch/refresh_config.py) and RunLock, LockHeld
+# (fetch/lock.py) are re-exported: the refresh's public names in one place
+__all__ = ["Job", "RefreshConfig", "ConfigError", "load_config", "venue_market", "RunLock", "LockHeld",
            "refresh", "run", "exit_code", "Fetchers", "TaskResult", "horizon", "chunks",
            "EXIT_OK", "EXIT_PERSON", "EXIT_TEMPFAIL"]

@@ -12,6 +12,8 @@ Money is float64 in the quote currency (USD/USDT, taken as USD); quantities are 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -224,3 +226,8 @@ def to_canonical(frame: pd.DataFrame | pa.Table, dataset: str) -> pa.Table:
             raise SchemaError(f"{dataset} column {field.name!r} has {col.null_count} null values")
         arrays.append(col)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def venue_of(exchange_id: str) -> str:
+    """Lake venue for a ccxt id: binance, binanceusdm, binancecoinm -> "binance"."""
+    return re.sub(r"(usdm|coinm)$", "", exchange_id.lower())

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
+
 UTC = timezone.utc
 
 _TF_RE = re.compile(r"^(\d+)([smhdw])$")
@@ -26,10 +28,6 @@ class TimeRange:
 
     start: datetime | None
     end: datetime | None
-
-    def clamp(self, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
-        """Fill open ends with `lo` / `hi`."""
-        return (self.start or lo, self.end or hi)
 
 
 def _parse_day(text: str, whole: str) -> datetime:
@@ -65,8 +63,9 @@ def timeframe_delta(tf: str) -> timedelta:
     return timedelta(**{_TF_UNITS[m.group(2)]: int(m.group(1))})
 
 
-def timeframe_seconds(tf: str) -> int:
-    return int(timeframe_delta(tf).total_seconds())
+# the bar timeframes the REST sources fetch and the backtest runs on (Binance's kline intervals
+# from 1m to 1d; the archive also has 1s, 3d, 1w, 1mo: binance_vision.KLINE_TIMEFRAMES)
+BAR_TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 
 
 def month_start(ts: datetime) -> datetime:
@@ -95,6 +94,15 @@ def months(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime
         out.append((month_key(cur), cur, nxt))
         cur = nxt
     return out
+
+
+def utc(value) -> datetime:
+    """Anything pandas reads as a time (str, date, datetime, Timestamp, datetime64) -> aware UTC
+    datetime (naive = UTC). The loose parser of the sources and the lake; `to_utc` is the
+    strict one for user input."""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
 
 
 def to_utc(ts) -> datetime:

@@ -139,7 +139,7 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
     bad = np.zeros(n, dtype=bool)
     checks: dict[str, np.ndarray] = {}
 
-    def price_check(name: str, cols: list[str], allow_null: bool = False):
+    def price_check(cols: list[str], allow_null: bool = False):
         for c in cols:
             v = _np(table[c])
             nulls = np.isnan(v)
@@ -150,10 +150,10 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
                 checks[f"non-positive or non-finite {c}"] = m
 
     if dataset == "ohlcv":
-        price_check("price", ["open", "high", "low", "close"])
-        o, h, l, c = (_np(table[x]) for x in ("open", "high", "low", "close"))
+        price_check(["open", "high", "low", "close"])
+        o, h, lo, c = (_np(table[x]) for x in ("open", "high", "low", "close"))
         with np.errstate(invalid="ignore"):
-            incons = (h < np.maximum(np.maximum(o, c), l)) | (l > np.minimum(o, c))
+            incons = (h < np.maximum(np.maximum(o, c), lo)) | (lo > np.minimum(o, c))
         if incons.any():
             checks["OHLC inconsistent"] = incons
         for vcol in ("volume_base", "volume_quote"):
@@ -170,7 +170,7 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
         m = ~np.isfinite(iv) | (iv <= 0)
         if m.any():
             checks["non-positive interval_hours"] = m
-        price_check("mark", ["mark_price"], allow_null=True)
+        price_check(["mark_price"], allow_null=True)
     elif dataset == "open_interest":
         v = _np(table["oi_base"])
         m = ~np.isfinite(v) | (v < 0)
@@ -182,7 +182,7 @@ def validate(table: pa.Table, dataset: str, *, bad_row_threshold: float = 0.5,
             m = ~np.isfinite(v) | (v < 0)
             if m.any():
                 checks[f"negative or non-finite {c}"] = m
-        price_check("price", ["price"], allow_null=True)
+        price_check(["price"], allow_null=True)
         side = table["side"]
         m = ~np.asarray(pc.is_in(side, pa.array(list(S.SIDES))).to_numpy(zero_copy_only=False), dtype=bool)
         if m.any():

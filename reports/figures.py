@@ -359,7 +359,7 @@ def liquidations_figure(series: pd.DataFrame, title: str, bucket: str) -> dict:
     layout = grid(len(groups), titles=[esc(n) for n in names], vspace=0.06,
                   x_range=(_iso(np.nanmin(x_all)), _iso(np.nanmax(x_all) + width_ms)))
     data, shown = [], set()
-    for k, (venue, market, g) in enumerate(groups, start=1):
+    for k, (_venue, _market, g) in enumerate(groups, start=1):
         x = _ms(g["ts"])
         drawn = False
         for col in mechs:
@@ -465,7 +465,7 @@ def answer_figure(answer: pd.DataFrame) -> dict:
     title = "The answer: house loss per window (the whole year last)"
     if answer.empty:
         return empty_figure(title, "no window ran")
-    cols = [f"{v}_house_loss_usd" for v in ("ftx", "binance")] + [f"{v}_house_loss_per_1b_oi" for v in ("ftx", "binance")]
+    cols = [f"{v}_house_loss_{unit}" for unit in ("usd", "per_1b_oi") for v in ("ftx", "binance")]
     if _all_zero((answer, cols)):
         return empty_figure(title, "no house loss on either venue in any window: no bars to draw")
     layout = grid(1, 2, hspace=0.16, date_x=False, shared_y=True,
@@ -490,7 +490,7 @@ def who_bore_figure(who: pd.DataFrame) -> dict:
     title = "Who bore the losses"
     if who.empty:
         return empty_figure(title, "no window ran")
-    y = [esc(f"{w} · {venue_style(v)['label']}") for w, v in zip(who["window"], who["venue"])]
+    y = [esc(f"{w} · {venue_style(v)['label']}") for w, v in zip(who["window"], who["venue"], strict=True)]
     layout = grid(1, 2, hspace=0.12, col_widths=[0.6, 0.4], shared_y=True, date_x=False,
                   titles=["Loss borne (USD)", "Closed against opposing traders (notional)"])
     _cat_axes(layout, 2)
@@ -507,7 +507,7 @@ def who_bore_figure(who: pd.DataFrame) -> dict:
                           text=[money(v) if v else "" for v in vals], textposition="outside", cliponaxis=False,
                           hovertemplate=label + " %{x:$,.3s}<extra></extra>"))
     totals = np.nan_to_num(who[[c for c, *_ in parts]].astype("float64").sum(axis=1).to_numpy())
-    for yy, t in zip(y, totals):
+    for yy, t in zip(y, totals, strict=True):
         layout["annotations"].append({"x": float(t), "y": yy, "text": money(t), "xanchor": "left",
                                       "showarrow": False, "xshift": 4, "font": {"size": 10},
                                       "xref": "x", "yref": "y"})
@@ -529,7 +529,7 @@ def fan_figure(quantiles: pd.DataFrame, central: pd.DataFrame, metric: str, titl
     data, cats = [], 0
     for venue, g in q.groupby("venue", sort=True):
         st = venue_style(venue)
-        y = [esc(f"{w} · {m} · {st['label']}") for w, m in zip(g["window"], g["market"])]
+        y = [esc(f"{w} · {m} · {st['label']}") for w, m in zip(g["window"], g["market"], strict=True)]
         cats += len(y)
         data.append({"type": "scatter", "mode": "markers", "x": arr(g["q50"]), "y": y,
                      "name": esc(f"{st['label']} median (5–95% bar)"),
@@ -539,7 +539,7 @@ def fan_figure(quantiles: pd.DataFrame, central: pd.DataFrame, metric: str, titl
                      "hovertemplate": "median %{x:$,.3s}<extra></extra>"})
         c = central[central["venue"] == venue] if not central.empty else central
         if not c.empty and metric in c:
-            yc = [esc(f"{w} · {m} · {st['label']}") for w, m in zip(c["window"], c["market"])]
+            yc = [esc(f"{w} · {m} · {st['label']}") for w, m in zip(c["window"], c["market"], strict=True)]
             data.append({"type": "scatter", "mode": "markers", "x": arr(c[metric]), "y": yc,
                          "name": esc(f"{st['label']} main run"),
                          "marker": {"symbol": st["symbol"] + "-open", "size": 13, "color": "black"},
@@ -705,7 +705,8 @@ def calibration_scatter_figure(c: pd.DataFrame, title: str) -> dict:
             data.append({"type": "scatter", "mode": "markers", "name": esc(f"{name}, {side}s"),
                          "x": arr(np.maximum(s["observed_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)),
                          "y": arr(np.maximum(s["model_usd"].to_numpy(dtype="float64"), CAL_FLOOR_USD)),
-                         "text": [esc(f"{m} {d:%Y-%m-%d}") for m, d in zip(s["market"], pd.to_datetime(s["date"]))],
+                         "text": [esc(f"{m} {d:%Y-%m-%d}")
+                                  for m, d in zip(s["market"], pd.to_datetime(s["date"]), strict=True)],
                          "marker": {"symbol": symbol, "color": SIDE_STYLE[side]["color"], "size": 7 if held else 5,
                                     "opacity": 0.9 if held else 0.45},
                          "hovertemplate": "%{text}: Coinalyze %{x:$,.3s}, model %{y:$,.3s}<extra></extra>"})

@@ -8,12 +8,14 @@ Anything missing or malformed ends in `fetch.errors.UserError` (one line naming 
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from backtest.results import load_results
 from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,6 @@ def _attr(obj, *names):
 
 def _read(directory: Path):
     """(summary, rows, series, sweep) through the replay's own loader."""
-    from backtest.results import load_results  # noqa: PLC0415
 
     if not (directory / "summary.json").exists():
         if (directory / "sweep.json").exists():
@@ -125,7 +126,6 @@ OBSERVED_KEYS = ("market", "date", "side", "observed_usd")
 
 def _read_calibration(directory: Path):
     """(daily, observed, calibration) or None for each file that is absent."""
-    import json
 
     def parquet(name, keys):
         path = directory / name

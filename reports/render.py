@@ -24,8 +24,16 @@ from fetch import atomic
 from reports import figures as F
 from reports.inputs import ReportInput
 from reports.sweep_answer import distribution_sentence
-from reports.tables import (Table, all_tables, calibration_compare, calibration_metrics, is_year, ran_windows,
-                            sweep_of, window_labels)
+from reports.tables import (
+    Table,
+    all_tables,
+    calibration_compare,
+    calibration_metrics,
+    is_year,
+    ran_windows,
+    sweep_of,
+    window_labels,
+)
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
@@ -144,7 +152,8 @@ HEADERS = {
     "house_loss_usd": "house loss", "adl_usd": "ADL notional", "fund_deficit_usd": "fund deficit",
     "fund_paid_usd": "fund paid", "blp_loss_gross_usd": "BLPs gross", "fund_income_usd": "fund income",
     "fund_payouts_usd": "fund payouts", "fund_net_payout_usd": "fund net payout", "fund_drawdown_usd": "fund drawdown",
-    "house_loss_gross_usd": "house loss gross", "counterparty_loss_usd": "opposing traders", "closeout_usd": "close-out notional",
+    "house_loss_gross_usd": "house loss gross", "counterparty_loss_usd": "opposing traders",
+    "closeout_usd": "close-out notional",
     "exempt_deficit_usd": "exempt-account deficit", "liquidated_usd": "liquidated",
     "reported_liquidated_usd": "reported", "reported_share": "reported share",
 }
@@ -162,7 +171,7 @@ def unique_headers(cols: list[str]) -> list[str]:
     """Header texts of these columns, none repeated: columns whose short headers collide
     (window and window_label both read "window") show their own names instead."""
     texts = [header(c) for c in cols]
-    return [c.replace("_", " ") if texts.count(t) > 1 else t for c, t in zip(cols, texts)]
+    return [c.replace("_", " ") if texts.count(t) > 1 else t for c, t in zip(cols, texts, strict=True)]
 
 
 @dataclass
@@ -184,10 +193,10 @@ def table_view(t: Table, tables_href: str, columns: list[str] | None = None,
                where: pd.Series | None = None) -> TableView:
     frame = t.frame if where is None else t.frame[where]
     cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
-    kinds = [(c, t.kind(c), text) for c, text in zip(cols, unique_headers(cols))]
+    kinds = [(c, t.kind(c), text) for c, text in zip(cols, unique_headers(cols), strict=True)]
     rows = []
     for rec in frame[cols].itertuples(index=False, name=None):
-        rows.append([(*fmt_cell(k, v), k) for (c, k, _), v in zip(kinds, rec)])
+        rows.append([(*fmt_cell(k, v), k) for (c, k, _), v in zip(kinds, rec, strict=True)])
     return TableView(t.name, t.title, t.note, kinds, rows,
                      f"{tables_href}/{t.name}.csv", f"{tables_href}/{t.name}.json")
 
@@ -289,8 +298,8 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
         # bars: one width for all panels, never finer than the coarsest series' bars
         bars, bar_bucket = F.bucket_series(part, MAX_BARS, F.native_step(sub))  # buckets nest
         r = rows[rows["window"].astype(str) == wid]
-        sources = {(v, m): str(p) for v, m, p in zip(r["venue"], r["market"],
-                                                     r.get("price_source", pd.Series("own", index=r.index)))}
+        sources = {(v, m): str(p) for v, m, p in zip(
+            r["venue"], r["market"], r.get("price_source", pd.Series("own", index=r.index)), strict=True)}
         subs = sorted({f"{F.venue_style(v)['label']} {m}: {p}" for (v, m), p in sources.items()
                        if F.path_kind(p) == "substituted"})
         proxies = sorted({f"{F.venue_style(v)['label']} {m}: {p}" for (v, m), p in sources.items()
@@ -301,13 +310,14 @@ def build_context(inp: ReportInput, tables: dict[str, Table], tables_href: str =
             "whole_year": is_year(w), "bucket": bucket, "substitutions": subs, "proxies": proxies,
             "notes": [str(n) for n in (w.get("notes") or [])],
             "timeframes": sorted({f"{F.venue_style(v)['label']} {m}: {t}" for v, m, t in zip(
-                r["venue"], r["market"], r.get("timeframe", pd.Series("?", index=r.index)))}),
+                r["venue"], r["market"], r.get("timeframe", pd.Series("?", index=r.index)), strict=True)}),
             "figs": [
                 add(f"fig-w{i}-price", F.price_figure(part, sources, F.esc(f"{lab}: price paths")),
                     "Both venues' paths, one panel per market. Dotted, named 'substituted': another venue's "
                     "bars standing in where the venue had none. Thin, named 'proxy': the venue's own spot "
                     "bars standing in for its coarser perp bars."),
-                add(f"fig-w{i}-liq", F.liquidations_figure(bars, F.esc(f"{lab}: liquidations by mechanism"), bar_bucket),
+                add(f"fig-w{i}-liq",
+                    F.liquidations_figure(bars, F.esc(f"{lab}: liquidations by mechanism"), bar_bucket),
                     f"Liquidated notional per {bar_bucket}, stacked by mechanism (patterns distinguish mechanisms)."),
                 add(f"fig-w{i}-rep", F.reported_figure(part, F.esc(f"{lab}: actual vs reported"))),
                 add(f"fig-w{i}-house", F.house_figure(part, F.esc(f"{lab}: BLP P&L, insurance fund, ADL"))),
@@ -364,8 +374,9 @@ def _sweep_context(inp: ReportInput, tables: dict[str, Table], tables_href: str,
         "size": f"{a.samples} samples, seed {a.seed}" + (f", {a.accounts} accounts per series" if a.accounts else ""),
         "failed": a.failed,
         "dist_fig": add("fig-sweep-dist", dist, "Each point is one sweep sample; the box spans its quartiles. "
-                        "With the whole-year run swept, a sample's 2022 loss is the larger of the year run and the sum of "
-                        "the crash windows (they overlap); without it, the sum of the windows swept.") if dist else None,
+                        "With the whole-year run swept, a sample's 2022 loss is the larger of the year run and the "
+                        "sum of the crash windows (they overlap); without it, the sum of the windows swept.")
+        if dist else None,
         "dist_note": None if dist else "The sweep's house loss is zero (or missing) in every sample: "
                                        "no distribution to draw.",
         "sens_fig": add("fig-sensitivity", sens, "Spearman rank correlation of each parameter with the 2022 "
@@ -393,7 +404,8 @@ def _calibration_context(inp: ReportInput, tables: dict[str, Table], tables_href
                     f"{len(c) - n_held:,} on training days)" if len(c) else ""),
         "fit_table": table_view(tables["calibration_fit"], tables_href),
         "months_table": table_view(tables["calibration_months"], tables_href),
-        "daily_fig": add("fig-cal-daily", F.calibration_daily_figure(c, "Binance daily liquidations: model vs Coinalyze"),
+        "daily_fig": add("fig-cal-daily",
+                         F.calibration_daily_figure(c, "Binance daily liquidations: model vs Coinalyze"),
                          "Solid: the model's reported figure (one order per symbol-second); dotted: Coinalyze. "
                          "Shaded: held-out window days (never used by the fit); the rest are training days. "
                          "Log scale; a model zero is drawn at $0.1M."),

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from backtest.fmt import money
 from backtest import sensitivity as S
+from backtest.fmt import money
 from backtest.sweep import Dimension
 from reports.inputs import ReportInput
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from importlib import resources
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
+from backtest import calibrate_metrics as M
 from backtest import sensitivity as S
+from backtest.calibrate import run_calibration, window_days
 from reports.inputs import ReportInput
 from reports.sweep_answer import SweepAnswer, sweep_answer
 
@@ -376,8 +379,8 @@ def distribution_table(a: SweepAnswer) -> Table:
     kinds = {c: "usd" for c in ("min", "q05", "q25", "median", "q75", "q95", "max", "mean")}
     kinds["n"] = "int"
     t = Table("sweep_distribution", "House loss across the sweep, per venue",
-              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the crash "
-                            "windows (they overlap); summed over markets.")
+              frame, kinds, f"Per sample, {a.scope}: with the whole-year run, the larger of it and the sum of the "
+                            "crash windows (they overlap); summed over markets.")
     return t
 
 
@@ -426,7 +429,6 @@ TARGET_NOTE = ("Targets (issue 8, held-out window days, Binance BTCUSDT+ETHUSDT,
 
 
 def _window_objs(inp: ReportInput) -> list:
-    from types import SimpleNamespace
     out = []
     for w in ran_windows(inp):
         try:
@@ -443,8 +445,6 @@ def calibration_compare(inp: ReportInput) -> pd.DataFrame:
     """Model (Binance, reported) vs Coinalyze per (market, date, side): crash-window days from
     the window runs (held out), the other days from the whole-year run (training days).
     Columns: market, date, side, model_usd, observed_usd, held_out, window."""
-    from backtest import calibrate_metrics as M
-    from backtest.calibrate import window_days
 
     cols = ["market", "date", "side", "model_usd", "observed_usd", "held_out", "window"]
     if inp.daily is None or inp.observed is None or not len(inp.daily) or not len(inp.observed):
@@ -481,7 +481,6 @@ def calibration_metrics(inp: ReportInput) -> dict | None:
         return inp.calibration
     if inp.daily is None or inp.observed is None:
         return None
-    from backtest.calibrate import run_calibration
     obs = inp.observed.drop_duplicates(["date", "market", "side"])[["date", "market", "side", "observed_usd"]]
     return run_calibration(inp.daily, obs, _window_objs(inp))
 
@@ -494,7 +493,6 @@ SET_LABELS = {"validation": "held-out window days", "training": "training days (
 
 def calibration_fit_table(inp: ReportInput) -> Table:
     """The fit's metrics per set (held-out, training, year): overall and per market and side."""
-    from backtest import calibrate_metrics as M
     cal = calibration_metrics(inp) or {}
     recs = []
     for key in ("validation", "training", "year"):
@@ -505,8 +503,8 @@ def calibration_fit_table(inp: ReportInput) -> Table:
         ok = block.get("pass") or {}
         verdict = "; ".join(f"{name.replace('_', ' ')} {'met' if v else 'missed'}"
                             for name, v in ok.items() if v is not None)
-        recs.append({"set": SET_LABELS[key], "market": "all", "side": "both", **{k: o.get(k) for k in METRIC_COLUMNS[3:-1]},
-                     "meets_targets": verdict})
+        recs.append({"set": SET_LABELS[key], "market": "all", "side": "both",
+                     **{k: o.get(k) for k in METRIC_COLUMNS[3:-1]}, "meets_targets": verdict})
         for r in block.get("by_market_side") or []:
             recs.append({"set": SET_LABELS[key], "market": r.get("market"), "side": r.get("side"),
                          **{k: r.get(k) for k in METRIC_COLUMNS[3:-1]}, "meets_targets": ""})
@@ -530,8 +528,8 @@ def calibration_months_table(inp: ReportInput) -> Table:
 
 
 def all_tables(inp: ReportInput) -> dict[str, Table]:
-    tables = [answer_table(inp), who_bore_table(inp), blp_parts_table(inp), cross_venue_table(inp), mechanism_table(inp),
-              sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
+    tables = [answer_table(inp), who_bore_table(inp), blp_parts_table(inp), cross_venue_table(inp),
+              mechanism_table(inp), sweep_table(inp), tornado_table(inp), *sweep_tables(inp), calibration_table(inp),
               calibration_fit_table(inp), calibration_months_table(inp), parameters_table(inp),
               coverage_table(inp), windows_table(inp), results_table(inp)]
     return {t.name: t for t in tables}

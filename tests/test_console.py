@@ -2,11 +2,18 @@ import pytest
 
 from backtest import console
 
+# every subcommand of the three stages (fetch, backtest, reports), in data-flow order
+STAGE_COMMANDS = ["import", "data", "fetch", "refresh", "run", "bench", "sweep", "calibrate", "report"]
+
 
 def test_help_lists_every_stage(capsys):
     with pytest.raises(SystemExit) as exc:
         console.main(["--help"])
     assert exc.value.code == 0
+    out = capsys.readouterr().out
+    # argparse's command lines: four spaces, the name (help text wraps onto deeper-indented lines)
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and line[4:5].strip()]
+    assert listed == STAGE_COMMANDS
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -23,7 +30,8 @@ def test_user_error_is_one_line(capsys):
 
         p.set_defaults(func=fail)
 
-    import types, sys
+    import sys
+    import types
     mod = types.ModuleType("fake_stage_cli")
     mod.register = register
     sys.modules["fake_stage_cli"] = mod
@@ -37,7 +45,8 @@ def test_user_error_is_one_line(capsys):
 
 def test_broken_pipe_exits_quietly(tmp_path):
     """`liqreplay data status | head` must not print a traceback when head exits."""
-    import subprocess, sys
+    import subprocess
+    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent

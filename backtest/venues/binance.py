@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backtest.checks import nonneg_finite as _nonneg
+from backtest.checks import positive as _positive
+from backtest.checks import scalar_out as _out
+from backtest.checks import side as _side
 from backtest.params import Params, ParamsError
-from backtest.checks import nonneg_finite as _nonneg, positive as _positive, scalar_out as _out, side as _side
 from backtest.params import as_date as _date
 from backtest.params import default_params as _default_params
 
@@ -86,27 +89,25 @@ def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
     d = _date(date)
     sym = symbol.upper().replace("/", "").replace(":USDT", "")
     key = f"binance.brackets.{sym}"
-    im = float(p.get("binance.initial_margin_mmr_multiple"))
-    if key in p and p.dated(key) is not None:
-        rows = p.dated(key)
+    im = p.binance.initial_margin_mmr_multiple
+    br = p.binance.brackets
+    dated = br.by_symbol.get(sym)
+    if dated is not None:
         if sym == "BTCUSDT" and d < dt.date(2022, 2, 5):
-            choice = str(p.get("binance.brackets.btcusdt_jan2022_table"))
+            choice = br.btcusdt_jan2022_table
             if choice not in ("2022-02-05", "2022-05"):
                 raise BracketError(
                     f"binance.brackets.btcusdt_jan2022_table must be '2022-02-05' or '2022-05', got {choice!r}")
-            table = rows[0][1] if choice == "2022-02-05" else p.get(key, dt.date(2022, 5, 1))
+            table = dated.rows[0][1] if choice == "2022-02-05" else dated.at(dt.date(2022, 5, 1))
         else:
-            table = p.get(key, d)
+            table = dated.at(d)
         return make_brackets(sym, table["caps"], table["mmr"], source=f"{key} @ {d}: {p.source(key)}",
                              im_multiple=im)
-    if key in p:
-        table = p.get(key)
-        return make_brackets(sym, table["caps"], table["mmr"], source=p.source(key), im_multiple=im)
-    if not p.get("binance.brackets.generic_fallback"):
+    if not br.generic_fallback:
         raise BracketError(
             f"no Binance leverage brackets for {symbol!r} and binance.brackets.generic_fallback is false: "
             f"add binance.brackets.{sym} to the parameter file or turn the fallback on")
-    table = p.get("binance.brackets.generic")
+    table = br.generic
     return make_brackets(sym, table["caps"], table["mmr"],
                          source="binance.brackets.generic: " + p.source("binance.brackets.generic"),
                          im_multiple=im)
@@ -115,7 +116,7 @@ def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
 def max_leverage(symbol: str, date, notional_usd=None, params: Params | None = None):
     """[vec over notional] The leverage cap: min(venue cap on date, cap of the notional's tier)."""
     p = _params(params)
-    venue_cap = float(p.get("binance.max_leverage", _date(date)))
+    venue_cap = p.binance.max_leverage.at(_date(date))
     if notional_usd is None:
         return venue_cap
     b = brackets_for(symbol, date, p)
@@ -313,7 +314,7 @@ def liquidation_qty(qty, mark, brackets: Brackets, params: Params | None = None,
     """
     q = _nonneg("qty", qty)
     m = _positive("mark", mark)
-    if not bool(_params(params).get("binance.partial_liquidation")):
+    if not _params(params).binance.partial_liquidation:
         return _out(np.array(q, dtype=float), qty, mark)
     n = q * m
     tier = brackets.tier(n) + 1

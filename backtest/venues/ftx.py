@@ -21,8 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from backtest.checks import finite as _finite
+from backtest.checks import nonneg as _nonneg
+from backtest.checks import positive as _positive
+from backtest.checks import scalar_out as _out
+from backtest.checks import side as _side
 from backtest.params import Params
-from backtest.checks import finite as _finite, nonneg as _nonneg, positive as _positive, scalar_out as _out, side as _side
 from backtest.params import as_date as _date
 from backtest.params import default_params as _default_params
 
@@ -43,7 +47,7 @@ class LeverageError(ValueError):
 # ---------------------------------------------------------------------------------------
 def max_leverage(date, params: Params | None = None) -> float:
     """FTX's max leverage on `date` (101x, 20x from 2021-07-25)."""
-    return float(_params(params).get("ftx.max_leverage", _date(date)))
+    return _params(params).ftx.max_leverage.at(_date(date))
 
 
 def check_leverage(leverage, date, params: Params | None = None) -> None:
@@ -59,9 +63,7 @@ def check_leverage(leverage, date, params: Params | None = None) -> None:
 
 def imf_factor_for(symbol: str, params: Params | None = None) -> float:
     """Position imfFactor of a perp ("BTC-PERP"); `ftx.imf_factor.default` otherwise."""
-    p = _params(params)
-    key = f"ftx.imf_factor.{symbol.upper()}"
-    return float(p.get(key if key in p else "ftx.imf_factor.default"))
+    return _params(params).ftx.imf_factor.of(symbol.upper())
 
 
 def coin_of(symbol: str) -> str:
@@ -75,13 +77,11 @@ def coin_of(symbol: str) -> str:
 
 def collateral_weights(coin: str, params: Params | None = None) -> tuple[float, float, float]:
     """(weight_total, weight_initial, imf_factor) of a collateral coin (USDT/USDC/BUSD -> USD)."""
-    p = _params(params)
     c = "USD" if coin.upper() in ("USD", "USDT", "USDC", "BUSD", "TUSD") else coin.upper()
-    base = f"ftx.collateral.{c}"
-    if f"{base}.weight_total" not in p:
+    terms = _params(params).ftx.collateral.get(c)
+    if terms is None:
         raise ValueError(f"no FTX collateral weights for {coin!r}: add ftx.collateral.{c}.* to the parameter file")
-    return (float(p.get(f"{base}.weight_total")), float(p.get(f"{base}.weight_initial")),
-            float(p.get(f"{base}.imf_factor")))
+    return terms.weight_total, terms.weight_initial, terms.imf_factor
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,8 +103,8 @@ def margin_thresholds(leverage, imf_factor, size_coin, *, params: Params | None 
     f = _nonneg("imf_factor", imf_factor)
     size = np.abs(_finite("size_coin", size_coin))
     imf = np.maximum(1.0 / lev, f * np.sqrt(size))
-    mmf = np.maximum(float(p.get("ftx.mmf_floor")), float(p.get("ftx.mmf_imf_ratio")) * imf)
-    acmf = np.maximum(mmf * float(p.get("ftx.acmf_ratio")), mmf - float(p.get("ftx.acmf_offset")))
+    mmf = np.maximum(p.ftx.mmf_floor, p.ftx.mmf_imf_ratio * imf)
+    acmf = np.maximum(mmf * p.ftx.acmf_ratio, mmf - p.ftx.acmf_offset)
     return (_out(imf, leverage, imf_factor, size_coin), _out(mmf, leverage, imf_factor, size_coin),
             _out(acmf, leverage, imf_factor, size_coin))
 
@@ -121,7 +121,7 @@ def account_thresholds(notional_usd, imf, mmf, *, params: Params | None = None):
         raise ValueError("an account with no open notional has no margin thresholds")
     a_imf = float((n * i).sum() / tot)
     a_mmf = float((n * m).sum() / tot)
-    a_acmf = max(a_mmf * float(p.get("ftx.acmf_ratio")), a_mmf - float(p.get("ftx.acmf_offset")))
+    a_acmf = max(a_mmf * p.ftx.acmf_ratio, a_mmf - p.ftx.acmf_offset)
     return a_imf, a_mmf, a_acmf
 
 
@@ -201,7 +201,7 @@ def step1_budget_usd(adv_usd: float, params: Params | None = None) -> float:
     """The market's global step-1 budget per tick: budget_adv_fraction (1e-4) * ADV."""
     if adv_usd is None or not np.isfinite(adv_usd) or adv_usd < 0:
         raise ValueError("adv_usd must be a finite number >= 0")
-    return float(_params(params).get("ftx.step1.budget_adv_fraction")) * float(adv_usd)
+    return _params(params).ftx.step1.budget_adv_fraction * float(adv_usd)
 
 
 def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None = None, rng=None):
@@ -220,9 +220,9 @@ def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None
     m = np.broadcast_to(_positive("mark", mark), pos.shape).astype(float) if pos.size else np.zeros(0)
     if budget_usd < 0 or not np.isfinite(budget_usd):
         raise ValueError("budget_usd must be finite and >= 0")
-    prob = float(p.get("ftx.step1.probability"))
-    base = np.maximum(float(p.get("ftx.step1.fraction")) * pos,
-                      np.minimum(float(p.get("ftx.step1.min_usd")) / np.where(m > 0, m, 1.0), pos))
+    prob = p.ftx.step1.probability
+    base = np.maximum(p.ftx.step1.fraction * pos,
+                      np.minimum(p.ftx.step1.min_usd / np.where(m > 0, m, 1.0), pos))
     if rng is None:
         order = np.arange(len(pos))
         jitter = np.ones(len(pos))
@@ -231,7 +231,7 @@ def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None
         if rng.random() >= prob:
             return np.zeros_like(pos), float(budget_usd)
         order = rng.permutation(len(pos))
-        jitter = rng.uniform(float(p.get("ftx.step1.jitter_low")), float(p.get("ftx.step1.jitter_high")),
+        jitter = rng.uniform(p.ftx.step1.jitter_low, p.ftx.step1.jitter_high,
                              len(pos))
         scale = 1.0
     want = np.minimum(base * jitter, pos)
@@ -253,7 +253,7 @@ def step1_fill_price(side, mark, impact_frac=0.0, params: Params | None = None, 
     s = _side(side)
     m = _positive("mark", mark)
     imp = _nonneg("impact_frac", impact_frac)
-    lo, hi = float(p.get("ftx.step1.offset_bp_low")), float(p.get("ftx.step1.offset_bp_high"))
+    lo, hi = p.ftx.step1.offset_bp_low, p.ftx.step1.offset_bp_high
     shape = np.broadcast(s, m, imp).shape
     off = (np.full(shape, (lo + hi) / 2) if rng is None else rng.uniform(lo, hi, shape)) * 1e-4
     return _out(np.maximum(m * (1.0 - s * (off + imp)), 0.0), side, mark, impact_frac)
@@ -334,7 +334,7 @@ def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None,
     tav_ = _finite("tav", tav)
     s, q, m, mf_, ac, tav_ = (np.array(a, dtype=float, ndmin=1) for a in np.broadcast_arrays(s, q, m, mf_, ac, tav_))
     frac = np.where(mf_ < 0, 1.0, np.where(mf_ < ac, 1.0 - mf_ / ac, 0.0))
-    min_q = np.minimum(float(p.get("ftx.step2.min_usd")) / m, q)
+    min_q = np.minimum(p.ftx.step2.min_usd / m, q)
     close = np.where(frac > 0, np.minimum(np.maximum(frac * q, min_q), q), 0.0)
     if mm_share is None:
         pmpd = mf_
@@ -342,8 +342,8 @@ def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None,
         with np.errstate(divide="ignore", invalid="ignore"):
             pmpd = np.where(q > 0, np.asarray(mm_share, float) * tav_ / (q * m), mf_)
     zp = m * (1.0 - s * pmpd)
-    blp = np.asarray(backstop_price(s, m, pmpd, float(p.get("ftx.negative_equity_blp_share")),
-                                    zp_weight=float(p.get("ftx.blp_price_zp_weight"))), float)
+    blp = np.asarray(backstop_price(s, m, pmpd, p.ftx.negative_equity_blp_share,
+                                    zp_weight=p.ftx.blp_price_zp_weight), float)
     with np.errstate(divide="ignore", invalid="ignore"):
         cf = np.where(q > 0, close / q, 0.0)
     return {
@@ -386,8 +386,8 @@ def blp_take(notional_usd, used_minute_usd, used_hour_usd, params: Params | None
     capacity. Returns (taken_usd, overflow_usd)."""
     p = _params(params)
     n = _nonneg("notional_usd", notional_usd)
-    room = max(0.0, min(float(p.get("ftx.blp.capacity_per_minute_usd")) - float(used_minute_usd),
-                        float(p.get("ftx.blp.capacity_per_hour_usd")) - float(used_hour_usd)))
+    room = max(0.0, min(p.ftx.blp.capacity_per_minute_usd - float(used_minute_usd),
+                        p.ftx.blp.capacity_per_hour_usd - float(used_hour_usd)))
     flat = np.array(n, dtype=float, ndmin=1).reshape(-1)
     cum = np.cumsum(flat)
     taken = np.minimum(cum, room) - np.minimum(cum - flat, room)
@@ -428,6 +428,6 @@ def exempt_deficit_usd(tav):
     return _out(np.maximum(-_finite("tav", tav), 0.0), tav)
 
 
-def reported_mask(ts_s, order=None, *, symbol=None) -> np.ndarray:
+def reported_mask(ts_s) -> np.ndarray:
     """FTX flagged every liquidation fill: every event is reported (all True)."""
     return np.ones(np.asarray(ts_s).reshape(-1).shape, dtype=bool)

@@ -20,7 +20,8 @@ Raw schemas (one CSV per zip; futures files carry a header line, spot and older 
   original_quantity, price, average_price, order_status, last_fill_quantity,
   accumulated_fill_quantity.
 
-`base_url` may be an http(s) URL or a local directory (a mirror laid out as above).
+`api_url` (the base-URL override, as in the other sources) may be an http(s) URL or a local
+directory (a mirror laid out as above).
 Monthly files are used for whole months that have ended, daily files for the rest; what the
 archive lacks (recent days) is reported in `frame.attrs["missing_days"]` so the caller can
 fill the tail from REST (fetch/refresh.py does, through ccxt).
@@ -44,11 +45,11 @@ import numpy as np
 import pandas as pd
 
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
-from fetch.sources.ccxt_source import utc
+from fetch.timerange import utc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE = "https://data.binance.vision"
+DEFAULT_API_URL = "https://data.binance.vision"
 KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time",
                  "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
 _SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_]{1,39}")
@@ -106,10 +107,10 @@ def plan_files(start: datetime, end: datetime, today: date, *, monthly_ok: bool 
 
 
 class BinanceVision:
-    def __init__(self, base_url: str | None = None, *, timeout_s: float = 60.0,
+    def __init__(self, api_url: str | None = None, *, timeout_s: float = 60.0,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
                  today: date | None = None, require_checksum: bool = True):
-        self.base = (base_url or DEFAULT_BASE).rstrip("/")
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         # False: a zip without a .CHECKSUM beside it (e.g. a user's own copy of the withdrawn
         # liquidationSnapshot files) is read with a warning; a mismatching one is still refused
         self.require_checksum = require_checksum
@@ -121,15 +122,15 @@ class BinanceVision:
 
     # ---- transport --------------------------------------------------------------------
     def _is_local(self) -> bool:
-        return not self.base.startswith(("http://", "https://"))
+        return not self.api_url.startswith(("http://", "https://"))
 
     def _get(self, rel: str) -> bytes:
         if self._is_local():
-            p = Path(self.base.removeprefix("file://")) / rel
+            p = Path(self.api_url.removeprefix("file://")) / rel
             if not p.exists():
                 raise NotInArchive(rel)
             return p.read_bytes()
-        url = f"{self.base}/{rel}"
+        url = f"{self.api_url}/{rel}"
 
         def once() -> bytes:
             try:
@@ -153,7 +154,7 @@ class BinanceVision:
 
     def _get_verified(self, rel: str) -> bytes:
         """The zip, checked against its .CHECKSUM; one refetch on mismatch, then refused."""
-        for attempt in range(2):
+        for _attempt in range(2):
             data = self._get(rel)
             try:
                 want = self._get(rel + ".CHECKSUM").decode().split()[0].strip().lower()
@@ -403,4 +404,4 @@ def _float_or_none(v):
         return None
 
 
-__all__ = ["BinanceVision", "ChecksumError", "NotInArchive", "plan_files", "DEFAULT_BASE"]
+__all__ = ["BinanceVision", "ChecksumError", "NotInArchive", "plan_files", "DEFAULT_API_URL"]

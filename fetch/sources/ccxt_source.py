@@ -18,9 +18,7 @@ backoff honouring Retry-After; BadSymbol and other exchange errors fail fast nam
 from __future__ import annotations
 
 import logging
-import re
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -30,6 +28,12 @@ import numpy as np
 import pandas as pd
 
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
+from fetch.schema import venue_of
+from fetch.timerange import (
+    BAR_TIMEFRAMES,
+    timeframe_delta,
+    utc,  # re-exported: the sources' and tests' time parser
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +44,12 @@ OHLCV_COLUMNS = ["venue", "market", "symbol", "timeframe", "price_type", "ts",
 FUNDING_COLUMNS = ["venue", "market", "symbol", "ts", "rate", "interval_hours", "mark_price"]
 OI_COLUMNS = ["venue", "market", "symbol", "timeframe", "ts", "oi_base", "oi_usd", "source"]
 
-TIMEFRAME_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-                "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
-                "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+TIMEFRAME_MS = {tf: int(timeframe_delta(tf).total_seconds()) * 1000 for tf in BAR_TIMEFRAMES}
 
 # Errors worth retrying: the network, timeouts, rate limits (HTTP 429/418 map to
 # DDoSProtection / RateLimitExceeded, both NetworkError subclasses), exchange outages (5xx).
 TRANSIENT = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.OnMaintenance)
 
-
-
-def venue_of(exchange_id: str) -> str:
-    """Lake venue for a ccxt id: binance, binanceusdm, binancecoinm → "binance"."""
-    return re.sub(r"(usdm|coinm)$", "", exchange_id.lower())
 
 
 def to_ms(t: datetime | pd.Timestamp | int) -> int:
@@ -69,13 +66,13 @@ def _ts_col(ms: np.ndarray | list) -> pd.Series:
                      .as_unit("us"))
 
 
-def override_urls(api: Any, base_url: str) -> Any:
-    """Point every URL in ccxt's `urls['api']` tree at `base_url`, keeping each path.
+def override_urls(api: Any, api_url: str) -> Any:
+    """Point every URL in ccxt's `urls['api']` tree at `api_url`, keeping each path.
 
     'https://fapi.binance.com/fapi/v1' with base 'http://127.0.0.1:8080' becomes
     'http://127.0.0.1:8080/fapi/v1'; a base with a path prefix is prepended to the path.
     """
-    base = base_url.rstrip("/")
+    base = api_url.rstrip("/")
     if isinstance(api, dict):
         return {k: override_urls(v, base) for k, v in api.items()}
     if isinstance(api, str) and api.startswith(("http://", "https://")):
@@ -365,13 +362,6 @@ def _is_int(r) -> bool:
 def _short(exc: Exception, n: int = 200) -> str:
     s = str(exc).replace("\n", " ")
     return s if len(s) <= n else s[:n] + "…"
-
-
-def utc(s: str | datetime) -> datetime:
-    ts = pd.Timestamp(s)
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return ts.tz_convert("UTC").to_pydatetime()
 
 
 __all__ = ["CcxtSource", "RetryPolicy", "SourceError", "make_exchange", "override_urls",

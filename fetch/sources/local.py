@@ -41,10 +41,10 @@ coverage manifest.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from fetch import schema as S
@@ -167,11 +169,9 @@ def _read_any(path: Path) -> pa.Table:
     if suffix == ".parquet":
         return pq.read_table(path)
     if suffix == ".feather":
-        import pyarrow.feather as feather
 
         return feather.read_table(path)
     if suffix in (".csv", ".gz"):
-        import pyarrow.csv as pacsv
 
         return pacsv.read_csv(path)
     if suffix == ".json":
@@ -183,7 +183,8 @@ def _read_freqtrade_json(path: Path) -> pa.Table:
     try:
         rows = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ImportError_(f"{path}: not valid JSON ({exc}); expected [[ms, open, high, low, close, volume], ...]") from None
+        raise ImportError_(f"{path}: not valid JSON ({exc}); "
+                           "expected [[ms, open, high, low, close, volume], ...]") from None
     if not isinstance(rows, list) or (rows and (not isinstance(rows[0], list) or len(rows[0]) < 6)):
         raise ImportError_(f"{path}: expected freqtrade JSON [[ms, open, high, low, close, volume], ...]")
     arr = np.asarray(rows, dtype="float64").reshape(-1, 6) if rows else np.zeros((0, 6))
@@ -512,7 +513,7 @@ def _write_all(directory: Path, lake: Lake, summary: ImportSummary, tables: dict
             else np.array([], dtype=int)
         bounds = list(starts) + [table.num_rows]
         bar = progress_bar(total=len(starts), desc=f"writing {dataset}", unit="series", enabled=show)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             part = table.slice(a, b - a)
             res = lake.write(dataset, part, source=f"import:{directory.name}", bad_row_threshold=bad_row_threshold)
             _accumulate(summary, res)

@@ -1,8 +1,8 @@
-"""tardis.dev datasets (FTX and Binance-futures history) through the tardis-dev client.
+"""tardis.dev datasets (FTX and Binance-futures history), read over urllib (no tardis-dev client).
 
 One gzipped CSV per day, symbol and data type from the datasets endpoint
-(`{endpoint}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
-the tardis-dev client; `endpoint=` is the base-URL override), read in memory: no temporary
+(`{api_url}/{exchange}/{data_type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz`, the URL scheme of
+the tardis-dev client; `api_url=` is the base-URL override, as in the other sources), read in memory: no temporary
 files, so nothing is left behind on any exit path. The requests go through the project's
 retry helper (fetch/retry.py), not the client's 30 attempts with minutes of backoff (which
 hung ~48 minutes offline): a connect timeout, a few attempts with a log line each, and a
@@ -12,8 +12,6 @@ minute.
 Raw schemas (tardis.dev normalised CSV; `timestamp` = exchange time, epoch µs):
 - liquidations: exchange, symbol, timestamp, local_timestamp, id, side (of the liquidation
   ORDER: "sell" closes a long, "buy" closes a short), price, amount (base coins).
-- trades: exchange, symbol, timestamp, local_timestamp, id, side, price, amount; a
-  `liquidation` column (FTX's flag) when the file has one.
 - derivative_ticker: exchange, symbol, timestamp, local_timestamp, funding_timestamp,
   funding_rate, predicted_funding_rate, open_interest (base coins), last_price, index_price,
   mark_price. Open interest is sampled at each bucket OPEN (first tick at or after it, no
@@ -41,11 +39,11 @@ import pandas as pd
 
 from fetch import timerange
 from fetch.retry import Retryable, RetryPolicy, SourceError, call_with_retry
-from fetch.sources.ccxt_source import utc
+from fetch.timerange import utc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://datasets.tardis.dev/v1"
+DEFAULT_API_URL = "https://datasets.tardis.dev/v1"
 # 4 attempts, 1 + 2 + 4 s between them, at most 20 s of waiting: with an 8 s socket timeout
 # an unreachable host is given up on well within a minute
 DEFAULT_RETRY = RetryPolicy(attempts=4, base_s=1.0, cap_s=8.0, retry_after_cap_s=15.0, deadline_s=20.0)
@@ -73,10 +71,10 @@ def free_days_only(start: datetime, end: datetime) -> list[datetime]:
 
 
 class TardisSource:
-    def __init__(self, *, endpoint: str | None = None, api_key: str | None = None,
+    def __init__(self, *, api_url: str | None = None, api_key: str | None = None,
                  timeout_s: float = 8.0, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] | None = None):
-        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.api_key = os.environ.get("TARDIS_API_KEY", "") if api_key is None else api_key
         self.timeout_s = timeout_s  # connect and read timeout of each request
         self.retry = retry or DEFAULT_RETRY
@@ -86,7 +84,7 @@ class TardisSource:
     def _day(self, exchange: str, data_type: str, symbol: str, day: datetime) -> bytes:
         """One day's CSV (decompressed), retried as fetch/retry.py says; b"" when empty."""
         sym = urllib.parse.quote(symbol.replace(":", "-").replace("/", "-").upper(), safe="")
-        url = f"{self.endpoint}/{exchange}/{data_type}/{day:%Y/%m/%d}/{sym}.csv.gz"
+        url = f"{self.api_url}/{exchange}/{data_type}/{day:%Y/%m/%d}/{sym}.csv.gz"
         headers = {"Accept-Encoding": "gzip", "User-Agent": "liqreplay"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -167,18 +165,6 @@ class TardisSource:
     def fetch_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
         raw = self._download(exchange, "liquidations", symbol, start, end)
         return self._liq_frame(raw, exchange, symbol, "tardis-liquidations")
-
-    def fetch_trade_liquidations(self, exchange: str, symbol: str, start, end) -> pd.DataFrame:
-        """Liquidations from trades carrying FTX's `liquidation` flag."""
-        raw = self._download(exchange, "trades", symbol, start, end)
-        if len(raw) and "liquidation" not in raw.columns:
-            raise SourceError(f"tardis.dev trades for {exchange} {symbol} carry no liquidation "
-                              f"flag column; use the `liquidations` data type (tardis derives "
-                              f"it from FTX's flagged trades)", temporary=False)
-        if len(raw):
-            flag = raw["liquidation"].astype(str).str.lower().isin(["true", "1"])
-            raw = raw[flag]
-        return self._liq_frame(raw, exchange, symbol, "tardis-trades-liquidation-flag")
 
     def _liq_frame(self, raw: pd.DataFrame, exchange: str, symbol: str, source: str):
         if not len(raw):
@@ -299,4 +285,4 @@ def _float(v) -> float:
         return float("nan")
 
 
-__all__ = ["TardisSource", "free_days_only", "DEFAULT_ENDPOINT"]
+__all__ = ["TardisSource", "free_days_only", "DEFAULT_API_URL"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from backtest.catalog import Catalog, expected_bars
-from fetch.lake import Lake
+from fetch.lake import Lake, LakeDamaged
 
 T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
 
@@ -149,7 +149,7 @@ def test_partition_pruning_opens_only_the_window_files(lake):
     cat = Catalog(lake.root)
     df = cat.bars("binance", "perp", "BTCUSDT", T("2022-05-20"), T("2022-05-21"), timeframe="1h")
     assert len(df) == 24
-    with pytest.raises(Exception):
+    with pytest.raises(LakeDamaged, match="period=2022-06/data.parquet is damaged"):
         cat.bars("binance", "perp", "BTCUSDT", T("2022-06-01"), T("2022-06-02"), timeframe="1h")
 
 

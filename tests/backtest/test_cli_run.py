@@ -27,7 +27,8 @@ end = "2019-06-03T00:00:00Z"
 def test_run_writes_results_and_skips_a_window_without_data(small_lake, scenarios_with_empty_window, tmp_path, capsys):
     out = tmp_path / "run1"
     argv = ["run", "--window", "2022-10", "--window", "2019-06", "--market", "BTC", "--accounts", "3000",
-            "--seed", "5", "--lake", str(small_lake), "--out", str(out), "--scenarios", str(scenarios_with_empty_window)]
+            "--seed", "5", "--lake", str(small_lake), "--out", str(out),
+            "--scenarios", str(scenarios_with_empty_window)]
     assert main(argv) == 0
     err = capsys.readouterr()
     res = load_results(out)

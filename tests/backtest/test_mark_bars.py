@@ -1,5 +1,5 @@
 """Mark-price bars for the triggers where the lake has them (MODEL.md 1 "Mark vs last"):
-scenarios.SeriesLoader loads them into SeriesData.mark_bars and says so in trigger_source."""
+series_loader.SeriesLoader loads them into SeriesData.mark_bars and says so in trigger_source."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from backtest.catalog import Catalog
-from backtest.scenarios import SeriesLoader, load_scenarios
+from backtest.scenarios import load_scenarios
+from backtest.series_loader import SeriesLoader
 from fetch.lake import Lake
 
 W0, W1 = pd.Timestamp("2022-10-24", tz="UTC"), pd.Timestamp("2022-10-28", tz="UTC")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backtest.path import adverse_extreme, bar_paths, extreme_from, first_cross, price_at, tick_prices
+from backtest.path import bar_paths, first_cross, price_at, tick_prices
 
 
 def test_low_first_when_low_is_nearer_the_open():
@@ -47,13 +47,13 @@ def test_first_cross_matches_brute_force_on_random_bars():
     o = rng.uniform(90, 110, m)
     c = rng.uniform(90, 110, m)
     h = np.maximum(o, c) + rng.exponential(3, m) * (rng.random(m) < 0.8)
-    l = np.minimum(o, c) - rng.exponential(3, m) * (rng.random(m) < 0.8)
+    low = np.minimum(o, c) - rng.exponential(3, m) * (rng.random(m) < 0.8)
     for n in (4, 60, 3600):
-        paths = bar_paths(o, h, l, c, n)
+        paths = bar_paths(o, h, low, c, n)
         for b in range(0, m, 7 if n == 3600 else 1):
             prices = tick_prices(paths, b)
-            thr = rng.uniform(l[b] - 1, h[b] + 1, 8)
-            thr = np.concatenate([thr, [l[b], h[b], o[b], c[b]]])
+            thr = rng.uniform(low[b] - 1, h[b] + 1, 8)
+            thr = np.concatenate([thr, [low[b], h[b], o[b], c[b]]])
             kf = rng.integers(0, n, thr.size)
             got_dn = first_cross(paths, np.full(thr.size, b), thr, -1, kf)
             got_up = first_cross(paths, np.full(thr.size, b), thr, +1, kf)
@@ -65,20 +65,16 @@ def test_first_cross_matches_brute_force_on_random_bars():
                 assert got_up[j] == (hits[0] + kf[j] if hits.size else -1), (n, b, t)
 
 
-def test_extremes_and_price_at_agree_with_ticks():
+def test_price_at_agrees_with_ticks():
     rng = np.random.default_rng(1)
     o, c = rng.uniform(99, 101, 20), rng.uniform(99, 101, 20)
-    h, l = np.maximum(o, c) + 1, np.minimum(o, c) - 2
-    paths = bar_paths(o, h, l, c, 60)
-    assert np.array_equal(adverse_extreme(paths, -1), l)
-    assert np.array_equal(adverse_extreme(paths, +1), h)
+    h, low = np.maximum(o, c) + 1, np.minimum(o, c) - 2
+    paths = bar_paths(o, h, low, c, 60)
     for b in range(20):
         prices = tick_prices(paths, b)
-        assert prices.min() == l[b] and prices.max() == h[b]
+        assert prices.min() == low[b] and prices.max() == h[b]
         for k in (0, 13, 59):
             assert price_at(paths, b, k) == prices[k]
-            assert extreme_from(paths, b, k, -1) == prices[k:].min()
-            assert extreme_from(paths, b, k, +1) == prices[k:].max()
 
 
 def test_rejects_zero_ticks():

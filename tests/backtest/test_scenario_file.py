@@ -1,5 +1,4 @@
 """Scenario files are validated like params.toml (issue 11 item 9): one line, exit 2."""
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,15 @@ GOOD = SCENARIOS_FILE.read_text()
 @pytest.mark.parametrize("old, new, expect", [
     ('label = "Oct 25 short squeeze (Oct 24-27)"\n', "", "window 2022-10: missing key(s) label"),
     ('id = "2022-10"', 'id = "2022-10"\nlable = "typo"', "window 2022-10: unknown key(s) lable"),
-    ('end = "2022-10-28T00:00:00Z"', 'end = "2022-10-20T00:00:00Z"', "window 2022-10: end 2022-10-20 00:00 is not after start"),
-    ('start = "2022-10-24T00:00:00Z"', 'start = "2022-02-30T00:00:00Z"', "window 2022-10.start: '2022-02-30T00:00:00Z' is not a date that exists"),
+    ('end = "2022-10-28T00:00:00Z"', 'end = "2022-10-20T00:00:00Z"',
+     "window 2022-10: end 2022-10-20 00:00 is not after start"),
+    ('start = "2022-10-24T00:00:00Z"', 'start = "2022-02-30T00:00:00Z"',
+     "window 2022-10.start: '2022-02-30T00:00:00Z' is not a date that exists"),
     ('start = "2022-10-24T00:00:00Z"', 'start = ""', "window 2022-10.start: '' is empty or not a date"),
-    ('[venue.binance]\nlake_market = "perp"', '[venue.binance]\nlake_market = "perp"\nsymbol = "x"', "venue.binance: unknown key(s) symbol"),
-    ('ftx_adv_usd = 3.21e9', 'ftx_adv_usd = -3.21e9', "market.BTC.ftx_adv_usd: -3210000000.0 should be a positive number"),
+    ('[venue.binance]\nlake_market = "perp"', '[venue.binance]\nlake_market = "perp"\nsymbol = "x"',
+     "venue.binance: unknown key(s) symbol"),
+    ('ftx_adv_usd = 3.21e9', 'ftx_adv_usd = -3.21e9',
+     "market.BTC.ftx_adv_usd: -3210000000.0 should be a positive number"),
     ('[[window]]\nid = "2022-01"', '[[window]\nid = "2022-01"', "is not valid TOML"),
     ('"2022-11" = 147895.399', '"2022-12" = 147895.399', "market.BTC.binance_oi_coin: window '2022-12' is not defined"),
 ])

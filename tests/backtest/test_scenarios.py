@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backtest.bars import fill_gaps, resample_bars
 from backtest.params import default_params
-from backtest.scenarios import (DataUnavailable, SeriesLoader, fill_gaps, load_scenarios, load_window_series,
-                                resample_bars)
+from backtest.scenarios import DataUnavailable, load_scenarios
+from backtest.series_loader import SeriesLoader, load_window_series
 
 TF_MIN = {"1m": 1, "15m": 15, "1h": 60, "1d": 1440}
 
@@ -114,7 +115,7 @@ def test_missing_everything_names_window_venue_market(sc):
     sds, problems = load_window_series(SeriesLoader(cat, sc), w, ("ftx", "binance"), ("BTC", "ETH"))
     assert set(sds) == {("ftx", "BTC"), ("binance", "BTC")}
     assert len(problems) == 2
-    for venue, p in zip(("ftx", "binance"), problems):
+    for venue, p in zip(("ftx", "binance"), problems, strict=True):
         assert "window 2022-05" in p and f"venue {venue}" in p and "market ETH" in p and "no usable bars" in p
     with pytest.raises(DataUnavailable, match="window 2022-05, venue binance, market ETH"):
         SeriesLoader(cat, sc).choose_source(w, "binance", "ETH")

@@ -1,4 +1,5 @@
-"""Fixtures of the data-stage tests: canonical frames and one import of the real data."""
+"""Fixtures of the data-stage tests: canonical frames, one import of the real data, the loopback
+servers (fapi, data.binance.vision, tardis datasets) and a recording sleep()."""
 from __future__ import annotations
 
 import pandas as pd
@@ -6,6 +7,9 @@ import pytest
 
 from fetch.lake import Lake
 from fetch.sources.local import import_dir
+from tests.fetch.servers.fapi import BarBook, FapiServer
+from tests.fetch.servers.tardis import TardisServer
+from tests.fetch.servers.vision import VisionServer
 
 
 def make_bars(symbol="BTCUSDT", start="2022-05-01", periods=10, freq="1h", *, venue="binance",
@@ -33,3 +37,40 @@ def imported_lake(shared_data, tmp_path_factory):
 def bars():
     """The `make_bars` factory."""
     return make_bars
+
+
+
+@pytest.fixture
+def book() -> BarBook:
+    """Synthetic 1m BTCUSDT bars, 2022-10-30 .. 2022-11-10 (deterministic)."""
+    return BarBook().add_synthetic("BTCUSDT", "2022-10-30", "2022-11-10")
+
+
+@pytest.fixture
+def fapi(book):
+    with FapiServer(book, extra_listed=("ETHUSDT",)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def vision():
+    with VisionServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def tardis_server():
+    with TardisServer(api_key="test-key") as srv:
+        yield srv
+
+
+class Sleeps(list):
+    """A sleep() that records the delays instead of waiting."""
+
+    def __call__(self, s: float) -> None:
+        self.append(s)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()

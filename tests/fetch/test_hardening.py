@@ -17,7 +17,6 @@ from backtest.catalog import Catalog
 from backtest.console import main
 from fetch.lake import Lake, LakeDamaged
 from fetch.lock import RunLock, lake_lock_path
-
 from tests.fetch.test_local_import import HEADER, _ohlc  # noqa: F401 (shared builders)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,15 +107,17 @@ def test_data_verify_finds_and_repair_drops_then_reimports(small_lake, capsys):
 
 # ------------------------------------------------------------------ items 6-8: bad import inputs
 @pytest.mark.parametrize("name, content, line, expect", [
-    ("t.csv", b"open_time,open,high,low,close,volume\n1651363200000,1,2,0.5,1.5,1\n16513", "t.csv,ohlcv,binance,spot,X,1h,base,,",
-     "t.csv: cannot import it"),
-    ("p.parquet", b"PAR1 this is not parquet", "p.parquet,ohlcv,binance,spot,X,1h,base,,", "p.parquet: cannot import it"),
-    ("n.csv", b"open_time,open,high,low,close,volume\n1651363200000,abc,2,0.5,1.5,1\n", "n.csv,ohlcv,binance,spot,X,1h,base,,",
-     "n.csv: cannot import it"),
-    ("h.csv", b"open_time,open,high,low,close,volume\n", "h.csv,ohlcv,binance,spot,X,1h,base,,", "h.csv: holds no rows"),
+    ("t.csv", b"open_time,open,high,low,close,volume\n1651363200000,1,2,0.5,1.5,1\n16513",
+     "t.csv,ohlcv,binance,spot,X,1h,base,,", "t.csv: cannot import it"),
+    ("p.parquet", b"PAR1 this is not parquet",
+     "p.parquet,ohlcv,binance,spot,X,1h,base,,", "p.parquet: cannot import it"),
+    ("n.csv", b"open_time,open,high,low,close,volume\n1651363200000,abc,2,0.5,1.5,1\n",
+     "n.csv,ohlcv,binance,spot,X,1h,base,,", "n.csv: cannot import it"),
+    ("h.csv", b"open_time,open,high,low,close,volume\n",
+     "h.csv,ohlcv,binance,spot,X,1h,base,,", "h.csv: holds no rows"),
     ("z.csv", b"", "z.csv,ohlcv,binance,spot,X,1h,base,,", "z.csv: cannot import it"),
-    ("d.csv", b"ts,open,high,low,close,volume\n2022-13-45 00:00,1,2,0.5,1.5,1\n", "d.csv,ohlcv,binance,spot,X,1h,base,,",
-     "d.csv: cannot import it"),
+    ("d.csv", b"ts,open,high,low,close,volume\n2022-13-45 00:00,1,2,0.5,1.5,1\n",
+     "d.csv,ohlcv,binance,spot,X,1h,base,,", "d.csv: cannot import it"),
     ("binance/BTC_USDT-1h.json", b"[[1651363200000, 1, 2]", None, "BTC_USDT-1h.json: not valid JSON"),
 ])
 def test_bad_data_files_are_one_line_exit_2_nothing_written(tmp_path, capsys, name, content, line, expect):

@@ -86,7 +86,8 @@ def test_known_values_through_the_catalog(imported_lake):
     assert cat.bars("binance", "perp", "BTCUSDT", "2022-10-25", "2022-10-26").attrs["timeframe"] == "1m"
     w4 = cat.bars("binance", "perp", "BTCUSDT", "2022-10-24", "2022-10-28")
     assert w4.attrs["timeframe"] == "1h"
-    assert cat.timeframes("binance", "perp", "BTCUSDT", "2022-10-24", "2022-10-28") == [("1m", 1500), ("1h", 96)]  # Oct 25 + 1st hour of Oct 26
+    # 1m: Oct 25 + 1st hour of Oct 26
+    assert cat.timeframes("binance", "perp", "BTCUSDT", "2022-10-24", "2022-10-28") == [("1m", 1500), ("1h", 96)]
     # BTCUSDT OI: 146,294 (Oct 24) known at Oct 25 00:00; 164,610 (Oct 25) only from Oct 26
     oi = cat.open_interest("binance", "BTCUSDT", pd.Timestamp("2022-10-25 12:00", tz="UTC"))
     assert round(oi["oi_base"]) == 146294 and oi["source"] == "coinalyze"

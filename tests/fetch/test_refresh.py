@@ -22,11 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from fetch.lake import Lake, SeriesKey
-from fetch.refresh import (EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, RunLock, load_config,
-                           run)
+from fetch.refresh import EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, RunLock, load_config, run
 from fetch.sources.ccxt_source import RetryPolicy
 from tests.fetch.servers.fapi import BarBook, FapiServer
-from tests.fetch.servers.fixtures import book, fapi, sleeps  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.02)
@@ -239,7 +237,8 @@ def test_exit_codes_temporary_vs_needs_a_person(fapi, tmp_path, sleeps, capsys):
     assert len(lake_rows(tmp_path / "l2")) == 1440  # the good symbol still filled
 
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[job]]\nsource = "ccxt"\ndataset = "ohlcv"\nsymbols = ["BTCUSDT"]\nstart = "2022-11-01"\ncolour = "red"\n')
+    bad.write_text('[[job]]\nsource = "ccxt"\ndataset = "ohlcv"\nsymbols = ["BTCUSDT"]\nstart = "2022-11-01"\n'
+                   'colour = "red"\n')
     assert run(bad, str(tmp_path / "l3")) == EXIT_PERSON
     assert "unknown key(s) ['colour']" in capsys.readouterr().err
 

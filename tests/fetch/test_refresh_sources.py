@@ -12,7 +12,6 @@ from backtest.console import main as liqreplay
 from fetch.lake import Lake, SeriesKey
 from fetch.refresh import EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, run
 from fetch.sources.ccxt_source import RetryPolicy
-from tests.fetch.servers.fixtures import book, fapi, tardis_server, vision  # noqa: F401
 
 FAST = RetryPolicy(attempts=2, base_s=0.01, cap_s=0.02)
 UTC = timezone.utc

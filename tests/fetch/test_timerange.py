@@ -5,8 +5,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fetch.timerange import (TimeRangeError, month_key, months, parse_timerange, timeframe_delta,
-                             timeframe_seconds, to_utc)
+from fetch.timerange import (
+    TimeRangeError,
+    month_key,
+    months,
+    parse_timerange,
+    timeframe_delta,
+    to_utc,
+)
 
 UTC = timezone.utc
 
@@ -16,8 +22,6 @@ def test_closed_and_open_ranges():
     assert r.start == datetime(2022, 5, 5, tzinfo=UTC) and r.end == datetime(2022, 5, 16, tzinfo=UTC)
     assert parse_timerange("20220505-").end is None
     assert parse_timerange("-20220516").start is None
-    lo, hi = parse_timerange("-20220516").clamp(datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
-    assert lo.year == 2020 and hi.day == 16
 
 
 @pytest.mark.parametrize("bad", ["", "-", "2022-05-05", "20220505", "20221305-20221306", "20220516-20220505",
@@ -31,7 +35,7 @@ def test_timeframes():
     assert timeframe_delta("1m") == timedelta(minutes=1)
     assert timeframe_delta("15m") == timedelta(minutes=15)
     assert timeframe_delta("8h") == timedelta(hours=8)
-    assert timeframe_seconds("1d") == 86400
+    assert timeframe_delta("1d") == timedelta(days=1)
     for bad in ("1M", "0m", "m", "1x", "", "1.5h"):
         with pytest.raises(TimeRangeError, match="timeframe"):
             timeframe_delta(bad)

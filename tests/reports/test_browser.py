@@ -43,9 +43,8 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def loaded(results_dir, tmp_path_factory):
     """Open the report once; record console messages, page errors, dialogs and every request."""
+    exe = _chromium()  # skips (or fails under LIQREPLAY_REQUIRE_BROWSER=1) without chromium or playwright
     from playwright.sync_api import sync_playwright
-
-    exe = _chromium()
     out = tmp_path_factory.mktemp("report") / "report.html"
     write_report(load(results_dir), out)
     url = out.resolve().as_uri()

@@ -132,7 +132,7 @@ def test_ftx_engine_conserves_money_on_every_event():
         idx = np.flatnonzero(st == ftx.STEP1)
         if idx.size:
             q1, _ = ftx.step1_order_qty(qty[idx], m, ftx.step1_budget_usd(5e8, params), params, rng=rng)
-            for i, q in zip(idx, q1):
+            for i, q in zip(idx, q1, strict=True):
                 if q <= 0:
                     continue
                 slip = ex.sqrt_impact(q * m, 2e6, 0.002, 1.0)
@@ -205,7 +205,7 @@ def test_ftx_engine_conserves_money_on_every_event():
             if q_blp > 0:
                 hedges.append((t + latency, -s * q_blp))
         # ---- BLP hedges due now, and collateral sales
-        for due, hq in [h for h in hedges if h[0] == t]:
+        for _due, hq in [h for h in hedges if h[0] == t]:
             slip = ex.sqrt_impact(abs(hq) * m, 2e6, 0.002, 1.0)
             b = ex.fill_breakdown(int(np.sign(hq)), abs(hq), m, slip, 0.0004)
             before = book.wealth(m, prices)

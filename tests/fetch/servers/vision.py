@@ -84,7 +84,7 @@ class VisionServer(LoopbackServer):
         rel = (f"data/futures/um/monthly/fundingRate/{symbol}/"
                f"{symbol}-fundingRate-{month.strftime('%Y-%m')}.zip")
         lines = ["calc_time,funding_interval_hours,last_funding_rate"]
-        lines += [f"{t},8,{r:.8f}" for t, r in zip(times_ms, rates)]
+        lines += [f"{t},8,{r:.8f}" for t, r in zip(times_ms, rates, strict=True)]
         self.put(rel, "\n".join(lines) + "\n")
         return rel
 

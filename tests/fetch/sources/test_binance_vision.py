@@ -11,7 +11,6 @@ import pytest
 from fetch.sources.binance_vision import BinanceVision, ChecksumError, plan_files
 from fetch.sources.ccxt_source import RetryPolicy, SourceError, utc
 from tests.fetch.servers.fapi import BarBook
-from tests.fetch.servers.fixtures import book, sleeps, vision  # noqa: F401
 from tests.fetch.servers.vision import VisionServer
 
 FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.02)

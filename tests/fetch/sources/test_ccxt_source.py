@@ -6,10 +6,8 @@ import pandas as pd
 import pytest
 
 from fetch.lake import Lake
-from fetch.sources.ccxt_source import (CcxtSource, RetryPolicy, SourceError, make_exchange,
-                                       override_urls, utc)
+from fetch.sources.ccxt_source import CcxtSource, RetryPolicy, SourceError, make_exchange, override_urls, utc
 from tests.fetch.servers.fapi import BarBook, FapiServer
-from tests.fetch.servers.fixtures import book, fapi, sleeps  # noqa: F401
 
 FAST = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05)
 

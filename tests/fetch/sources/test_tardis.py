@@ -9,7 +9,6 @@ import pytest
 from fetch.lake import Lake
 from fetch.sources.ccxt_source import SourceError, utc
 from fetch.sources.tardis import TardisSource, free_days_only
-from tests.fetch.servers.fixtures import tardis_server  # noqa: F401
 
 LIQ = ("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
        "ftx,BTC-PERP,1667865600100000,1667865600200000,1,sell,20000,0.5\n"
@@ -31,8 +30,9 @@ def ticker_csv(n_min: int = 180) -> str:
 
 def test_key_needed_said_plainly_before_any_request(tardis_server, monkeypatch):
     monkeypatch.delenv("TARDIS_API_KEY", raising=False)
-    src = TardisSource(endpoint=tardis_server.url + "/v1")
-    with pytest.raises(SourceError, match=r"needs an API key: set TARDIS_API_KEY.*first day of each month is free") as ei:
+    src = TardisSource(api_url=tardis_server.url + "/v1")
+    msg = r"needs an API key: set TARDIS_API_KEY.*first day of each month is free"
+    with pytest.raises(SourceError, match=msg) as ei:
         src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-07"), utc("2022-11-09"))
     assert not ei.value.temporary
     assert tardis_server.count() == 0
@@ -42,7 +42,7 @@ def test_key_needed_said_plainly_before_any_request(tardis_server, monkeypatch):
 def test_first_day_of_month_is_free(tardis_server, monkeypatch):
     monkeypatch.delenv("TARDIS_API_KEY", raising=False)
     tardis_server.put("ftx", "derivative_ticker", date(2022, 11, 1), "BTC-PERP", ticker_csv())
-    src = TardisSource(endpoint=tardis_server.url + "/v1")
+    src = TardisSource(api_url=tardis_server.url + "/v1")
     oi = src.fetch_open_interest("ftx", "BTC-PERP", "1h", utc("2022-11-01"), utc("2022-11-02"))
     assert tardis_server.auth_seen == [""]
     assert list(oi["oi_base"]) == [1000.0, 1060.0, 1120.0]  # first tick at/after each hour open
@@ -53,7 +53,7 @@ def test_first_day_of_month_is_free(tardis_server, monkeypatch):
 def test_liquidations_with_key_env(tardis_server, monkeypatch, tmp_path):
     monkeypatch.setenv("TARDIS_API_KEY", "test-key")
     tardis_server.put("ftx", "liquidations", date(2022, 11, 8), "BTC-PERP", LIQ)
-    src = TardisSource(endpoint=tardis_server.url + "/v1")
+    src = TardisSource(api_url=tardis_server.url + "/v1")
     liq = src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-08"), utc("2022-11-09"))
     assert tardis_server.auth_seen == ["Bearer test-key"]
     assert list(liq["side"]) == ["long", "short"]  # a sell order closes a long
@@ -65,17 +65,17 @@ def test_liquidations_with_key_env(tardis_server, monkeypatch, tmp_path):
 
 
 def test_wrong_key_and_unknown_symbol_are_clear(tardis_server):
-    src = TardisSource(endpoint=tardis_server.url + "/v1", api_key="wrong")
+    src = TardisSource(api_url=tardis_server.url + "/v1", api_key="wrong")
     with pytest.raises(SourceError, match="HTTP 401.*TARDIS_API_KEY"):
         src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-08"), utc("2022-11-09"))
-    ok = TardisSource(endpoint=tardis_server.url + "/v1", api_key="test-key")
+    ok = TardisSource(api_url=tardis_server.url + "/v1", api_key="test-key")
     with pytest.raises(SourceError, match="no liquidations for ftx NOPE-PERP.*check the symbol"):
         ok.fetch_liquidations("ftx", "NOPE-PERP", utc("2022-11-08"), utc("2022-11-09"))
 
 
 def test_funding_and_mark_bars_from_derivative_ticker(tardis_server):
     tardis_server.put("ftx", "derivative_ticker", date(2022, 11, 1), "BTC-PERP", ticker_csv())
-    src = TardisSource(endpoint=tardis_server.url + "/v1", api_key="")
+    src = TardisSource(api_url=tardis_server.url + "/v1", api_key="")
     f = src.fetch_funding("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
     assert f["ts"].tolist() == [pd.Timestamp(f"2022-11-01 0{h}:00", tz="UTC") for h in (1, 2, 3)]
     assert f["rate"].tolist() == pytest.approx([1e-5, 2e-5, 3e-5])  # last rate before settlement
@@ -83,21 +83,6 @@ def test_funding_and_mark_bars_from_derivative_ticker(tardis_server):
     bars = src.fetch_mark_ohlcv("ftx", "BTC-PERP", "1h", utc("2022-11-01"), utc("2022-11-02"))
     assert bars[["open", "high", "low", "close"]].iloc[0].tolist() == [20005.0, 20064.0, 20005.0, 20064.0]
     assert set(bars["price_type"]) == {"mark"}
-
-
-def test_trades_without_liquidation_flag_explained(tardis_server):
-    tardis_server.put("ftx", "trades", date(2022, 11, 1), "BTC-PERP",
-                      "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-                      f"ftx,BTC-PERP,{T0 + 5},{T0 + 6},1,buy,20000,1\n")
-    src = TardisSource(endpoint=tardis_server.url + "/v1", api_key="")
-    with pytest.raises(SourceError, match="no liquidation flag"):
-        src.fetch_trade_liquidations("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
-    tardis_server.put("ftx", "trades", date(2022, 11, 1), "BTC-PERP",
-                      "exchange,symbol,timestamp,local_timestamp,id,side,price,amount,liquidation\n"
-                      f"ftx,BTC-PERP,{T0 + 5},{T0 + 6},1,buy,20000,1,true\n"
-                      f"ftx,BTC-PERP,{T0 + 7},{T0 + 8},2,sell,20000,1,false\n")
-    liq = src.fetch_trade_liquidations("ftx", "BTC-PERP", utc("2022-11-01"), utc("2022-11-02"))
-    assert len(liq) == 1 and liq["side"].iloc[0] == "short"
 
 
 # ------------------------------------------------------------------ issue 11 item 5: bounded offline
@@ -115,7 +100,7 @@ def test_unreachable_host_gives_up_after_a_few_logged_retries(monkeypatch, caplo
     from fetch.sources import tardis as T
 
     sleeps: list[float] = []
-    src = TardisSource(endpoint=f"http://127.0.0.1:{_closed_port()}/v1", api_key="k", sleep=sleeps.append)
+    src = TardisSource(api_url=f"http://127.0.0.1:{_closed_port()}/v1", api_key="k", sleep=sleeps.append)
     with pytest.raises(SourceError, match=r"gave up after 4 attempts: cannot reach 127.0.0.1") as ei:
         src.fetch_liquidations("ftx", "BTC-PERP", utc("2022-11-08"), utc("2022-11-09"))
     assert ei.value.temporary
