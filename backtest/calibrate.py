@@ -43,7 +43,8 @@ from backtest.population import build_population
 from backtest.replay import path_input, run_binance, run_ftx, run_series
 from backtest.replay.runner import daily_frame
 from backtest.results import _atomic_parquet
-from backtest.scenarios import SeriesLoader, load_scenarios, load_window_series
+from backtest.scenarios import load_scenarios
+from backtest.series_loader import SeriesLoader, load_window_series
 from fetch import atomic
 from fetch.errors import UserError
 
@@ -680,7 +681,7 @@ class CalibrateOptions:
     seed: int = 20221108
     method: str = "powell"
     max_evals: int = 100
-    ftx_evals: int = 8
+    ftx_evals: int = 24
     long_share_weight: float = 1.0       # + the monthly long-share MAE (issue 8's one-sidedness target)
     keys: tuple[str, ...] = FIT_KEYS
     ftx_keys: tuple[str, ...] = FTX_FIT_KEYS

@@ -221,6 +221,7 @@ class PopulationParams:
     ftx_account_leverage: float
     ftx_collateral_share: Table[float]          # coin -> share of an FTX account's collateral
     holding_days: float
+    holding_tail_ratio: float
     leverage_low_max: float
     leverage_low_min: float
     leverage_low_share: float
@@ -230,6 +231,7 @@ class PopulationParams:
     n_accounts: int
     notional_sigma: float
     real_accounts_per_market: Table[float]      # coin -> real accounts, with `default`
+    tail_sim_share: float
     warmup_days: float
 
 

@@ -42,7 +42,7 @@ from backtest import api, rng
 from backtest import sensitivity as S
 from backtest.params import Params, ParamsError
 from backtest.results import _jsonable, add_per_1b
-from backtest.scenarios import SeriesLoader
+from backtest.series_loader import SeriesLoader
 from fetch import atomic
 from fetch.errors import TemporaryFailure, UserError
 

@@ -7,9 +7,9 @@ import pytest
 
 from backtest.path import CollateralPath
 from backtest.reference import reference_ftx
-from backtest.replay import PathInput, run_ftx
-from backtest.scenarios import SeriesLoader, Window
-
+from backtest.replay import run_ftx
+from backtest.scenarios import Window
+from backtest.series_loader import SeriesLoader
 from tests.backtest._synth import DATE, crash_bars, setup
 from tests.backtest.test_reference_parity import assert_same
 
