@@ -183,7 +183,8 @@ def v2_series_daily(sd, params, seed: int, n_accounts: int, *, hedge=None, colla
                                                  ev["side"].to_numpy(np.int64), params)
     elif len(ev):
         ev["reported_usd"] = ev["notional_usd"].to_numpy(float)  # FTX flags every fill
-    ev["ts"] = pd.to_datetime(ev.pop("t_s"), unit="s", utc=True) if len(ev) else pd.Series([], dtype="datetime64[ns, UTC]")
+    ev["ts"] = (pd.to_datetime(ev.pop("t_s"), unit="s", utc=True) if len(ev)
+                else pd.Series([], dtype="datetime64[ns, UTC]"))
     key = {"window": sd.window.id, "venue": sd.venue, "market": sd.coin}
     return daily_frame(ev, res.oi_daily, inp.ts_s, key)
 
@@ -238,9 +239,10 @@ class Space:
     def to_values(self, u) -> dict[str, float]:
         u = np.clip(np.asarray(u, float), 0.0, 1.0)
         x = np.where(self.log, np.exp(np.log(np.where(self.lo > 0, self.lo, 1)) +
-                                      u * (np.log(np.where(self.hi > 0, self.hi, 1)) - np.log(np.where(self.lo > 0, self.lo, 1)))),
+                                      u * (np.log(np.where(self.hi > 0, self.hi, 1))
+                                           - np.log(np.where(self.lo > 0, self.lo, 1)))),
                      self.lo + u * (self.hi - self.lo))
-        return {k: (int(round(v)) if i else float(v)) for k, v, i in zip(self.keys, x, self.integer)}
+        return {k: (int(round(v)) if i else float(v)) for k, v, i in zip(self.keys, x, self.integer, strict=True)}
 
     def to_unit(self, values: dict) -> np.ndarray:
         x = np.array([float(values[k]) for k in self.keys])
@@ -596,7 +598,8 @@ def run_calibration(daily: pd.DataFrame, observed: pd.DataFrame, windows, *, yea
                  "floor_usd": M.FLOOR_USD, "markets": list(coins), "validation": None, "training": None, "year": None}
     if crash:
         frames = [M.model_frame(daily, venue="binance", measure=measure, window=w.id) for w in crash]
-        mod = pd.concat(frames, ignore_index=True).groupby(["date", "market", "side"], as_index=False)["model_usd"].sum() \
+        mod = pd.concat(frames, ignore_index=True).groupby(["date", "market", "side"],
+                                                           as_index=False)["model_usd"].sum() \
             if frames else M.model_frame(daily.iloc[:0])
         days = sorted(set().union(*[set(d) for d in valid.values()]))
         c = M.compare(mod, observed, days, coins)
@@ -702,7 +705,8 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     snapshot = catalog.snapshot_id()
     crash = [w for w in scenarios.windows if not w.whole_year]
     train, valid = split_days(crash)
-    observed = observed_daily(catalog, pd.Timestamp(f"{YEAR}-01-01", tz="UTC"), pd.Timestamp(f"{YEAR + 1}-01-01", tz="UTC"))
+    observed = observed_daily(catalog, pd.Timestamp(f"{YEAR}-01-01", tz="UTC"),
+                              pd.Timestamp(f"{YEAR + 1}-01-01", tz="UTC"))
     n_train = int(observed["date"].isin(set(train)).sum())
     if n_train == 0:
         raise UserError("the lake has no Binance daily liquidations for 2022 (Coinalyze): "
@@ -715,7 +719,8 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
     kw = dict(coins=COINS, n_accounts=opts.accounts, seed=opts.seed, book=opts.book)
     train_sim = train_sim or ReplaySimulator(catalog, scenarios, [opts.year_window], venues=("binance",), **kw)
     valid_sim = valid_sim or ReplaySimulator(catalog, scenarios, [w.id for w in crash], venues=("binance", "ftx"), **kw)
-    ftx_sim = ftx_sim or (ReplaySimulator(catalog, scenarios, pub_windows, venues=("ftx",), **kw) if pub_windows else None)
+    if ftx_sim is None and pub_windows:
+        ftx_sim = ReplaySimulator(catalog, scenarios, pub_windows, venues=("ftx",), **kw)
     ident = "|".join(getattr(s, "ident", type(s).__name__) for s in (train_sim, valid_sim, ftx_sim) if s is not None)
     # the cache key ignores the current values of the fitted keys (every evaluation sets them),
     # so a re-run after the fitted values were written still reuses the evaluations

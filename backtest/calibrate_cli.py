@@ -26,12 +26,16 @@ def register(subparsers) -> None:
                    help="write the fitted values to this file instead of into the parameter file read")
     p.add_argument("--no-write", action="store_true", help="fit and report only; write no parameter file")
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
-    p.add_argument("--accounts", type=positive_int, default=d.accounts, help=f"simulated accounts per series (default {d.accounts})")
-    p.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"seed of the simulator and optimiser (default {d.seed})")
+    p.add_argument("--accounts", type=positive_int, default=d.accounts,
+                   help=f"simulated accounts per series (default {d.accounts})")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed,
+                   help=f"seed of the simulator and optimiser (default {d.seed})")
     p.add_argument("--method", choices=("powell", "de"), default=d.method,
                    help="scipy optimiser: bounded Powell (default) or seeded differential evolution")
-    p.add_argument("--max-evals", type=positive_int, default=d.max_evals, help=f"stage 1 budget (default {d.max_evals})")
-    p.add_argument("--ftx-evals", type=non_negative_int, default=d.ftx_evals, help=f"stage 2 budget (default {d.ftx_evals})")
+    p.add_argument("--max-evals", type=positive_int, default=d.max_evals,
+                   help=f"stage 1 budget (default {d.max_evals})")
+    p.add_argument("--ftx-evals", type=non_negative_int, default=d.ftx_evals,
+                   help=f"stage 2 budget (default {d.ftx_evals})")
     p.add_argument("--long-share-weight", type=float, default=d.long_share_weight,
                    help="add this x the monthly long-share MAE to the training objective "
                         f"(default {d.long_share_weight:g})")
@@ -46,9 +50,9 @@ def register(subparsers) -> None:
 
 def cmd_calibrate(args) -> int:
     from backtest.calibrate import CalibrateOptions, calibrate
-    from fetch.errors import UserError
     from backtest.params import load_params
     from backtest.scenarios import load_scenarios
+    from fetch.errors import UserError
     from fetch.lake import resolve_lake
 
     if args.accounts < 2:

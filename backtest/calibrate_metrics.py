@@ -146,7 +146,8 @@ def monthly_totals(c: pd.DataFrame, lo: float = 0.5, hi: float = 2.0) -> pd.Data
         return pd.DataFrame(columns=["month", "model_usd", "observed_usd", "ratio", "within"])
     month = pd.to_datetime(c["date"]).dt.tz_convert("UTC").dt.strftime("%Y-%m")
     g = c.assign(month=month).groupby("month", as_index=False)[["model_usd", "observed_usd"]].sum()
-    g["ratio"] = np.where(g["observed_usd"] > 0, g["model_usd"] / g["observed_usd"].where(g["observed_usd"] > 0), np.nan)
+    obs = g["observed_usd"]
+    g["ratio"] = np.where(obs > 0, g["model_usd"] / obs.where(obs > 0), np.nan)
     g["within"] = (g["ratio"] >= lo) & (g["ratio"] <= hi)
     return g
 

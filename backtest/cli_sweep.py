@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backtest.fmt import money
 from backtest.cli import DEFAULT_SEED
+from backtest.fmt import money
 from fetch.cmdline import non_negative_int, positive_int
 
 log = logging.getLogger(__name__)

@@ -140,7 +140,8 @@ def unit_default(dims) -> np.ndarray:
 
 
 def unit_points(totals: pd.DataFrame, dims) -> np.ndarray:
-    return np.array([[d.unit(x) for d, x in zip(dims, row)] for row in totals[[d.key for d in dims]].to_numpy(float)])
+    X = totals[[d.key for d in dims]].to_numpy(float)
+    return np.array([[d.unit(x) for d, x in zip(dims, row, strict=True)] for row in X])
 
 
 def describe_setting(u: np.ndarray, dims, *, top: int | None = None) -> list[dict]:
@@ -148,7 +149,7 @@ def describe_setting(u: np.ndarray, dims, *, top: int | None = None) -> list[dic
     u0 = unit_default(dims)
     recs = [{"param": d.key, "value": d.value(float(x)), "default": d.default,
              "distance": float(abs(float(x) - u0[j])), "direction": "up" if x > u0[j] else "down"}
-            for j, (d, x) in enumerate(zip(dims, u))]
+            for j, (d, x) in enumerate(zip(dims, u, strict=True))]
     recs.sort(key=lambda r: -r["distance"])
     return recs[:top] if top else recs
 
@@ -260,7 +261,7 @@ def search_frontier(front: dict, totals: pd.DataFrame, sens: dict, dims,
                 raise _Budget()
             vals = evaluate(todo, run_seed)
             evals[0] += len(todo)
-            for p, v in zip(todo, vals):
+            for p, v in zip(todo, vals, strict=True):
                 cache[tuple(np.round(p, 12))] = float(v)
         return [cache[tuple(np.round(p, 12))] for p in points]
 

@@ -126,7 +126,7 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 
 
 def overrides_of(dims: list[Dimension], u: np.ndarray) -> dict:
-    return {d.key: d.value(float(x)) for d, x in zip(dims, u)}
+    return {d.key: d.value(float(x)) for d, x in zip(dims, u, strict=True)}
 
 
 # --------------------------------------------------------------------------- one sample (pure task)

@@ -106,7 +106,8 @@ def test_space_maps_ranges_and_log_scales_wide_ones():
     sp2 = C.Space.from_params(params, ["ftx.blp.capacity_per_minute_usd"])
     lo, hi = params.sweep_ranges()["ftx.blp.capacity_per_minute_usd"]
     if hi / lo > 4:
-        assert sp2.log[0] and sp2.to_values([0.5])["ftx.blp.capacity_per_minute_usd"] == pytest.approx(math.sqrt(lo * hi))
+        mid = sp2.to_values([0.5])["ftx.blp.capacity_per_minute_usd"]
+        assert sp2.log[0] and mid == pytest.approx(math.sqrt(lo * hi))
 
 
 def test_params_are_written_in_place_with_provenance(tmp_path):
@@ -116,7 +117,7 @@ def test_params_are_written_in_place_with_provenance(tmp_path):
     C.write_params_inplace(p, {"population.leverage_scale": 1.234567891},
                            {"population.leverage_scale": 'liqreplay calibrate 2026-11-30: "fitted"'})
     after = p.read_text().splitlines()
-    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     assert len(before) == len(after) and len(changed) == 2
     got = load_params(p)
     assert got.get("population.leverage_scale") == pytest.approx(1.234568)
@@ -149,7 +150,8 @@ def test_published_targets_scaled_by_binance_coin_share(tmp_path):
                           "side": ["long", "short", "long", "short"],
                           "liquidated_usd": [5e7, 3e8, 1e8, 2e8], "reported_usd": 0.0, "oi_usd": np.nan})
     assert C.ftx_objective(tg)(daily) == pytest.approx(0.0, abs=1e-12)
-    assert C.ftx_objective(tg)(daily.assign(liquidated_usd=daily.liquidated_usd * math.e)) == pytest.approx(1.0, abs=1e-3)
+    scaled = daily.assign(liquidated_usd=daily.liquidated_usd * math.e)
+    assert C.ftx_objective(tg)(scaled) == pytest.approx(1.0, abs=1e-3)
     obs = pd.DataFrame({"date": pd.to_datetime(["2022-10-25", "2022-10-26"], utc=True), "market": "BTC",
                         "side": "short", "observed_usd": [10e6, 20e6]})
     bdaily = pd.concat([daily, daily.assign(venue="binance", reported_usd=1e7, liquidated_usd=0.0)])

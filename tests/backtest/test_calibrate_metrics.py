@@ -61,13 +61,13 @@ def test_days_outside_the_set_or_without_observation_are_left_out():
 def test_corr_log_is_one_for_a_constant_multiple_and_negative_when_reversed():
     days = pd.date_range("2022-03-01", periods=5, tz="UTC")
     vals = np.array([1, 3, 10, 30, 100]) * 1e6
-    obs = _obs([(d, "BTC", "long", v) for d, v in zip(days, vals)])
-    up = M.compare(_obs([(d, "BTC", "long", 2 * v) for d, v in zip(days, vals)]).rename(
+    obs = _obs([(d, "BTC", "long", v) for d, v in zip(days, vals, strict=True)])
+    up = M.compare(_obs([(d, "BTC", "long", 2 * v) for d, v in zip(days, vals, strict=True)]).rename(
         columns={"observed_usd": "model_usd"}), obs, days, ["BTC"])
     assert len(up) == 5
     # log(2v + f) vs log(v + f) is not exactly linear; it is close to 1
     assert M.corr_log(up) > 0.99
-    down = M.compare(_obs([(d, "BTC", "long", v) for d, v in zip(days, vals[::-1])]).rename(
+    down = M.compare(_obs([(d, "BTC", "long", v) for d, v in zip(days, vals[::-1], strict=True)]).rename(
         columns={"observed_usd": "model_usd"}), obs, days, ["BTC"])
     assert M.corr_log(down) < -0.9
 

@@ -186,7 +186,7 @@ def _noise_sweep(n: int, k: int, loss):
     rows = []
     for i, x in enumerate(u):
         rows.append({"sample": i, "window": "w", "venue": "ftx", "market": "BTC",
-                     **{d.key: v for d, v in zip(dims, x)}, "house_loss_usd": loss(x, i), "error": None})
+                     **{d.key: v for d, v in zip(dims, x, strict=True)}, "house_loss_usd": loss(x, i), "error": None})
     return dims, S.sample_totals(pd.DataFrame(rows), dims, set())
 
 
