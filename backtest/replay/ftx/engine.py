@@ -12,8 +12,10 @@ import numpy as np
 from numba import njit
 
 from backtest import rng as crng
+from backtest.execution import FLOW_LIQUIDATION, feedback_add, metaorder_slippage
 from backtest.replay.ftx.accounts import (C_BUDGET, C_DET, C_ETA, C_FEE, C_FUND0, C_JHI, C_JLO, C_MAXSLIP, C_NEGSHARE,
-                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_SIGMA, C_BM, C_TICK, C_ZPW,
+                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_BM, C_TICK, C_ZPW,
+                                          C_BASE, C_BUCKET, C_DECAY, C_FB, C_MO, C_PERM, I_FBN,
                                           CLOSED, K_MARKET, K_SEED, M_OVERFLOW, M_STEP1, M_STEP2, NJ, OPEN, I_PC, I_PO,
                                           Z_BELOW_SINCE, Z_BELOW_S, Z_FUND, Z_FUND_MIN, Z_INCOME, Z_PAYOUT,
                                           Z_POOL_OUT_L, Z_TAKEOVER, Z_USED_HOUR, Z_USED_MIN, close_out, requalify,
@@ -65,7 +67,7 @@ def _s1_take(S, C, i, jit, price, budget, cum, scale):
 
 
 @njit(**NJ)
-def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
+def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
     """Step-1 orders of the accounts s1[:n1] (ascending) sharing the market's budget for the
     tick, served in random order (counter-based U per account; deterministic: index order,
     sizes times the firing probability). Once the budget is spent every later order is zero,
@@ -132,13 +134,30 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
     if not det:
         kf = crng.make_key(K[K_SEED], crng.STEP1_OFFSET, K[K_MARKET], j)
     mid = (C[C_OLO] + C[C_OHI]) / 2
-    for x in range(n1):
+    mo = C[C_MO] > 0
+    if mo and n1 > 1:           # fragments join the tick's metaorder in account (aid) order
+        aid1 = np.empty(n1, np.int64)
+        for x in range(n1):
+            aid1[x] = S.aid[s1[x]]
+        fill_order = np.argsort(aid1, kind="mergesort")
+    else:
+        fill_order = np.arange(n1)
+    for xx in range(n1):
+        x = fill_order[xx]
         q = qs[x]
         if q <= 0:
             continue
         i = s1[x]
         s = S.side[i]
-        slip = sqrt_impact(q * price, bar_vol, C[C_SIGMA], C[C_ETA], C[C_BM], C[C_MAXSLIP])
+        if mo:
+            slip = metaorder_slippage(S.mo_start, S.mo_cum, FLOW_LIQUIDATION, -s, t_s, q * price, bar_vol, bar_sig,
+                                      C[C_ETA], C[C_BM], C[C_BUCKET], C[C_MAXSLIP])
+        else:
+            slip = sqrt_impact(q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_MAXSLIP])
+        if C[C_FB] > 0:
+            feedback_add(S.fb, 0, t_s, -s, q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_BASE], C[C_PERM],
+                         C[C_BUCKET], C[C_DECAY], C[C_MAXSLIP])
+            S.I[I_FBN] += 1
         off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * crng.uniform(kf, S.aid[i])) * 1e-4
         fill = max(price * (1.0 - s * (off + slip)), 0.0)
         fee = q * fill * C[C_FEE]
@@ -153,7 +172,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
 
 
 @njit(**NJ)
-def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool):
+def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool):
     aids = np.empty(n2, np.int64)
     for x in range(n2):
         aids[x] = S.aid[s2[x]]
@@ -196,7 +215,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
     for x in range(m):
         i = a[x]
         S.usd[i] += S.side[i] * cq[x] * (zp[x] - S.entry[i])
-        hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar)
+        hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar_sig, bar, t_s)
         hair[x] = hx
         cost[x] = cx
         set_qty(S, i, S.qty[i] - cq[x])
@@ -256,7 +275,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
 
 
 @njit(**NJ)
-def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, use_pool):
+def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_pool):
     """Apply the state machine at one tick to sel[:nsel] (ascending). Returns (accounts still
     in step 1/2 after the tick, ascending; whether any of them is in step 2). use_pool: overflow
     looks at a pool of the largest opposing accounts (the oracle: at all of them)."""
@@ -279,11 +298,11 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, use_pool):
             ac2[n2] = S.acmf[i]
             n2 += 1
     if n2:
-        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool)
     if n1:
         j = abs_tick(t_s, C[C_TICK])
         if fires(C, K, j):
-            step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol)
+            step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig)
     out = np.empty(nsel, np.int64)
     no = 0
     any2 = False

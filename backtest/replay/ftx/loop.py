@@ -20,8 +20,10 @@ from numba import njit
 
 from collections import namedtuple
 
+from backtest.execution import feedback_offset
 from backtest.paths import fill_bar_path
-from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
+from backtest.replay.ftx.accounts import (C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf,
+                                          trig_dir)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
@@ -35,6 +37,14 @@ def fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n, out):
     one Binance's kernel reads too): mode, key (int64) and pf = (near_first_prob, vol_scale,
     time_jitter) from the PathInput."""
     fill_bar_path(o[b], h[b], l[b], c[b], n, mode, key, ts_s[b], pf[0], out, pf[1], pf[2])
+
+
+@njit(**NJ)
+def moved_ticks(S, C, raw, prices, t0, tick_s, k0, n):
+    """Feedback (MODEL.md 5): ticks k0.. of the bar starting at t0 as the triggers see them,
+    the path times (1 + the venue's outstanding offset, decayed to each tick's time)."""
+    for k in range(k0, n):
+        prices[k] = raw[k] * (1.0 + feedback_offset(S.fb, 0, t0 + k * tick_s, C[C_DECAY]))
 
 
 # ---- segment trees: tl (max of long-like triggers), ts (min of short-like triggers)
@@ -276,7 +286,7 @@ def _quiet_bounds(a_up, a_dn, a_dir, nact):
 
 
 @njit(**NJ)
-def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, in_act, dirty,
+def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, dirty,
                B):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
@@ -316,14 +326,14 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             p1[n1] = x
             n1 += 1
     if n2:
-        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, True)
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
         for y in range(S.I[0]):
             dirty[S.chg[y]] = True
     filled = np.zeros(nact, np.bool_)
     if n1:
         j = abs_tick(t, C[C_TICK])
         if fires(C, K, j):
-            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv)
+            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
             for y in range(n1):
                 if qs[y] > 0:
                     filled[p1[y]] = True
@@ -362,9 +372,12 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
 
 
 @njit(**NJ)
-def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
-               open_order, close_order):
+def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+               hidx, open_order, close_order):
+    """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
+    ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
     n = S.qty.shape[0]
+    fb_on = C[C_FB] > 0
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     det = C[C_DET] > 0
@@ -397,6 +410,7 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
         lo_b[b] = min(l[b], min(o[b], c[b]))     # every path mode stays in [L, H] (O, C widen it)
         hi_b[b] = max(h[b], max(o[b], c[b]))
     prices = np.empty(n_ticks)
+    raw = np.empty(n_ticks)
     nxt_oc = np.inf
     if open_order.shape[0]:
         nxt_oc = float(S.open_s[open_order[0]])
@@ -410,7 +424,13 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
             while b < nb:
                 if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
                     break
-                if lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
+                if fb_on:
+                    # the offset only shrinks until the next flow: bounds of the moved bar
+                    off = feedback_offset(S.fb, 0, float(ts_s[b]), C[C_DECAY])
+                    if (lo_b[b] * (1.0 + min(off, 0.0)) <= lt_top * (1 + EPS) or
+                            hi_b[b] * (1.0 + max(off, 0.0)) >= st_top * (1 - EPS)):
+                        break
+                elif lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
                     break
                 if nxt_oc <= ts_s[b] + (n_ticks - 1) * tick_s:
                     break
@@ -430,9 +450,14 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                         mark[i] = False
                         if not in_act[i]:
                             _put(S, B, i)
-        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
+        if fb_on:
+            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+            moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
+        else:
+            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
         S.I[8] += 1                                  # bars visited
         bv = vol[b]
+        bs = sig[b]
         k = 0
         while k < n_ticks:
             t = ts_s[b] + k * tick_s
@@ -494,9 +519,12 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
             S.I[0] = 0                                   # overflow-changed list
             S.I[6] += 1
             S.I[7] += nact
-            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
+            nfb = S.I[I_FBN]
+            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv, bs,
                                     in_act, dirty, B)
             k += 1
+            if fb_on and S.I[I_FBN] != nfb:
+                moved_ticks(S, C, raw, prices, ts_s[b], tick_s, k, n_ticks)
             if not det and nact > 0 and not any2 and k < n_ticks:
                 lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
                 lt_top, st_top = _ltop(B), _stop(B)
@@ -550,8 +578,8 @@ def _to_array(lst, w):
 
 
 @njit(**NJ)
-def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
-               open_order, close_order):
+def run_oracle(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+               hidx, open_order, close_order):
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
     opposing accounts."""
@@ -565,12 +593,16 @@ def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
     mark = np.zeros(n, np.bool_)
     buf = np.empty(n, np.int64)
     prices = np.empty(n_ticks)
+    raw = np.empty(n_ticks)
     sel = np.empty(n, np.int64)
     rvp = 0
     for b in range(nb):
         rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
         mark[:] = False
-        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
+        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+        fb_on = C[C_FB] > 0
+        for k in range(n_ticks):
+            prices[k] = raw[k] * (1.0 + feedback_offset(S.fb, 0, ts_s[b] + k * tick_s, C[C_DECAY])) if fb_on else raw[k]
         for k in range(n_ticks):
             t = ts_s[b] + k * tick_s
             price = prices[k]
@@ -584,7 +616,11 @@ def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                         m += 1
             if m:
                 S.I[0] = 0
-                tick(S, C, K, evs, lots, sel, m, b, t, price, vol[b], False)
+                nfb = S.I[I_FBN]
+                tick(S, C, K, evs, lots, sel, m, b, t, price, vol[b], sig[b], False)
+                if S.I[I_FBN] != nfb:      # the flow moved the path of the later ticks
+                    for k2 in range(k + 1, n_ticks):
+                        prices[k2] = raw[k2] * (1.0 + feedback_offset(S.fb, 0, ts_s[b] + k2 * tick_s, C[C_DECAY]))
         S.bar_fund[b] = S.Z[0]
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
