@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from backtest import execution
+from backtest import rng as crng
 from backtest.params import Params
 from backtest.venues import ftx
 
@@ -47,11 +48,27 @@ FtxArrays = namedtuple("FtxArrays", [
     "status", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
     "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt",
-    "mo_start", "mo_cum", "fb"])
+    "mo_start", "mo_cum", "fb", "hid"])
 # metaorder rows of mo_start / mo_cum (execution.FLOW_*): 0 step-1 orders, 1 (unused here: the
 # BLP's hedges are priced after the run, blp.py), 2 same-coin collateral sales, 3 + k the other
 # collateral coin k's sales. fb: the venue's feedback state (execution.new_feedback_state(1)).
 MO_OTHER = 3
+
+
+@njit(**NJ)
+def counter_hashes(aid):
+    """Per account the inner half of rng.bits(key, aid), mix64(aid * golden + golden): a draw
+    keyed by the account is then uniform_hashed(key, hid) with one mix instead of two."""
+    out = np.empty(aid.shape[0], np.uint64)
+    for x in range(aid.shape[0]):
+        out[x] = crng.mix64(np.uint64(aid[x]) * crng._GOLDEN + crng._GOLDEN)
+    return out
+
+
+@njit(inline="always", **NJ)
+def uniform_hashed(key, hid):
+    """rng.uniform(key, aid) for hid = counter_hashes(aid): the same number."""
+    return float(crng.mix64(np.uint64(key) ^ hid) >> np.uint64(11)) * crng._INV53
 
 
 def real_weight(pop) -> np.ndarray:

@@ -95,11 +95,13 @@ def _key(S, i):
     return trig_dir(S, i), tr
 
 
+# (the helpers that take the Book or the account arrays are inlined: a call with a tuple of
+# arrays costs a reference-count increment and decrement per array)
 # ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
 # with lazy deletion (an entry counts only while its version is the account's and the account
 # is in a heap); the big trees hold each account's first trigger only, so the churn of
 # accounts going in and out of step 1 stays in cache-sized heaps
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hsift_down(hk, ha, hv, sd, j, n):
     key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
     while True:
@@ -115,7 +117,7 @@ def _hsift_down(hk, ha, hv, sd, j, n):
     hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hpop(B, sd):
     n = B.hn[sd] - 1
     B.hn[sd] = n
@@ -124,7 +126,7 @@ def _hpop(B, sd):
         _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hpush(B, sd, key, a, v):
     if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
         m = 0
@@ -147,7 +149,7 @@ def _hpush(B, sd, key, a, v):
     B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _ltop(B):
     """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
     while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
@@ -158,7 +160,7 @@ def _ltop(B):
     return v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _stop(B):
     """Lowest live short-like trigger (inf if none)."""
     while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
@@ -200,7 +202,7 @@ def _take(B, price, in_act, newb, nn):
     return nn
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _put(S, B, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
     _off_trees(B, i)
@@ -285,15 +287,108 @@ def _quiet_bounds(a_up, a_dn, a_dir, nact):
     return lo * (1 + EPS), hi * (1 - EPS)
 
 
+@njit(inline="always", **NJ)
+def _bound(a_up, a_dn, a_dir, x, qb):
+    """Fold slot x's cached thresholds into the raw quiet bounds qb = [lo, hi] (as _quiet_bounds);
+    returns False when a threshold is nan (the slot is never 'sure')."""
+    up, dn = a_up[x], a_dn[x]
+    if a_dir[x] == -1:
+        if up == up:
+            qb[1] = min(qb[1], up)
+        if dn == dn:
+            qb[0] = max(qb[0], dn)
+    else:
+        if up == up:
+            qb[0] = max(qb[0], up)
+        if dn == dn:
+            qb[1] = min(qb[1], dn)
+    return up == up and dn == dn
+
+
+@njit(**NJ)
+def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, B, qb):
+    """_fast_tick when every slot with valid cached thresholds (a_ok) is known to be in step 1
+    at this price (the raw quiet bounds qb are exact over them, none nan, and the price is
+    strictly inside): only the new slots (a_ok False, just taken from the trees) are
+    evaluated, and if one of them is not in step 1 nothing is done (returns done=False: the
+    caller runs _fast_tick). Otherwise there is no step 2, s1 is the active set itself, and
+    after the tick only the new and the filled accounts are evaluated. Keeps qb exact
+    (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
+    in step 2, qb still valid, done)."""
+    nnew = 0
+    for x in range(nact):
+        if not a_ok[x]:
+            i = act[x]
+            tav, mf = tav_mf(S, i, price)
+            if not (mf < S.mmf[i] and mf >= S.acmf[i]):
+                return nact, False, False, False
+            nnew += 1
+    any2 = False
+    valid = True
+    j = abs_tick(t, C[C_TICK])
+    fired = fires(C, K, j)
+    if not fired and nnew == 0:
+        return nact, any2, valid, True
+    if fired:
+        qs = step1(S, C, K, evs, act, nact, bar, t, j, price, bv, bs)
+    else:
+        qs = np.zeros(0)
+    rebound = False
+    gone = 0
+    for x in range(nact):
+        new = not a_ok[x]
+        if not new and not (fired and qs[x] > 0):
+            continue
+        i = act[x]
+        if not new:
+            up, dn = a_up[x], a_dn[x]
+            if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
+                rebound = True
+        keep = False
+        if S.qty[i] > 0:
+            tav, mf = tav_mf(S, i, price)
+            if mf < S.acmf[i]:
+                any2 = True
+            if mf < S.mmf[i]:
+                keep = True
+        if keep:
+            _cache(S, act, x, a_up, a_dn, a_dir)
+            a_ok[x] = True
+            valid = _bound(a_up, a_dn, a_dir, x, qb) and valid
+        else:
+            in_act[i] = False
+            _put(S, B, i)
+            gone += 1
+    if gone or rebound:
+        qb[0], qb[1] = -np.inf, np.inf
+        valid = True
+        m = 0
+        for x in range(nact):
+            i = act[x]
+            if not in_act[i]:
+                continue
+            if m != x:
+                act[m] = i
+                a_up[m] = a_up[x]
+                a_dn[m] = a_dn[x]
+                a_dir[m] = a_dir[x]
+                a_ok[m] = a_ok[x]
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
+            m += 1
+        nact = m
+    return nact, any2, valid, True
+
+
 @njit(**NJ)
 def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, dirty,
-               B):
+               B, qb):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
     step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
     overflow-hit accounts are evaluated again. Same results as engine.tick. Accounts that
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
-    nact, any account in step 2)."""
+    nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
+    with valid non-nan thresholds)."""
     s1 = np.empty(nact, np.int64)
     p1 = np.empty(nact, np.int64)
     s2 = np.empty(nact, np.int64)
@@ -339,6 +434,8 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
                     filled[p1[y]] = True
     any2 = False
     m = 0
+    qb[0], qb[1] = -np.inf, np.inf
+    valid = True
     for x in range(nact):
         i = act[x]
         keep = True
@@ -359,6 +456,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             else:
                 _cache(S, act, m, a_up, a_dn, a_dir)
             a_ok[m] = True
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
         else:
             in_act[i] = False
@@ -368,7 +466,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         dirty[i] = False
         if not in_act[i]:
             _put(S, B, i)
-    return m, any2
+    return m, any2, valid
 
 
 @njit(**NJ)
@@ -411,6 +509,8 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
         hi_b[b] = max(h[b], max(o[b], c[b]))
     prices = np.empty(n_ticks)
     raw = np.empty(n_ticks)
+    qb = np.array([-np.inf, np.inf])   # raw quiet bounds of the active slots (valid while qv)
+    qv = False
     nxt_oc = np.inf
     if open_order.shape[0]:
         nxt_oc = float(S.open_s[open_order[0]])
@@ -441,6 +541,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
             rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
             if nch:
                 a_ok[:nact] = False                      # active accounts' thresholds moved
+                qv = False
             if nch * 4 > n:
                 _build(S, B, in_act)
                 mark[:] = False
@@ -475,6 +576,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
                             in_act[i] = False
                             removed = True
                 if removed:
+                    qv = False
                     m = 0
                     for x in range(nact):
                         if in_act[act[x]]:
@@ -496,37 +598,33 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
                         break
                     k += 1
                 continue
-            if nn > 1:
-                newb[:nn] = np.sort(newb[:nn])
-            if nn:                                       # merge the new accounts in (sorted)
-                r = nact - 1
-                w = nact + nn - 1
-                x = nn - 1
-                while x >= 0:
-                    if r >= 0 and act[r] > newb[x]:
-                        act[w] = act[r]
-                        a_up[w] = a_up[r]
-                        a_dn[w] = a_dn[r]
-                        a_dir[w] = a_dir[r]
-                        a_ok[w] = a_ok[r]
-                        r -= 1
-                    else:
-                        act[w] = newb[x]
-                        a_ok[w] = False
-                        x -= 1
-                    w -= 1
-                nact += nn
+            # the new accounts join the end of the active set (its order is not observable: step 1
+            # serves by draw with ties and fills by account, step 2 by account)
+            for x in range(nn):
+                act[nact + x] = newb[x]
+                a_ok[nact + x] = False
+            nact += nn
             S.I[0] = 0                                   # overflow-changed list
             S.I[6] += 1
             S.I[7] += nact
             nfb = S.I[I_FBN]
-            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv, bs,
-                                    in_act, dirty, B)
+            done = False
+            if qv and not det and nact > 0 and qb[0] * (1 + EPS) < price < qb[1] * (1 - EPS):
+                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price,
+                                                 bv, bs, in_act, B, qb)
+                if done:
+                    nact, qv = m2, qv2
+            if not done:
+                nact, any2, qv = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
+                                            bs, in_act, dirty, B, qb)
             k += 1
             if fb_on and S.I[I_FBN] != nfb:
                 moved_ticks(S, C, raw, prices, ts_s[b], tick_s, k, n_ticks)
             if not det and nact > 0 and not any2 and k < n_ticks:
-                lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
+                if qv:
+                    lo_h, hi_h = qb[0] * (1 + EPS), qb[1] * (1 - EPS)
+                else:
+                    lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
                 lt_top, st_top = _ltop(B), _stop(B)
                 lo_h = max(lo_h, lt_top * (1 + EPS))
                 hi_h = min(hi_h, st_top * (1 - EPS))

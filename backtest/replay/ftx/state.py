@@ -30,8 +30,9 @@ EV_COLS = ("t_s", "account", "side", "mechanism", "qty_coin", "price", "mark_pri
 def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed: int, deterministic: bool,
             collateral: dict[str, CollateralPath] | None, permute: bool = False):
     """The kernels' arrays. permute: hold the accounts sorted by (trigger direction, trigger
-    price), so that the accounts a crash reaches together are adjacent in memory (the state
-    maps back through `aid`)."""
+    price: descending for long-like accounts, ascending for short-like ones), so that the
+    accounts a crash reaches together are adjacent in memory and in the order it reaches them
+    (the state maps back through `aid`)."""
     n = len(pop)
     coin = ftx.coin_of(symbol)
     wt = A.real_weight(pop)         # size terms at one real account's size (MODEL.md 2)
@@ -70,7 +71,8 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
                     bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt,
                     mo_start=np.full((A.MO_OTHER + len(coins), 2), -np.inf),
-                    mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1))
+                    mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1),
+                    hid=A.counter_hashes(np.arange(n, dtype=np.int64)))
     if n:
         if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
             raise ftx.LeverageError("leverage must be a positive finite number")
@@ -93,7 +95,9 @@ def _permuted(S, holders):
         trig = (S.side * S.qty * S.entry - S.usd) / (S.cbal * S.cw + S.side * S.qty - S.mmf * S.qty)
     trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
     d = np.where(S.usd - S.side * S.qty * S.entry < 0, -1, 1)
-    order = np.lexsort((trig, d)).astype(np.int64)
+    # long-like accounts by descending trigger, short-like by ascending: a move takes accounts
+    # from the trees in ascending index, so they join the end of the kernel's sorted active set
+    order = np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
     n = order.size
     fields = {}
     for name, v in S._asdict().items():
