@@ -308,12 +308,50 @@ def feedback_add(state, venue, t_s, side, q_usd, bar_quote_volume_usd, sigma_1m,
     return off
 
 
+@njit(cache=True)
+def metaorder_slippages(t_s, side, q_usd, bar_quote_volume_usd, sigma_1m, eta, bar_minutes, bucket_s,
+                        max_slippage):
+    """metaorder_slippage of a sequence of fragments of one flow kind, in the given (time)
+    order: arrays t_s, side (+1 buy / -1 sell), q_usd, and each fragment's bar volume and
+    sigma. A fresh metaorder state; returns the slippage of each fragment."""
+    start, cum = new_metaorder_state(1)
+    out = np.empty(t_s.shape[0])
+    for j in range(t_s.shape[0]):
+        out[j] = metaorder_slippage(start, cum, 0, side[j], t_s[j], q_usd[j], bar_quote_volume_usd[j], sigma_1m[j],
+                                    eta, bar_minutes, bucket_s, max_slippage)
+    return out
+
+
+IMPACT_MODES = ("v1", "v2")
+
+
+def impact_mode(params) -> str:
+    """`impact.mode`: "v2" (MODEL.md 5: the bar's own sigma, metaorders per impact.bucket_s) or
+    "v1" (each order alone at the window's sigma, the first release's rule)."""
+    mode = str(params.get("impact.mode"))
+    if mode not in IMPACT_MODES:
+        raise ValueError(f"impact.mode = {mode!r}: use one of {', '.join(IMPACT_MODES)} (backtest/params.toml)")
+    return mode
+
+
+def bar_sigmas(high, low, bar_minutes: float, window_sigma: float, params) -> np.ndarray:
+    """The sigma each bar's fills pay: v2 the bar's own (bar_sigma_1m, floored by
+    impact.sigma_floor_1m), v1 the window's `window_sigma` for every bar."""
+    high = np.ascontiguousarray(high, dtype=np.float64)
+    if impact_mode(params) == "v1":
+        return np.full(high.shape[0], float(window_sigma))
+    return bar_sigmas_1m(high, np.ascontiguousarray(low, dtype=np.float64), float(bar_minutes),
+                         float(params.get("impact.sigma_floor_1m")))
+
+
 def impact_settings(params, venue: str) -> dict:
-    """The impact parameters of one venue as plain numbers for the kernels: eta, taker_fee,
-    max_slippage, bucket_s, sigma_floor_1m, feedback (bool), baseline_share,
-    permanent_share, decay_s."""
+    """The impact parameters of one venue as plain numbers for the kernels: mode ("v1" |
+    "v2"), metaorders (bool: v2), eta, taker_fee, max_slippage, bucket_s, sigma_floor_1m,
+    feedback (bool), baseline_share, permanent_share, decay_s."""
     g = params.get
-    return {"eta": float(g(f"execution.eta.{venue}")), "taker_fee": float(g(f"execution.taker_fee.{venue}")),
+    mode = impact_mode(params)
+    return {"mode": mode, "metaorders": mode == "v2",
+            "eta": float(g(f"execution.eta.{venue}")), "taker_fee": float(g(f"execution.taker_fee.{venue}")),
             "max_slippage": float(g("execution.max_slippage")), "bucket_s": float(g("impact.bucket_s")),
             "sigma_floor_1m": float(g("impact.sigma_floor_1m")), "feedback": bool(g("impact.feedback")),
             "baseline_share": float(g("impact.baseline_share")),

@@ -47,12 +47,15 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
             cand = np.nonzero(st.live(g0 + k) & ~st.exempt)[0]
             if cand.size == 0:
                 continue
+            # feedback (MODEL.md 5): the triggers and fills see the path moved by the offset
+            # the flows before this tick left
+            p_k = float(prices[k]) * (1.0 + st.feedback_offset(float(inp.tick_time_s(b, k))))
             w = st.wt[cand]      # brackets at one real account's size (MODEL.md 2)
             hit = np.asarray(binance.is_liquidatable(st.side[cand], st.qty[cand] / w, st.entry[cand],
-                                                     st.wallet[cand] / w, np.full(cand.size, prices[k]), br)).reshape(-1)
+                                                     st.wallet[cand] / w, np.full(cand.size, p_k), br)).reshape(-1)
             acc = cand[hit]
             if acc.size:
-                st.settle(rec, b, acc, np.full(acc.size, k, dtype=np.int64))
+                st.settle(rec, b, acc, np.full(acc.size, k, dtype=np.int64), mark=np.full(acc.size, p_k))
         st.run_adl(b)
         rec.bar_fund[b] = st.fund
         if b == inp.n_bars - 1 or day[b + 1] != day[b]:

@@ -52,6 +52,10 @@ class BinanceState:
         self.exempt = pop.exempt.astype(bool)
         self.wt = real_weight(pop)
         self.alive = self.qty > 0
+        self.imp = execution.impact_settings(params, "binance")
+        self.sig_bar = _parkinson_sigmas(inp, params)
+        self.mo = {1: [-np.inf, 0.0], -1: [-np.inf, 0.0]}   # trade side -> [bucket start, cumulative USD]
+        self.fb = {"off": 0.0, "t": -np.inf, 1: [-np.inf, 0.0], -1: [-np.inf, 0.0]}
         self.fee_rate = float(params.get("binance.liq_fee_rate"))
         self.eta = float(params.get("execution.eta.binance"))
         self.max_slip = float(params.get("execution.max_slippage"))
@@ -86,17 +90,70 @@ class BinanceState:
         price = self.inp.open[bar]
         self.wallet[a] -= self.side[a] * self.qty[a] * price * rate
 
-    def settle(self, rec: Recorder, bar: int, acc: np.ndarray, k: np.ndarray) -> None:
-        """Liquidate accounts `acc` (in settlement order) at ticks k of bar."""
+    def _cost(self, q_usd: float, bar: int) -> float:
+        """C(Q): USD impact cost of one order of notional Q in the bar (MODEL.md 5)."""
+        inp = self.inp
+        return q_usd * float(execution.sqrt_impact(q_usd, inp.volume_quote[bar], self.sig_bar[bar], self.eta,
+                                                   inp.bar_minutes, max_slippage=self.max_slip))
+
+    def _metaorder_slip(self, bar: int, t_s: float, trade_side: int, q_usd: float) -> float:
+        """A fragment's slippage as part of its side's metaorder: (C(Q) - C(Q - q)) / q over the
+        bucket that holds t_s (a new one impact.bucket_s after the open one's start)."""
+        if q_usd <= 0:
+            return 0.0
+        b = self.mo[trade_side]
+        if t_s >= b[0] + self.imp["bucket_s"] or t_s < b[0]:
+            b[0], b[1] = t_s, 0.0
+        q0 = b[1]
+        b[1] = q0 + q_usd
+        return max(self._cost(b[1], bar) - self._cost(q0, bar), 0.0) / q_usd
+
+    def feedback_offset(self, t_s: float) -> float:
+        """The path's feedback offset at t_s (0 with feedback off): the last one, halved every decay_s."""
+        off = self.fb["off"]
+        if off == 0.0 or t_s <= self.fb["t"]:
+            return off
+        return off * 0.5 ** ((t_s - self.fb["t"]) / self.imp["decay_s"])
+
+    def _feedback(self, bar: int, t_s: float, trade_side: int, q_usd: float) -> None:
+        """The flow beyond baseline_share moves the path by permanent_share times the growth of
+        its bucket's square-root impact (signed by the trade side), floored at -0.9."""
+        imp, inp = self.imp, self.inp
+        off = self.feedback_offset(t_s)
+        self.fb["t"] = max(self.fb["t"], t_s)
+        self.fb["off"] = off
+        x = (1.0 - imp["baseline_share"]) * q_usd
+        if x <= 0 or imp["permanent_share"] <= 0:
+            return
+        b = self.fb[trade_side]
+        if t_s >= b[0] + imp["bucket_s"] or t_s < b[0]:
+            b[0], b[1] = t_s, 0.0
+        x0 = b[1]
+        b[1] = x0 + x
+
+        def i_(v):
+            return float(execution.sqrt_impact(v, inp.volume_quote[bar], self.sig_bar[bar], self.eta,
+                                               inp.bar_minutes, max_slippage=self.max_slip))
+        d = imp["permanent_share"] * (i_(b[1]) - i_(x0))
+        self.fb["off"] = max(off + trade_side * d, -0.9)
+
+    def settle(self, rec: Recorder, bar: int, acc: np.ndarray, k: np.ndarray, mark=None) -> None:
+        """Liquidate accounts `acc` (in settlement order) at ticks k of bar (at `mark`, default
+        the path's ticks)."""
         if acc.size == 0:
             return
         inp = self.inp
-        mark = np.asarray(self._bar_ticks(bar))[k]
+        mark = np.asarray(self._bar_ticks(bar))[k] if mark is None else np.asarray(mark, float)
         s = self.side[acc]
         q = self.qty[acc]
         notional_mark = q * mark
-        slip = np.asarray(execution.sqrt_impact(notional_mark, inp.volume_quote[bar], inp.sigma_1m, self.eta,
-                                                inp.bar_minutes, max_slippage=self.max_slip), float)
+        if self.imp["metaorders"]:
+            t_ = inp.tick_time_s(bar, k)
+            slip = np.array([self._metaorder_slip(bar, float(t_[j]), int(-s[j]), float(notional_mark[j]))
+                             for j in range(acc.size)])
+        else:
+            slip = np.asarray(execution.sqrt_impact(notional_mark, inp.volume_quote[bar], self.sig_bar[bar],
+                                                    self.eta, inp.bar_minutes, max_slippage=self.max_slip), float)
         fill = np.asarray(execution.fill_price(-s, mark, slip, 0.0), float)
         out = binance.liquidation_outcome(s, q, self.entry[acc], self.wallet[acc], fill, self.fee_rate,
                                           mark=mark, fund_balance_usd=self.fund,
@@ -106,6 +163,10 @@ class BinanceState:
         self.fund = float(bal[-1])
         t_s = inp.tick_time_s(bar, k)
         qm, qa = out["qty_market"], out["qty_adl"]
+        if self.imp["feedback"]:
+            for j in range(acc.size):
+                if qm[j] > 0:
+                    self._feedback(bar, float(t_s[j]), int(-s[j]), float(qm[j] * mark[j]))
         deficit = out["fund_delta_usd"] < 0
         mk = qm > 0
         mech_ioc = mk & ~deficit
@@ -171,6 +232,19 @@ class BinanceState:
         return np.where(self.live(self.inp.n_ticks_total - 1), self.qty, 0.0)
 
 
+def _parkinson_sigmas(inp: PathInput, params: Params) -> np.ndarray:
+    """The sigma each bar's fills pay, in numpy (the oracle's own): v2 the bar's Parkinson
+    sigma per minute, ln(H/L) / sqrt(4 ln 2) / sqrt(bar_minutes), floored by
+    impact.sigma_floor_1m; v1 the window's sigma."""
+    if execution.impact_mode(params) == "v1":
+        return np.full(inp.n_bars, float(inp.sigma_1m))
+    h, lo = np.asarray(inp.high, float), np.asarray(inp.low, float)
+    ok = (h > 0) & (lo > 0) & (h > lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.where(ok, np.log(np.where(ok, h / np.where(ok, lo, 1.0), 1.0)) / np.sqrt(4 * np.log(2.0)), 0.0)
+    return np.maximum(raw / np.sqrt(inp.bar_minutes), float(params.get("impact.sigma_floor_1m")))
+
+
 def live_ticks(inp: PathInput, pop: Population) -> tuple[np.ndarray, np.ndarray]:
     """(g_open, g_close): the first and the first-after-last live global ticks of each account."""
     return inp.tick_index(pop.open_s), inp.tick_index(pop.close_s)
@@ -227,6 +301,17 @@ class BinanceOutcome:
         return self.final_qty_
 
 
+def impact_vector(params: Params) -> np.ndarray:
+    """The kernel's impact switches (binance_kernel.IMP_*) from execution.impact_settings."""
+    st = execution.impact_settings(params, "binance")
+    v = np.zeros(6)
+    v[K.IMP_MO] = 1.0 if st["metaorders"] else 0.0
+    v[K.IMP_BUCKET] = st["bucket_s"]
+    v[K.IMP_FB] = 1.0 if st["feedback"] else 0.0
+    v[K.IMP_BASE], v[K.IMP_PERM], v[K.IMP_DECAY] = st["baseline_share"], st["permanent_share"], st["decay_s"]
+    return v
+
+
 def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str, date) -> SeriesResult:
     """Fast Binance replay of one path: the compiled kernel over the population's arrays."""
     br = binance.brackets_for(symbol, date, params)
@@ -252,11 +337,12 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
         inp.ts_s.astype(np.int64), inp.open, inp.high, inp.low, inp.close, inp.volume_quote.astype(float),
         int(n), float(inp.tick_s), int(inp.path_mode), np.int64(inp.path_key), float(inp.near_first_prob),
         float(inp.vol_scale), float(inp.time_jitter),
-        float(inp.sigma_1m), float(inp.bar_minutes), lo, hi, blo, bhi, int(BLOCK), fb, f_cum,
+        execution.bar_sigmas(inp.high, inp.low, inp.bar_minutes, inp.sigma_1m, params), float(inp.bar_minutes),
+        lo, hi, blo, bhi, int(BLOCK), fb, f_cum,
         side, qty, real_weight(pop), entry, wref, fref, exempt, g_open, g_close,
         br.mmr.astype(float), br.cum.astype(float), br.caps.astype(float),
         float(params.get("execution.eta.binance")), float(params.get("execution.max_slippage")),
-        bool(params.get("binance.adl_enabled")), fund_start)
+        bool(params.get("binance.adl_enabled")), fund_start, impact_vector(params))
     # wallets: funding paid until the account's close (or the end), then closes realise the path price
     f_end = f_cum[np.maximum(np.searchsorted(fb_g, g_close, side="left"), i_open)]
     wallet = wref - side * qty * (f_end - fref)

@@ -36,6 +36,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.execution import (FLOW_LIQUIDATION, feedback_add, feedback_offset, metaorder_slippage,
+                                new_feedback_state, new_metaorder_state)
 from backtest.replay.inputs import fill_bar_path
 
 # mechanism codes: the index in recorder.MECHS
@@ -376,19 +378,132 @@ def _first_cross(buf, run, n, kf, kc, trig, direction):
     return -1
 
 
+
+# settlement scalars zz[...]
+ZZ_FUND, ZZ_FUND_MIN, ZZ_PEND_LONG, ZZ_PEND_SHORT, ZZ_ADL_USD, ZZ_ADL_CP = range(6)
+# impact switches / numbers imp[...] (execution.impact_settings)
+IMP_MO, IMP_BUCKET, IMP_FB, IMP_BASE, IMP_PERM, IMP_DECAY = range(6)
+
+
+@njit(cache=True)
+def _settle(ef, ei, n_ev, zz, bar_liq, a, k, b, t, mark, F, side, qty, entry, wref, fref, alive, liquidated, vol_b,
+            sig_b, bar_minutes, eta, max_slip, adl_enabled, imp, mo_start, mo_cum, fb):
+    """Liquidate account a at tick k of bar b at `mark` (its IOC fills at mark minus impact:
+    v1 its own square-root impact, v2 its share of the bar-bucket's metaorder; MODEL.md 5).
+    With feedback on, the part of the flow that reaches the market moves the path (fb)."""
+    s = side[a]
+    q = qty[a]
+    ep = entry[a]
+    wb = wref[a] - s * q * (F - fref[a])
+    notional_mark = q * mark
+    if imp[IMP_MO] > 0:
+        slip = metaorder_slippage(mo_start, mo_cum, FLOW_LIQUIDATION, -s, t, notional_mark, vol_b, sig_b, eta,
+                                  bar_minutes, imp[IMP_BUCKET], max_slip)
+    else:
+        v_min = vol_b / bar_minutes
+        if notional_mark > 0:
+            raw = eta * sig_b * np.sqrt(notional_mark / v_min) if v_min > 0 else np.inf
+            slip = min(raw, max_slip)
+        else:
+            slip = 0.0
+    fill = mark * (1 + (-s) * slip) * (1 + (-s) * 0.0)
+    bp = ep - s * wb / q
+    per_coin = s * (fill - bp)
+    q_mkt = q
+    fund = zz[ZZ_FUND]
+    if per_coin < 0 and adl_enabled:
+        deficit = -per_coin * q
+        if deficit > max(fund, 0.0):
+            q_mkt = max(fund, 0.0) / -per_coin
+    fund += per_coin * q_mkt
+    zz[ZZ_FUND] = fund
+    zz[ZZ_FUND_MIN] = min(zz[ZZ_FUND_MIN], fund)
+    q_adl = q - q_mkt
+    surplus = per_coin * q_mkt
+    user_loss = wb + s * q * (mark - ep)
+    if q_mkt > 0:
+        mech = M_FUND if surplus < 0 else M_IOC
+        ef, ei, n_ev = _record(ef, ei, n_ev, t, a, s, mech, b, q_mkt, fill, mark, q_mkt * fill,
+                               0.0 if q_adl > 0 else user_loss, surplus)
+        bar_liq[b, mech] += q_mkt * fill
+        if imp[IMP_FB] > 0:
+            feedback_add(fb, 0, t, -s, q_mkt * mark, vol_b, sig_b, eta, bar_minutes, imp[IMP_BASE], imp[IMP_PERM],
+                         imp[IMP_BUCKET], imp[IMP_DECAY], max_slip)
+    if q_adl > 0:
+        # a market/ADL split books the user loss once, on the ADL row
+        adl_not = q_adl * max(bp, 0.0)
+        ef, ei, n_ev = _record(ef, ei, n_ev, t, a, s, M_ADL, b, q_adl, bp, mark, adl_not, user_loss, 0.0)
+        bar_liq[b, M_ADL] += adl_not
+        if s > 0:
+            zz[ZZ_PEND_LONG] += q_adl
+        else:
+            zz[ZZ_PEND_SHORT] += q_adl
+        zz[ZZ_ADL_USD] += adl_not
+        zz[ZZ_ADL_CP] += s * q_adl * (mark - bp)
+    wref[a] = wb
+    fref[a] = F
+    qty[a] = 0.0
+    alive[a] = False
+    liquidated[a] = True
+    return ef, ei, n_ev
+
+
+@njit(cache=True)
+def _pop_batch(SK, SA, SV, sseg, K, A, V, seg, version, alive, side, qty, wt, entry, wref, fref, g_close, g0, F,
+               mmr, cum, lo_thr, hi_thr, batch_acc, batch_k, batch_dir, batch_trig, nbatch):
+    """Pop every live entry whose trigger a price in [lo_thr, hi_thr] reaches into the batch
+    (accounts closed before the bar are dropped). Returns the batch arrays and its size."""
+    nt = mmr.shape[0]
+    for d in range(2):
+        for j in range(nt):
+            r = d * nt + j
+            while True:
+                key, src = _row_top(SK, SA, SV, sseg, K, A, V, seg, r, version, alive)
+                if src < 0:
+                    break
+                v = tier_trigger(1 if d == 0 else -1, key, F, mmr[j])
+                if (d == 0 and v < lo_thr) or (d == 1 and v > hi_thr):
+                    break
+                if src == 0:
+                    a = SA[sseg[r, 0] + sseg[r, 2]]
+                    sseg[r, 2] += 1
+                else:
+                    a = A[seg[r, 0]]
+                    _row_pop(K, A, V, seg, r)
+                version[a] += 1              # its entries in other tiers are stale from now
+                if g_close[a] <= g0:
+                    continue                 # closed before this bar: gone
+                if nbatch == batch_acc.shape[0]:
+                    batch_acc = np.concatenate((batch_acc, np.empty(nbatch, np.int64)))
+                    batch_k = np.concatenate((batch_k, np.empty(nbatch, np.int64)))
+                    batch_dir = np.concatenate((batch_dir, np.empty(nbatch, np.int64)))
+                    batch_trig = np.concatenate((batch_trig, np.empty(nbatch)))
+                s = side[a]
+                z = entry[a] - s * wref[a] / qty[a] - fref[a]
+                batch_acc[nbatch] = a
+                batch_k[nbatch] = -1
+                batch_dir[nbatch] = -1 if d == 0 else 1
+                batch_trig[nbatch] = trigger_now(s, qty[a] / wt[a], z, F, mmr, cum)
+                nbatch += 1
+    return batch_acc, batch_k, batch_dir, batch_trig, nbatch
+
+
 # ----------------------------------------------------------------------------------------------
 # the kernel
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
 def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob, vol_scale,
                   time_jitter,
-                  sigma_1m, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,
+                  sig_bar, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,
                   side, qty, wt, entry, wref, fref, exempt, g_open, g_close,
-                  mmr, cum, caps, eta, max_slip, adl_enabled, fund_start):
+                  mmr, cum, caps, eta, max_slip, adl_enabled, fund_start, imp):
     """Replay one series. qty, wref and fref are updated in place (a wallet is wref - side*qty*(F -
-    fref) at cumulative funding F; f_cum[k] = F after the first k funding bars). Returns (ef, ei,
-    bar_liq, bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_counterparty_usd,
-    adl_take, adl_i)."""
+    fref) at cumulative funding F; f_cum[k] = F after the first k funding bars). sig_bar: the
+    sigma each bar's fills pay (v2 the bar's own, v1 the window's); imp: the impact switches
+    (IMP_*: metaorders, bucket_s, feedback, baseline_share, permanent_share, decay_s). With
+    feedback on, the triggers and fills see the path times (1 + the outstanding offset);
+    ADL ranking, funding and voluntary closes stay on the path. Returns (ef, ei, bar_liq,
+    bar_fund, alive, liquidated, fund, fund_min, adl_usd, adl_counterparty_usd, adl_take, adl_i)."""
     nb = o.shape[0]
     na = side.shape[0]
     n = n_ticks
@@ -405,10 +520,13 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     adl_f = np.empty((16, 1))            # take (coins)
     adl_i = np.empty((16, 3), np.int64)  # bar, side, account
     n_adl = 0
-    fund = fund_start
-    fund_min = fund_start
-    adl_usd = 0.0
-    adl_cp = 0.0
+    zz = np.zeros(6)
+    zz[ZZ_FUND] = fund_start
+    zz[ZZ_FUND_MIN] = fund_start
+    mo_start, mo_cum = new_metaorder_state(1)
+    fb = new_feedback_state(1)
+    fb_on = imp[IMP_FB] > 0
+    decay = imp[IMP_DECAY]
     f_min = f_cum.min()
     f_max = f_cum.max()
     F = 0.0
@@ -425,14 +543,13 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     ai = first.shape[0]
     buf = np.empty(n)
     run = np.empty(n)
+    eb = np.empty(n)
     fi = 0
     nf_total = fund_bar.shape[0]
     batch_acc = np.empty(16, np.int64)
     batch_k = np.empty(16, np.int64)
     batch_dir = np.empty(16, np.int64)
     batch_trig = np.empty(16)
-    pending_long = 0.0    # qty to deleverage from shorts (a long was closed by ADL)
-    pending_short = 0.0
     b = 0
     while b < nb:
         while fi < nf_total and fund_bar[fi] < b:
@@ -440,6 +557,12 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             F = f_cum[fi]
         long_top = _side_top(SK, SA, SV, sseg, K, A, V, seg, 0, F, mmr, version, alive)
         short_top = _side_top(SK, SA, SV, sseg, K, A, V, seg, 1, F, mmr, version, alive)
+        if fb_on:
+            # the offset's size only shrinks until the next flow (which happens in a visited
+            # bar): triggers on the moved path are those on the path at these bounds
+            off = feedback_offset(fb, 0, float(ts_s[b]), decay)
+            long_top = long_top / (1.0 + min(off, 0.0))
+            short_top = short_top / (1.0 + max(off, 0.0))
         nxt = next_bar(b, lo, hi, blo, bhi, block, long_top, short_top)
         nf = fund_bar[fi] if fi < nf_total else nb
         nact = g_open[act_idx[ai]] // n if ai < act_idx.shape[0] else nb
@@ -460,133 +583,115 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
         if nf == b:
             fi += 1
             F = f_cum[fi]
-            bar_fund[b] = fund
-        # pop every live entry this bar's extremes reach
-        nbatch = 0
-        for d in range(2):
-            for j in range(nt):
-                r = d * nt + j
-                while True:
-                    key, src = _row_top(SK, SA, SV, sseg, K, A, V, seg, r, version, alive)
-                    if src < 0:
-                        break
-                    v = tier_trigger(1 if d == 0 else -1, key, F, mmr[j])
-                    if (d == 0 and v < lo[b]) or (d == 1 and v > hi[b]):
-                        break
-                    if src == 0:
-                        a = SA[sseg[r, 0] + sseg[r, 2]]
-                        sseg[r, 2] += 1
-                    else:
-                        a = A[seg[r, 0]]
-                        _row_pop(K, A, V, seg, r)
-                    version[a] += 1              # its entries in other tiers are stale from now
-                    if g_close[a] <= g0:
-                        continue                 # closed before this bar: gone
-                    if nbatch == batch_acc.shape[0]:
-                        batch_acc = np.concatenate((batch_acc, np.empty(nbatch, np.int64)))
-                        batch_k = np.concatenate((batch_k, np.empty(nbatch, np.int64)))
-                        batch_dir = np.concatenate((batch_dir, np.empty(nbatch, np.int64)))
-                        batch_trig = np.concatenate((batch_trig, np.empty(nbatch)))
-                    s = side[a]
-                    z = entry[a] - s * wref[a] / qty[a] - fref[a]
-                    batch_acc[nbatch] = a
-                    batch_k[nbatch] = -1
-                    batch_dir[nbatch] = -1 if d == 0 else 1
-                    batch_trig[nbatch] = trigger_now(s, qty[a] / wt[a], z, F, mmr, cum)
-                    nbatch += 1
-        if nbatch == 0:
-            b += 1
-            continue
-        fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
-                      time_jitter)
-        # crossing ticks; accounts that do not cross inside their live ticks go back (or are closed)
-        nlive = 0
-        for direction in (-1, 1):
-            run[0] = buf[0]
-            for k in range(1, n):
-                run[k] = min(run[k - 1], buf[k]) if direction < 0 else max(run[k - 1], buf[k])
+            bar_fund[b] = zz[ZZ_FUND]
+        if not fb_on:
+            # pop every live entry this bar's extremes reach
+            batch_acc, batch_k, batch_dir, batch_trig, nbatch = _pop_batch(
+                SK, SA, SV, sseg, K, A, V, seg, version, alive, side, qty, wt, entry, wref, fref, g_close, g0, F,
+                mmr, cum, lo[b], hi[b], batch_acc, batch_k, batch_dir, batch_trig, 0)
+            if nbatch == 0:
+                b += 1
+                continue
+            fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
+                          time_jitter)
+            # crossing ticks; accounts that do not cross inside their live ticks go back (or are closed)
+            nlive = 0
+            for direction in (-1, 1):
+                run[0] = buf[0]
+                for k in range(1, n):
+                    run[k] = min(run[k - 1], buf[k]) if direction < 0 else max(run[k - 1], buf[k])
+                for j in range(nbatch):
+                    if batch_dir[j] != direction:
+                        continue
+                    a = batch_acc[j]
+                    kf = max(g_open[a] - g0, 0)
+                    kc = min(g_close[a] - g0, n)
+                    k = _first_cross(buf, run, n, kf, kc, batch_trig[j], direction)
+                    batch_k[j] = k
+                    if k >= 0:
+                        nlive += 1
+            # settle in (tick, account) order
+            sel = np.empty(nlive, np.int64)
+            m = 0
             for j in range(nbatch):
-                if batch_dir[j] != direction:
-                    continue
-                a = batch_acc[j]
-                kf = max(g_open[a] - g0, 0)
-                kc = min(g_close[a] - g0, n)
-                k = _first_cross(buf, run, n, kf, kc, batch_trig[j], direction)
-                batch_k[j] = k
-                if k >= 0:
-                    nlive += 1
-        # settle in (tick, account) order
-        sel = np.empty(nlive, np.int64)
-        m = 0
-        for j in range(nbatch):
-            if batch_k[j] >= 0:
-                sel[m] = j
-                m += 1
-        order = np.argsort(batch_acc[sel], kind="mergesort")
-        sel = sel[order]
-        order = np.argsort(batch_k[sel], kind="mergesort")
-        sel = sel[order]
-        v_min = vol[b] / bar_minutes
-        for jj in range(sel.shape[0]):
-            j = sel[jj]
-            a = batch_acc[j]
-            k = batch_k[j]
-            s = side[a]
-            q = qty[a]
-            ep = entry[a]
-            wb = wref[a] - s * q * (F - fref[a])
-            mark = buf[k]
-            notional_mark = q * mark
-            if notional_mark > 0:
-                raw = eta * sigma_1m * np.sqrt(notional_mark / v_min) if v_min > 0 else np.inf
-                slip = min(raw, max_slip)
-            else:
-                slip = 0.0
-            fill = mark * (1 + (-s) * slip) * (1 + (-s) * 0.0)
-            bp = ep - s * wb / q
-            per_coin = s * (fill - bp)
-            q_mkt = q
-            if per_coin < 0 and adl_enabled:
-                deficit = -per_coin * q
-                if deficit > max(fund, 0.0):
-                    q_mkt = max(fund, 0.0) / -per_coin
-            fund += per_coin * q_mkt
-            fund_min = min(fund_min, fund)
-            q_adl = q - q_mkt
-            surplus = per_coin * q_mkt
-            user_loss = wb + s * q * (mark - ep)
-            t = ts_s[b] + k * tick_s
-            if q_mkt > 0:
-                mech = M_FUND if surplus < 0 else M_IOC
-                ef, ei, n_ev = _record(ef, ei, n_ev, t, a, s, mech, b, q_mkt, fill, mark, q_mkt * fill,
-                                       0.0 if q_adl > 0 else user_loss, surplus)
-                bar_liq[b, mech] += q_mkt * fill
-            if q_adl > 0:
-                # a market/ADL split books the user loss once, on the ADL row
-                adl_not = q_adl * max(bp, 0.0)
-                ef, ei, n_ev = _record(ef, ei, n_ev, t, a, s, M_ADL, b, q_adl, bp, mark, adl_not, user_loss, 0.0)
-                bar_liq[b, M_ADL] += adl_not
-                if s > 0:
-                    pending_long += q_adl
-                else:
-                    pending_short += q_adl
-                adl_usd += adl_not
-                adl_cp += s * q_adl * (mark - bp)
-            wref[a] = wb
-            fref[a] = F
-            qty[a] = 0.0
-            alive[a] = False
-            liquidated[a] = True
+                if batch_k[j] >= 0:
+                    sel[m] = j
+                    m += 1
+            order = np.argsort(batch_acc[sel], kind="mergesort")
+            sel = sel[order]
+            order = np.argsort(batch_k[sel], kind="mergesort")
+            sel = sel[order]
+            for jj in range(sel.shape[0]):
+                j = sel[jj]
+                k = batch_k[j]
+                ef, ei, n_ev = _settle(ef, ei, n_ev, zz, bar_liq, batch_acc[j], k, b, ts_s[b] + k * tick_s, buf[k], F,
+                                       side, qty, entry, wref, fref, alive, liquidated, vol[b], sig_bar[b],
+                                       bar_minutes, eta, max_slip, adl_enabled, imp, mo_start, mo_cum, fb)
+        else:
+            # feedback: event by event. The moved path of the bar's remaining ticks, the entries it
+            # reaches, the first tick any of them crosses; settle that tick (its flow moves the
+            # path of the later ticks), repeat
+            fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
+                          time_jitter)
+            nbatch = 0
+            kstart = 0
+            while kstart < n:
+                elo = np.inf
+                ehi = -np.inf
+                for k in range(kstart, n):
+                    eb[k] = buf[k] * (1.0 + feedback_offset(fb, 0, ts_s[b] + k * tick_s, decay))
+                    elo = min(elo, eb[k])
+                    ehi = max(ehi, eb[k])
+                batch_acc, batch_k, batch_dir, batch_trig, nbatch = _pop_batch(
+                    SK, SA, SV, sseg, K, A, V, seg, version, alive, side, qty, wt, entry, wref, fref, g_close, g0, F,
+                    mmr, cum, elo, ehi, batch_acc, batch_k, batch_dir, batch_trig, nbatch)
+                kmin = n
+                for j in range(nbatch):
+                    a = batch_acc[j]
+                    if not alive[a]:
+                        continue
+                    kf = max(g_open[a] - g0, kstart)
+                    kc = min(g_close[a] - g0, n)
+                    for k in range(kf, min(kc, kmin)):
+                        if (batch_dir[j] < 0 and eb[k] <= batch_trig[j]) or (batch_dir[j] > 0 and eb[k] >= batch_trig[j]):
+                            kmin = k
+                            break
+                if kmin >= n:
+                    break
+                # the accounts crossing at kmin, in account order
+                m = 0
+                sel = np.empty(nbatch, np.int64)
+                for j in range(nbatch):
+                    a = batch_acc[j]
+                    if not alive[a] or g_open[a] - g0 > kmin or g_close[a] - g0 <= kmin:
+                        continue
+                    if (batch_dir[j] < 0 and eb[kmin] <= batch_trig[j]) or (batch_dir[j] > 0 and eb[kmin] >= batch_trig[j]):
+                        sel[m] = j
+                        m += 1
+                sel = sel[:m]
+                sel = sel[np.argsort(batch_acc[sel], kind="mergesort")]
+                t = ts_s[b] + kmin * tick_s
+                mark = eb[kmin]
+                for jj in range(m):
+                    j = sel[jj]
+                    batch_k[j] = kmin
+                    ef, ei, n_ev = _settle(ef, ei, n_ev, zz, bar_liq, batch_acc[j], kmin, b, t, mark, F,
+                                           side, qty, entry, wref, fref, alive, liquidated, vol[b], sig_bar[b],
+                                           bar_minutes, eta, max_slip, adl_enabled, imp, mo_start, mo_cum, fb)
+                kstart = kmin + 1
+            if nbatch == 0:
+                b += 1
+                continue
         # ADL at the bar's close against the opposite side, ranked at the close
         g_last = g0 + n - 1
         for liq_side in (1, -1):
-            need = pending_long if liq_side > 0 else pending_short
+            need = zz[ZZ_PEND_LONG] if liq_side > 0 else zz[ZZ_PEND_SHORT]
             if need <= 0:
                 continue
             if liq_side > 0:
-                pending_long = 0.0
+                zz[ZZ_PEND_LONG] = 0.0
             else:
-                pending_short = 0.0
+                zz[ZZ_PEND_SHORT] = 0.0
             price = c[b]
             cand = np.nonzero(alive & (side == -liq_side) & (g_open <= g_last) & (g_close > g_last))[0]
             if cand.shape[0] == 0:
@@ -641,10 +746,10 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             s = side[a]
             z = entry[a] - s * wref[a] / qty[a] - fref[a]
             K, A, V = _insert(K, A, V, seg, used, a, s, qty[a] / wt[a], z, f_min, f_max, mmr, cum, version)
-        bar_fund[b] = fund
+        bar_fund[b] = zz[ZZ_FUND]
         b += 1
-    return (ef[:n_ev].copy(), ei[:n_ev].copy(), bar_liq, bar_fund, alive, liquidated, fund, fund_min,
-            adl_usd, adl_cp, adl_f[:n_adl, 0].copy(), adl_i[:n_adl].copy())
+    return (ef[:n_ev].copy(), ei[:n_ev].copy(), bar_liq, bar_fund, alive, liquidated, zz[ZZ_FUND], zz[ZZ_FUND_MIN],
+            zz[ZZ_ADL_USD], zz[ZZ_ADL_CP], adl_f[:n_adl, 0].copy(), adl_i[:n_adl].copy())
 
 
 @njit(cache=True)

@@ -22,7 +22,8 @@ def _drop_stale_kernel_cache() -> None:
     compile from and clear it when that changes."""
     here = Path(__file__).resolve().parent
     try:
-        srcs = sorted(here.glob("*.py")) + [here.parent.parent / "rng.py", here.parent.parent / "paths.py"]
+        srcs = sorted(here.glob("*.py")) + [here.parent.parent / "rng.py", here.parent.parent / "paths.py",
+                                            here.parent.parent / "execution.py"]
         digest = hashlib.sha1(b"".join(p.read_bytes() for p in srcs)).hexdigest()
         cache = here / "__pycache__"
         stamp = cache / "kernels.sha1"

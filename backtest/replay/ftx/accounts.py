@@ -16,6 +16,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from backtest import execution
+from backtest import rng as crng
 from backtest.params import Params
 from backtest.venues import ftx
 
@@ -24,16 +26,16 @@ NJ = dict(cache=True, error_model="numpy")
 # ---- constants C[...]
 (C_IMF_F, C_MMF_FLOOR, C_MMF_RATIO, C_ACMF_RATIO, C_ACMF_OFF, C_BUDGET, C_ETA, C_FEE, C_MAXSLIP, C_TOPN,
  C_CAPMIN, C_CAPHOUR, C_PROB, C_S1FRAC, C_S1MIN, C_JLO, C_JHI, C_OLO, C_OHI, C_S2MIN, C_NEGSHARE, C_ZPW,
- C_SIGMA, C_BM, C_TICK, C_DET, C_FUND0, C_NC) = range(28)
-NC_CONST = 28
+ C_SIGMA, C_BM, C_TICK, C_DET, C_FUND0, C_NC, C_MO, C_BUCKET, C_FB, C_BASE, C_PERM, C_DECAY) = range(34)
+NC_CONST = 34
 # ---- float scalars Z[...]
 (Z_FUND, Z_FUND_MIN, Z_USED_MIN, Z_USED_HOUR, Z_CUR_MIN, Z_CUR_HOUR, Z_COUNTERPARTY, Z_TAKEOVER,
  Z_HAIRCUT, Z_SALECOST, Z_COLL_OTHER, Z_INCOME, Z_PAYOUT, Z_BELOW_SINCE, Z_BELOW_S, Z_QL, Z_QS,
  Z_POOL_OUT_L, Z_POOL_OUT_S) = range(19)
 NZ = 19
 # ---- int scalars I[...]
-(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR) = range(9)
-NI = 9
+(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR, I_FBN) = range(10)
+NI = 10
 # ---- keys K[...] (uint64): seed, market id
 K_SEED, K_MARKET = 0, 1
 # ---- account status
@@ -45,7 +47,28 @@ FtxArrays = namedtuple("FtxArrays", [
     "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
     "status", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
-    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt"])
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt",
+    "mo_start", "mo_cum", "fb", "hid"])
+# metaorder rows of mo_start / mo_cum (execution.FLOW_*): 0 step-1 orders, 1 (unused here: the
+# BLP's hedges are priced after the run, blp.py), 2 same-coin collateral sales, 3 + k the other
+# collateral coin k's sales. fb: the venue's feedback state (execution.new_feedback_state(1)).
+MO_OTHER = 3
+
+
+@njit(**NJ)
+def counter_hashes(aid):
+    """Per account the inner half of rng.bits(key, aid), mix64(aid * golden + golden): a draw
+    keyed by the account is then uniform_hashed(key, hid) with one mix instead of two."""
+    out = np.empty(aid.shape[0], np.uint64)
+    for x in range(aid.shape[0]):
+        out[x] = crng.mix64(np.uint64(aid[x]) * crng._GOLDEN + crng._GOLDEN)
+    return out
+
+
+@njit(inline="always", **NJ)
+def uniform_hashed(key, hid):
+    """rng.uniform(key, aid) for hid = counter_hashes(aid): the same number."""
+    return float(crng.mix64(np.uint64(key) ^ hid) >> np.uint64(11)) * crng._INV53
 
 
 def real_weight(pop) -> np.ndarray:
@@ -135,4 +158,9 @@ def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: in
     C[C_DET] = 1.0 if deterministic else 0.0
     C[C_FUND0] = g("ftx.insurance_fund_start_usd")
     C[C_NC] = n_other
+    imp = execution.impact_settings(params, "ftx")
+    C[C_MO] = 1.0 if imp["metaorders"] else 0.0
+    C[C_BUCKET] = imp["bucket_s"]
+    C[C_FB] = 1.0 if imp["feedback"] else 0.0
+    C[C_BASE], C[C_PERM], C[C_DECAY] = imp["baseline_share"], imp["permanent_share"], imp["decay_s"]
     return C

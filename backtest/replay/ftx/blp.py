@@ -163,6 +163,27 @@ def _same_bars(a, b) -> bool:
     return a.same_path(b)
 
 
+def hedge_slippage(t_fill, side_taken, q_usd, hp, hb, params: Params, eta: float, max_slip: float) -> np.ndarray:
+    """Slippage of each hedge (MODEL.md 5): v1 each alone at the hedge path's window sigma; v2
+    at the sigma of the bar it fills in, the BLP's hedges of one side inside impact.bucket_s
+    one metaorder (execution.metaorder_slippages, in fill-time order)."""
+    n = len(t_fill)
+    if n == 0:
+        return np.zeros(0)
+    if execution.impact_mode(params) == "v1":
+        return np.asarray(execution.sqrt_impact(q_usd, hp.volume_quote[hb], hp.sigma_1m, eta, hp.bar_minutes,
+                                                max_slippage=max_slip), float).reshape(-1)
+    sig = execution.bar_sigmas(hp.high, hp.low, hp.bar_minutes, hp.sigma_1m, params)[hb]
+    order = np.argsort(t_fill, kind="stable")
+    f = lambda a: np.ascontiguousarray(np.asarray(a, float)[order])   # noqa: E731
+    out = np.empty(n)
+    out[order] = execution.metaorder_slippages(f(t_fill), f(-np.asarray(side_taken, float)), f(q_usd),
+                                               f(np.asarray(hp.volume_quote, float)[hb]), f(sig), float(eta),
+                                               float(hp.bar_minutes), float(params.get("impact.bucket_s")),
+                                               float(max_slip))
+    return out
+
+
 def blp_book(lots: dict, inp, hedge, params: Params, bar_coll: np.ndarray) -> dict:
     """The BLP book's P&L in its parts (MODEL.md 3.6) from the takeover lots, marked at the
     end of the window; plus the cumulative P&L per bar and the gross loss of loss-making
@@ -178,8 +199,7 @@ def blp_book(lots: dict, inp, hedge, params: Params, bar_coll: np.ndarray) -> di
     t_fill = t + lat
     hf, he, hp = _hedge_prices(inp, hedge, t, t_fill, mk)
     hb = np.clip(np.searchsorted(hp.ts_s, t_fill, side="right") - 1, 0, hp.n_bars - 1)
-    slip = np.asarray(execution.sqrt_impact(h * q * hf, hp.volume_quote[hb], hp.sigma_1m, eta, hp.bar_minutes,
-                                            max_slippage=max_slip), float).reshape(-1) if len(t) else np.zeros(0)
+    slip = hedge_slippage(t_fill, s, h * q * hf, hp, hb, params, eta, max_slip)
     hq = h * q
     cost = -(hq * hf * slip) - hq * hf * (1 - s * slip) * fee
     me = inp.close[-1]

@@ -8,8 +8,9 @@ from numba import njit
 
 from backtest.params import Params
 from backtest.path import CollateralPath
-from backtest.replay.ftx.accounts import (C_BM, C_ETA, C_FEE, C_MAXSLIP, C_NC, C_SIGMA, I_REVALS, NJ,
-                                          Z_COLL_OTHER, Z_HAIRCUT, Z_SALECOST)
+from backtest.execution import FLOW_COLLATERAL, metaorder_slippage
+from backtest.replay.ftx.accounts import (C_BM, C_BUCKET, C_ETA, C_FEE, C_MAXSLIP, C_MO, C_NC, I_REVALS, MO_OTHER,
+                                          NJ, Z_COLL_OTHER, Z_HAIRCUT, Z_SALECOST)
 from backtest.venues import ftx
 
 
@@ -102,17 +103,23 @@ def sqrt_impact(q_usd, vol, sig, eta, bm, max_slip):
 
 
 @njit(inline="always", **NJ)
-def sale_cost(qty, price, vol, sig, C, bm):
-    """Impact + fee of selling `qty` coins at `price` (execution.collateral_sale)."""
-    slip = sqrt_impact(qty * price, vol, sig, C[C_ETA], bm, C[C_MAXSLIP])
+def sale_cost(S, row, t_s, qty, price, vol, sig, C, bm):
+    """Impact + fee of selling `qty` coins at `price` (execution.collateral_sale): v1 the order
+    alone, v2 as part of the coin's metaorder (row `row` of S.mo_*; MODEL.md 5)."""
+    if C[C_MO] > 0:
+        slip = metaorder_slippage(S.mo_start, S.mo_cum, row, -1, t_s, qty * price, vol, sig, C[C_ETA], bm,
+                                  C[C_BUCKET], C[C_MAXSLIP])
+    else:
+        slip = sqrt_impact(qty * price, vol, sig, C[C_ETA], bm, C[C_MAXSLIP])
     ex = price * (1 - slip)
     return qty * abs(ex - price) + qty * ex * C[C_FEE]
 
 
 @njit(**NJ)
-def transfer(S, C, i, cf, price, bar_vol, bar):
+def transfer(S, C, i, cf, price, bar_vol, bar_sig, bar, t_s):
     """Step 2: the fraction cf of account i's non-USD collateral passes to the BLP with the USD
-    debt that offsets its weighted value; the BLP sells it. Returns (haircut gain, sale cost)."""
+    debt that offsets its weighted value; the BLP sells it (the market's coin at the bar's
+    sigma, other coins at their path's). Returns (haircut gain, sale cost)."""
     hair = 0.0
     cost = 0.0
     c = S.cbal[i] * cf                       # same coin, at the market's price
@@ -122,7 +129,7 @@ def transfer(S, C, i, cf, price, bar_vol, bar):
     S.cbal[i] -= c
     if c > 0:
         hair += g
-        cost += sale_cost(c, price, bar_vol, C[C_SIGMA], C, C[C_BM])
+        cost += sale_cost(S, FLOW_COLLATERAL, t_s, c, price, bar_vol, bar_sig, C, C[C_BM])
     other_hair = 0.0
     other_cost = 0.0
     for k in range(int(C[C_NC])):
@@ -141,11 +148,11 @@ def transfer(S, C, i, cf, price, bar_vol, bar):
         if S.ohas[k] > 0:
             vol, sig, bm = S.ovol[k], S.osig[k], S.obm[k]
         else:
-            vol, sig, bm = bar_vol, C[C_SIGMA], C[C_BM]
+            vol, sig, bm = bar_vol, bar_sig, C[C_BM]
         if not np.isfinite(vol):
             vol = bar_vol
         other_hair += cq * op - pays
-        other_cost += sale_cost(cq, op, vol, sig, C, bm)
+        other_cost += sale_cost(S, MO_OTHER + k, t_s, cq, op, vol, sig, C, bm)
     S.Z[Z_HAIRCUT] += hair + other_hair
     S.Z[Z_SALECOST] += cost + other_cost
     S.Z[Z_COLL_OTHER] += other_hair - other_cost

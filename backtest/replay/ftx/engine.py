@@ -12,12 +12,14 @@ import numpy as np
 from numba import njit
 
 from backtest import rng as crng
+from backtest.execution import FLOW_LIQUIDATION, feedback_add, metaorder_slippage
 from backtest.replay.ftx.accounts import (C_BUDGET, C_DET, C_ETA, C_FEE, C_FUND0, C_JHI, C_JLO, C_MAXSLIP, C_NEGSHARE,
-                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_SIGMA, C_BM, C_TICK, C_ZPW,
+                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_BM, C_TICK, C_ZPW,
+                                          C_BASE, C_BUCKET, C_DECAY, C_FB, C_MO, C_PERM, I_FBN,
                                           CLOSED, K_MARKET, K_SEED, M_OVERFLOW, M_STEP1, M_STEP2, NJ, OPEN, I_PC, I_PO,
                                           Z_BELOW_SINCE, Z_BELOW_S, Z_FUND, Z_FUND_MIN, Z_INCOME, Z_PAYOUT,
                                           Z_POOL_OUT_L, Z_TAKEOVER, Z_USED_HOUR, Z_USED_MIN, close_out, requalify,
-                                          set_qty, tav_mf)
+                                          set_qty, tav_mf, uniform_hashed)
 from backtest.replay.ftx.blp import capacity_room, overflow
 from backtest.replay.ftx.collateral import sqrt_impact, transfer
 
@@ -65,8 +67,29 @@ def _s1_take(S, C, i, jit, price, budget, cum, scale):
 
 
 @njit(**NJ)
-def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
-    """Step-1 orders of the accounts s1[:n1] (ascending) sharing the market's budget for the
+def _ties_by_index(bu, order, cand, s1):
+    """Within runs of equal draws (order sorts bu), order by account index s1[cand[.]]: the
+    serving order is (U, index) whatever the order of s1."""
+    m = order.shape[0]
+    a = 0
+    while a < m:
+        e = a + 1
+        while e < m and bu[order[e]] == bu[order[a]]:
+            e += 1
+        if e - a > 1:
+            idx = np.empty(e - a, np.int64)
+            for y in range(e - a):
+                idx[y] = s1[cand[order[a + y]]]
+            o2 = np.argsort(idx, kind="mergesort")
+            run = order[a:e].copy()
+            for y in range(e - a):
+                order[a + y] = run[o2[y]]
+        a = e
+
+
+@njit(**NJ)
+def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
+    """Step-1 orders of the accounts s1[:n1] (any order) sharing the market's budget for the
     tick, served in random order (counter-based U per account; deterministic: index order,
     sizes times the firing probability). Once the budget is spent every later order is zero,
     so accounts are taken in order by buckets of U and the walk stops there (the same orders as
@@ -87,59 +110,83 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
     else:
         ko = crng.make_key(K[K_SEED], crng.STEP1_ORDER, K[K_MARKET], j)
         kj = crng.make_key(K[K_SEED], crng.STEP1_JITTER, K[K_MARKET], j)
-        # served in ascending U (ties: ascending x). A counting sort of the accounts into nbk
-        # buckets of U (each bucket keeps ascending x), then each bucket sorted by U in turn until
-        # the budget is spent: the same order as sorting all U, in O(n1) passes.
+        # served in ascending U (ties: ascending account index) until the budget is spent. Once it is spent
+        # every later order is zero, so only the accounts under a threshold of U are sorted and
+        # walked, the threshold raised (x4) while budget is left: the same orders as sorting all.
         u = np.empty(n1)
+        hid = S.hid                # (a local: no reference counting per iteration)
         for x in range(n1):
-            u[x] = crng.uniform(ko, S.aid[s1[x]])
-        nbk = max(1, n1 // 16)
-        cnt = np.zeros(nbk + 1, np.int64)
-        bk = np.empty(n1, np.int64)
-        for x in range(n1):
-            b = min(int(u[x] * nbk), nbk - 1)
-            bk[x] = b
-            cnt[b + 1] += 1
-        for b in range(nbk):
-            cnt[b + 1] += cnt[b]
-        pos = cnt[:nbk].copy()
-        items = np.empty(n1, np.int64)
-        for x in range(n1):
-            b = bk[x]
-            items[pos[b]] = x
-            pos[b] += 1
-        done = False
-        for b in range(nbk):
-            if done:
+            u[x] = uniform_hashed(ko, hid[s1[x]])
+        cand = np.empty(n1, np.int64)
+        t_lo = 0.0
+        t_hi = min(1.0, 64.0 / n1)
+        while True:
+            m = 0
+            if t_hi >= 1.0:
+                for x in range(n1):
+                    if u[x] >= t_lo:
+                        cand[m] = x
+                        m += 1
+            else:
+                for x in range(n1):
+                    if t_lo <= u[x] < t_hi:
+                        cand[m] = x
+                        m += 1
+            done = False
+            if m:
+                bu = np.empty(m)
+                for y in range(m):
+                    bu[y] = u[cand[y]]
+                order = np.argsort(bu, kind="mergesort")
+                _ties_by_index(bu, order, cand, s1)
+                for o in order:
+                    x = cand[o]
+                    i = s1[x]
+                    jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * uniform_hashed(kj, S.hid[i])
+                    q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
+                    qs[x] = q
+                    if cum >= budget:
+                        done = True
+                        break
+            if done or t_hi >= 1.0:
                 break
-            s0, s_end = cnt[b], cnt[b + 1]
-            if s_end == s0:
-                continue
-            bu = np.empty(s_end - s0)
-            for y in range(s_end - s0):
-                bu[y] = u[items[s0 + y]]
-            order = np.argsort(bu, kind="mergesort")
-            for o in order:
-                x = items[s0 + o]
-                i = s1[x]
-                jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * crng.uniform(kj, S.aid[i])
-                q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
-                qs[x] = q
-                if cum >= budget:
-                    done = True
-                    break
+            t_lo = t_hi
+            t_hi = min(1.0, 4.0 * t_hi)
     kf = np.uint64(0)
     if not det:
         kf = crng.make_key(K[K_SEED], crng.STEP1_OFFSET, K[K_MARKET], j)
     mid = (C[C_OLO] + C[C_OHI]) / 2
+    mo = C[C_MO] > 0
+    nf = 0
     for x in range(n1):
+        if qs[x] > 0:
+            nf += 1
+    fill_order = np.empty(nf, np.int64)
+    nf = 0
+    for x in range(n1):
+        if qs[x] > 0:
+            fill_order[nf] = x
+            nf += 1
+    if nf > 1:                  # fills in account order (v2: the tick's metaorder by aid)
+        aid1 = np.empty(nf, np.int64)
+        for y in range(nf):
+            aid1[y] = S.aid[s1[fill_order[y]]] if mo else s1[fill_order[y]]
+        fill_order = fill_order[np.argsort(aid1, kind="mergesort")]
+    for xx in range(nf):
+        x = fill_order[xx]
         q = qs[x]
-        if q <= 0:
-            continue
         i = s1[x]
         s = S.side[i]
-        slip = sqrt_impact(q * price, bar_vol, C[C_SIGMA], C[C_ETA], C[C_BM], C[C_MAXSLIP])
-        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * crng.uniform(kf, S.aid[i])) * 1e-4
+        if mo:
+            slip = metaorder_slippage(S.mo_start, S.mo_cum, FLOW_LIQUIDATION, -s, t_s, q * price, bar_vol, bar_sig,
+                                      C[C_ETA], C[C_BM], C[C_BUCKET], C[C_MAXSLIP])
+        else:
+            slip = sqrt_impact(q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_MAXSLIP])
+        if C[C_FB] > 0:
+            feedback_add(S.fb, 0, t_s, -s, q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_BASE], C[C_PERM],
+                         C[C_BUCKET], C[C_DECAY], C[C_MAXSLIP])
+            S.I[I_FBN] += 1
+        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * uniform_hashed(kf, S.hid[i])) * 1e-4
         fill = max(price * (1.0 - s * (off + slip)), 0.0)
         fee = q * fill * C[C_FEE]
         user_pnl = s * q * (fill - price) - fee
@@ -153,7 +200,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol):
 
 
 @njit(**NJ)
-def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool):
+def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool):
     aids = np.empty(n2, np.int64)
     for x in range(n2):
         aids[x] = S.aid[s2[x]]
@@ -196,7 +243,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
     for x in range(m):
         i = a[x]
         S.usd[i] += S.side[i] * cq[x] * (zp[x] - S.entry[i])
-        hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar)
+        hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar_sig, bar, t_s)
         hair[x] = hx
         cost[x] = cx
         set_qty(S, i, S.qty[i] - cq[x])
@@ -256,7 +303,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
 
 
 @njit(**NJ)
-def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, use_pool):
+def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_pool):
     """Apply the state machine at one tick to sel[:nsel] (ascending). Returns (accounts still
     in step 1/2 after the tick, ascending; whether any of them is in step 2). use_pool: overflow
     looks at a pool of the largest opposing accounts (the oracle: at all of them)."""
@@ -279,11 +326,11 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, use_pool):
             ac2[n2] = S.acmf[i]
             n2 += 1
     if n2:
-        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, use_pool)
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool)
     if n1:
         j = abs_tick(t_s, C[C_TICK])
         if fires(C, K, j):
-            step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol)
+            step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig)
     out = np.empty(nsel, np.int64)
     no = 0
     any2 = False

@@ -20,8 +20,10 @@ from numba import njit
 
 from collections import namedtuple
 
+from backtest.execution import feedback_offset
 from backtest.paths import fill_bar_path
-from backtest.replay.ftx.accounts import (C_DET, C_TICK, NJ, OPEN, price_at_mf, tav_mf, trig_dir)
+from backtest.replay.ftx.accounts import (C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf,
+                                          trig_dir)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
@@ -35,6 +37,14 @@ def fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n, out):
     one Binance's kernel reads too): mode, key (int64) and pf = (near_first_prob, vol_scale,
     time_jitter) from the PathInput."""
     fill_bar_path(o[b], h[b], l[b], c[b], n, mode, key, ts_s[b], pf[0], out, pf[1], pf[2])
+
+
+@njit(**NJ)
+def moved_ticks(S, C, raw, prices, t0, tick_s, k0, n):
+    """Feedback (MODEL.md 5): ticks k0.. of the bar starting at t0 as the triggers see them,
+    the path times (1 + the venue's outstanding offset, decayed to each tick's time)."""
+    for k in range(k0, n):
+        prices[k] = raw[k] * (1.0 + feedback_offset(S.fb, 0, t0 + k * tick_s, C[C_DECAY]))
 
 
 # ---- segment trees: tl (max of long-like triggers), ts (min of short-like triggers)
@@ -85,11 +95,13 @@ def _key(S, i):
     return trig_dir(S, i), tr
 
 
+# (the helpers that take the Book or the account arrays are inlined: a call with a tuple of
+# arrays costs a reference-count increment and decrement per array)
 # ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
 # with lazy deletion (an entry counts only while its version is the account's and the account
 # is in a heap); the big trees hold each account's first trigger only, so the churn of
 # accounts going in and out of step 1 stays in cache-sized heaps
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hsift_down(hk, ha, hv, sd, j, n):
     key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
     while True:
@@ -105,7 +117,7 @@ def _hsift_down(hk, ha, hv, sd, j, n):
     hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hpop(B, sd):
     n = B.hn[sd] - 1
     B.hn[sd] = n
@@ -114,7 +126,7 @@ def _hpop(B, sd):
         _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _hpush(B, sd, key, a, v):
     if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
         m = 0
@@ -137,7 +149,7 @@ def _hpush(B, sd, key, a, v):
     B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _ltop(B):
     """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
     while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
@@ -148,7 +160,7 @@ def _ltop(B):
     return v
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _stop(B):
     """Lowest live short-like trigger (inf if none)."""
     while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
@@ -190,7 +202,7 @@ def _take(B, price, in_act, newb, nn):
     return nn
 
 
-@njit(**NJ)
+@njit(inline="always", **NJ)
 def _put(S, B, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
     _off_trees(B, i)
@@ -275,15 +287,108 @@ def _quiet_bounds(a_up, a_dn, a_dir, nact):
     return lo * (1 + EPS), hi * (1 - EPS)
 
 
+@njit(inline="always", **NJ)
+def _bound(a_up, a_dn, a_dir, x, qb):
+    """Fold slot x's cached thresholds into the raw quiet bounds qb = [lo, hi] (as _quiet_bounds);
+    returns False when a threshold is nan (the slot is never 'sure')."""
+    up, dn = a_up[x], a_dn[x]
+    if a_dir[x] == -1:
+        if up == up:
+            qb[1] = min(qb[1], up)
+        if dn == dn:
+            qb[0] = max(qb[0], dn)
+    else:
+        if up == up:
+            qb[0] = max(qb[0], up)
+        if dn == dn:
+            qb[1] = min(qb[1], dn)
+    return up == up and dn == dn
+
+
 @njit(**NJ)
-def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, in_act, dirty,
-               B):
+def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, B, qb):
+    """_fast_tick when every slot with valid cached thresholds (a_ok) is known to be in step 1
+    at this price (the raw quiet bounds qb are exact over them, none nan, and the price is
+    strictly inside): only the new slots (a_ok False, just taken from the trees) are
+    evaluated, and if one of them is not in step 1 nothing is done (returns done=False: the
+    caller runs _fast_tick). Otherwise there is no step 2, s1 is the active set itself, and
+    after the tick only the new and the filled accounts are evaluated. Keeps qb exact
+    (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
+    in step 2, qb still valid, done)."""
+    nnew = 0
+    for x in range(nact):
+        if not a_ok[x]:
+            i = act[x]
+            tav, mf = tav_mf(S, i, price)
+            if not (mf < S.mmf[i] and mf >= S.acmf[i]):
+                return nact, False, False, False
+            nnew += 1
+    any2 = False
+    valid = True
+    j = abs_tick(t, C[C_TICK])
+    fired = fires(C, K, j)
+    if not fired and nnew == 0:
+        return nact, any2, valid, True
+    if fired:
+        qs = step1(S, C, K, evs, act, nact, bar, t, j, price, bv, bs)
+    else:
+        qs = np.zeros(0)
+    rebound = False
+    gone = 0
+    for x in range(nact):
+        new = not a_ok[x]
+        if not new and not (fired and qs[x] > 0):
+            continue
+        i = act[x]
+        if not new:
+            up, dn = a_up[x], a_dn[x]
+            if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
+                rebound = True
+        keep = False
+        if S.qty[i] > 0:
+            tav, mf = tav_mf(S, i, price)
+            if mf < S.acmf[i]:
+                any2 = True
+            if mf < S.mmf[i]:
+                keep = True
+        if keep:
+            _cache(S, act, x, a_up, a_dn, a_dir)
+            a_ok[x] = True
+            valid = _bound(a_up, a_dn, a_dir, x, qb) and valid
+        else:
+            in_act[i] = False
+            _put(S, B, i)
+            gone += 1
+    if gone or rebound:
+        qb[0], qb[1] = -np.inf, np.inf
+        valid = True
+        m = 0
+        for x in range(nact):
+            i = act[x]
+            if not in_act[i]:
+                continue
+            if m != x:
+                act[m] = i
+                a_up[m] = a_up[x]
+                a_dn[m] = a_dn[x]
+                a_dir[m] = a_dir[x]
+                a_ok[m] = a_ok[x]
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
+            m += 1
+        nact = m
+    return nact, any2, valid, True
+
+
+@njit(**NJ)
+def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, dirty,
+               B, qb):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
     step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
     overflow-hit accounts are evaluated again. Same results as engine.tick. Accounts that
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
-    nact, any account in step 2)."""
+    nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
+    with valid non-nan thresholds)."""
     s1 = np.empty(nact, np.int64)
     p1 = np.empty(nact, np.int64)
     s2 = np.empty(nact, np.int64)
@@ -316,19 +421,21 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             p1[n1] = x
             n1 += 1
     if n2:
-        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, True)
+        step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
         for y in range(S.I[0]):
             dirty[S.chg[y]] = True
     filled = np.zeros(nact, np.bool_)
     if n1:
         j = abs_tick(t, C[C_TICK])
         if fires(C, K, j):
-            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv)
+            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
             for y in range(n1):
                 if qs[y] > 0:
                     filled[p1[y]] = True
     any2 = False
     m = 0
+    qb[0], qb[1] = -np.inf, np.inf
+    valid = True
     for x in range(nact):
         i = act[x]
         keep = True
@@ -349,6 +456,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             else:
                 _cache(S, act, m, a_up, a_dn, a_dir)
             a_ok[m] = True
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
         else:
             in_act[i] = False
@@ -358,13 +466,16 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         dirty[i] = False
         if not in_act[i]:
             _put(S, B, i)
-    return m, any2
+    return m, any2, valid
 
 
 @njit(**NJ)
-def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
-               open_order, close_order):
+def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+               hidx, open_order, close_order):
+    """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
+    ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
     n = S.qty.shape[0]
+    fb_on = C[C_FB] > 0
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     det = C[C_DET] > 0
@@ -397,6 +508,9 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
         lo_b[b] = min(l[b], min(o[b], c[b]))     # every path mode stays in [L, H] (O, C widen it)
         hi_b[b] = max(h[b], max(o[b], c[b]))
     prices = np.empty(n_ticks)
+    raw = np.empty(n_ticks)
+    qb = np.array([-np.inf, np.inf])   # raw quiet bounds of the active slots (valid while qv)
+    qv = False
     nxt_oc = np.inf
     if open_order.shape[0]:
         nxt_oc = float(S.open_s[open_order[0]])
@@ -410,7 +524,13 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
             while b < nb:
                 if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
                     break
-                if lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
+                if fb_on:
+                    # the offset only shrinks until the next flow: bounds of the moved bar
+                    off = feedback_offset(S.fb, 0, float(ts_s[b]), C[C_DECAY])
+                    if (lo_b[b] * (1.0 + min(off, 0.0)) <= lt_top * (1 + EPS) or
+                            hi_b[b] * (1.0 + max(off, 0.0)) >= st_top * (1 - EPS)):
+                        break
+                elif lo_b[b] <= lt_top * (1 + EPS) or hi_b[b] >= st_top * (1 - EPS):
                     break
                 if nxt_oc <= ts_s[b] + (n_ticks - 1) * tick_s:
                     break
@@ -421,6 +541,7 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
             rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
             if nch:
                 a_ok[:nact] = False                      # active accounts' thresholds moved
+                qv = False
             if nch * 4 > n:
                 _build(S, B, in_act)
                 mark[:] = False
@@ -430,9 +551,14 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                         mark[i] = False
                         if not in_act[i]:
                             _put(S, B, i)
-        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
+        if fb_on:
+            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+            moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
+        else:
+            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
         S.I[8] += 1                                  # bars visited
         bv = vol[b]
+        bs = sig[b]
         k = 0
         while k < n_ticks:
             t = ts_s[b] + k * tick_s
@@ -450,6 +576,7 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                             in_act[i] = False
                             removed = True
                 if removed:
+                    qv = False
                     m = 0
                     for x in range(nact):
                         if in_act[act[x]]:
@@ -471,34 +598,33 @@ def run_kernel(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                         break
                     k += 1
                 continue
-            if nn > 1:
-                newb[:nn] = np.sort(newb[:nn])
-            if nn:                                       # merge the new accounts in (sorted)
-                r = nact - 1
-                w = nact + nn - 1
-                x = nn - 1
-                while x >= 0:
-                    if r >= 0 and act[r] > newb[x]:
-                        act[w] = act[r]
-                        a_up[w] = a_up[r]
-                        a_dn[w] = a_dn[r]
-                        a_dir[w] = a_dir[r]
-                        a_ok[w] = a_ok[r]
-                        r -= 1
-                    else:
-                        act[w] = newb[x]
-                        a_ok[w] = False
-                        x -= 1
-                    w -= 1
-                nact += nn
+            # the new accounts join the end of the active set (its order is not observable: step 1
+            # serves by draw with ties and fills by account, step 2 by account)
+            for x in range(nn):
+                act[nact + x] = newb[x]
+                a_ok[nact + x] = False
+            nact += nn
             S.I[0] = 0                                   # overflow-changed list
             S.I[6] += 1
             S.I[7] += nact
-            nact, any2 = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
-                                    in_act, dirty, B)
+            nfb = S.I[I_FBN]
+            done = False
+            if qv and not det and nact > 0 and qb[0] * (1 + EPS) < price < qb[1] * (1 - EPS):
+                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price,
+                                                 bv, bs, in_act, B, qb)
+                if done:
+                    nact, qv = m2, qv2
+            if not done:
+                nact, any2, qv = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
+                                            bs, in_act, dirty, B, qb)
             k += 1
+            if fb_on and S.I[I_FBN] != nfb:
+                moved_ticks(S, C, raw, prices, ts_s[b], tick_s, k, n_ticks)
             if not det and nact > 0 and not any2 and k < n_ticks:
-                lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
+                if qv:
+                    lo_h, hi_h = qb[0] * (1 + EPS), qb[1] * (1 - EPS)
+                else:
+                    lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
                 lt_top, st_top = _ltop(B), _stop(B)
                 lo_h = max(lo_h, lt_top * (1 + EPS))
                 hi_h = min(hi_h, st_top * (1 - EPS))
@@ -550,8 +676,8 @@ def _to_array(lst, w):
 
 
 @njit(**NJ)
-def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx,
-               open_order, close_order):
+def run_oracle(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+               hidx, open_order, close_order):
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
     opposing accounts."""
@@ -565,12 +691,16 @@ def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
     mark = np.zeros(n, np.bool_)
     buf = np.empty(n, np.int64)
     prices = np.empty(n_ticks)
+    raw = np.empty(n_ticks)
     sel = np.empty(n, np.int64)
     rvp = 0
     for b in range(nb):
         rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
         mark[:] = False
-        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
+        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+        fb_on = C[C_FB] > 0
+        for k in range(n_ticks):
+            prices[k] = raw[k] * (1.0 + feedback_offset(S.fb, 0, ts_s[b] + k * tick_s, C[C_DECAY])) if fb_on else raw[k]
         for k in range(n_ticks):
             t = ts_s[b] + k * tick_s
             price = prices[k]
@@ -584,7 +714,11 @@ def run_oracle(S, C, K, ts_s, vol, o, h, l, c, mode, key, pf, n_ticks, rv_bar, r
                         m += 1
             if m:
                 S.I[0] = 0
-                tick(S, C, K, evs, lots, sel, m, b, t, price, vol[b], False)
+                nfb = S.I[I_FBN]
+                tick(S, C, K, evs, lots, sel, m, b, t, price, vol[b], sig[b], False)
+                if S.I[I_FBN] != nfb:      # the flow moved the path of the later ticks
+                    for k2 in range(k + 1, n_ticks):
+                        prices[k2] = raw[k2] * (1.0 + feedback_offset(S.fb, 0, ts_s[b] + k2 * tick_s, C[C_DECAY]))
         S.bar_fund[b] = S.Z[0]
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from backtest import execution
 from backtest import rng as crng
 from backtest.params import Params
 from backtest.path import CollateralPath
@@ -29,8 +30,9 @@ EV_COLS = ("t_s", "account", "side", "mechanism", "qty_coin", "price", "mark_pri
 def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed: int, deterministic: bool,
             collateral: dict[str, CollateralPath] | None, permute: bool = False):
     """The kernels' arrays. permute: hold the accounts sorted by (trigger direction, trigger
-    price), so that the accounts a crash reaches together are adjacent in memory (the state
-    maps back through `aid`)."""
+    price: descending for long-like accounts, ascending for short-like ones), so that the
+    accounts a crash reaches together are adjacent in memory and in the order it reaches them
+    (the state maps back through `aid`)."""
     n = len(pop)
     coin = ftx.coin_of(symbol)
     wt = A.real_weight(pop)         # size terms at one real account's size (MODEL.md 2)
@@ -67,7 +69,10 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
                     ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt)
+                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt,
+                    mo_start=np.full((A.MO_OTHER + len(coins), 2), -np.inf),
+                    mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1),
+                    hid=A.counter_hashes(np.arange(n, dtype=np.int64)))
     if n:
         if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
             raise ftx.LeverageError("leverage must be a positive finite number")
@@ -90,12 +95,14 @@ def _permuted(S, holders):
         trig = (S.side * S.qty * S.entry - S.usd) / (S.cbal * S.cw + S.side * S.qty - S.mmf * S.qty)
     trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
     d = np.where(S.usd - S.side * S.qty * S.entry < 0, -1, 1)
-    order = np.lexsort((trig, d)).astype(np.int64)
+    # long-like accounts by descending trigger, short-like by ascending: a move takes accounts
+    # from the trees in ascending index, so they join the end of the kernel's sorted active set
+    order = np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
     n = order.size
     fields = {}
     for name, v in S._asdict().items():
         if name in ("Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "oprice", "ovol", "ohas",
-                    "osig", "obm"):
+                    "osig", "obm", "mo_start", "mo_cum", "fb"):
             fields[name] = v
         elif name in ("obal", "ow", "oval"):
             fields[name] = np.ascontiguousarray(v[:, order])
@@ -183,7 +190,8 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
     q0 = (float(S.Z[A.Z_QL]), float(S.Z[A.Z_QS]))
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)   # noqa: E731
     pf = np.array([inp.near_first_prob, inp.vol_scale, inp.time_jitter], float)
-    ev, lt = fn(S, C, K, inp.ts_s.astype(np.int64), f64(inp.volume_quote), f64(inp.open), f64(inp.high),
+    sig = execution.bar_sigmas(inp.high, inp.low, inp.bar_minutes, inp.sigma_1m, params)
+    ev, lt = fn(S, C, K, inp.ts_s.astype(np.int64), f64(inp.volume_quote), sig, f64(inp.open), f64(inp.high),
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
