@@ -49,8 +49,7 @@ from scipy.special import ndtri
 
 from backtest import rng as R
 from backtest.params import Params
-from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_SIZE, NEVER, Population, account_terms,
-                                          keyed_uniforms, stratified_uniforms)
+from backtest.population.accounts import NEVER, Population, TermsSpec
 from backtest.venues import ftx as ftx_venue
 
 BLOCK = 256
@@ -294,8 +293,8 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     n_reset = 0
     n_prorata = 0
     prorata_usd = 0.0
-    cache: dict = {}
     d0 = pd.Timestamp(int(window_start_s), unit="s", tz="UTC").date()
+    spec = TermsSpec(venue, symbol, d0, params, collateral_prices)
     folded: set[str] = set()
     k_count = R.make_key(np.uint64(key & 0xFFFFFFFFFFFFFFFF), np.uint64(KIND_COUNT), np.uint64(0), np.uint64(0))
     for k in range(K):
@@ -354,23 +353,22 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             # simulated account stands for qty / real size of them (the cohort side's real count
             # is its share of the OI x real accounts x side share)
             qty = np.full(n, opens / n)
-            size = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
+            U = spec.draws(key, ids)     # rows: TermsSpec.STRAT_KINDS (size first), then entry, close
+            size = np.exp(sigma * ndtri(np.clip(U[0], 1e-12, 1 - 1e-12)))
             inv = 1.0 / size
             wgt = opens / tgt * real * share * inv / inv.sum()
-            eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
+            eb = b0 + np.minimum(np.searchsorted(cdf, U[6], side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
-            terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                  params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
+            terms = spec.terms(sides, qty, entry, U, wgt)
             bad = crossed_since(sides, terms["trigger"], (eb + 1).astype(np.int64), b1, bars.low, bars.high)
             bad |= (terms["trigger"] >= price[k]) if s > 0 else (terms["trigger"] <= price[k])
             if bad.any():
                 n_reset += int(bad.sum())
                 entry[bad] = price[k]
-                terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                      params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt)
+                terms = spec.terms(sides, qty, entry, U, wgt)
             folded.update(terms["folded"])
-            u = keyed_uniforms(key, KIND_CLOSE, ids)
+            u = U[7]
             close = tk + np.maximum(1, np.rint(-np.log1p(-u) * tau_s)).astype(np.int64)
             liq = first_cross(sides.astype(np.int64), terms["trigger"], np.full(n, tk, np.int64),
                               np.minimum(close, window_end_s), bars.ts_s, bars.dur_s, bars.open, bars.high,
