@@ -228,6 +228,61 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
 
 
 @njit(cache=True)
+def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, ks, out, buf, vol_scale=1.0,
+                  time_jitter=0.25):
+    """out[j] = the price fill_bar_path gives at tick ks[j] of this bar (the same numbers),
+    without filling the whole bar: the bridge's Brownian motion still needs every tick's draw
+    (its end value sets the chords), but the price pass runs only at the ticks asked for.
+    buf: scratch of >= n_ticks floats."""
+    n = n_ticks
+    m = ks.shape[0]
+    if n < 1 or m == 0:
+        return
+    hh = max(h, max(o, c))
+    ll = min(l, min(o, c))
+    if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
+        _fill_linear(o, h, l, c, n, buf)
+        for j in range(m):
+            out[j] = buf[ks[j]]
+        return
+    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
+    span = n - 1
+    kn = rng.make_key(key, bar_open_s, _N, 0)
+    s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
+    w = 0.0
+    buf[0] = 0.0
+    for k in range(1, n):
+        w += s_tick * rng.normal(kn, k)
+        buf[k] = w
+    w0, w1, w2, w3 = 0.0, buf[k1], buf[k2], buf[span]
+    x0, x1, x2, x3 = math.log(o), math.log(e1), math.log(e2), math.log(c)
+    band = _INSIDE * (hh - ll)
+    lo_in, hi_in = ll + band, hh - band
+    for j in range(m):
+        k = ks[j]
+        # fill_bar_path writes O, C, e1, e2 last, in that order: the later wins a shared tick
+        if k == k2:
+            out[j] = e2
+        elif k == k1:
+            out[j] = e1
+        elif k == span:
+            out[j] = c
+        elif k == 0:
+            out[j] = o
+        else:
+            if k < k1:
+                ka, kb, xa, xb, wa, wb = 0, k1, x0, x1, w0, w1
+            elif k < k2:
+                ka, kb, xa, xb, wa, wb = k1, k2, x1, x2, w1, w2
+            else:
+                ka, kb, xa, xb, wa, wb = k2, span, x2, x3, w2, w3
+            f = (k - ka) / (kb - ka)
+            x = xa + (xb - xa) * f + (buf[k] - wa - f * (wb - wa))
+            p = math.exp(x)
+            out[j] = min(max(p, lo_in), hi_in)
+
+
+@njit(cache=True)
 def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0, time_jitter=0.25):
     """All tick prices of m bars as an (m, n_ticks) array (tests, the oracle, short series)."""
     m = o.shape[0]
