@@ -54,7 +54,8 @@ MODES = {"linear": MODE_LINEAR, "bridge": MODE_BRIDGE}
 _PARKINSON = 1.0 / math.sqrt(4.0 * math.log(2.0))
 _INSIDE = 1e-9           # interior ticks stay this share of the range inside [L, H]
 
-# counters of the per-bar uniforms (key make_key(key, bar_open_s, _U, 0))
+# counters of the per-bar uniforms (key make_key(key, bar_open_s, _U, 0)); the kernels pass them as
+# np.int64, not literals: numba compiles a callee once per literal value it is called with
 _U, _N = 1, 2
 _C_ORDER, _C_T1, _C_T2 = 0, 1, 2
 
@@ -139,7 +140,7 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_
     u = (1 - time_jitter) * (its share of the path's length, as on the linear path)
     + time_jitter * U[0, 1): extremes near the open in price come early, near the close late,
     and the times spread like the arcsine law of a Brownian motion's extremes."""
-    ku = rng.make_key(key, bar_open_s, _U, 0)
+    ku = rng.make_key(key, bar_open_s, np.int64(_U), np.int64(0))
     span = n_ticks - 1
     if o == h:
         high_first = True
@@ -195,7 +196,7 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
         return
     k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
     span = n - 1
-    kn = rng.make_key(key, bar_open_s, _N, 0)
+    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
     s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
     # pass 1: the Brownian motion W[k] (W[0] = 0) into out
     w = 0.0
@@ -247,7 +248,7 @@ def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, k
         return
     k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
     span = n - 1
-    kn = rng.make_key(key, bar_open_s, _N, 0)
+    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
     s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
     w = 0.0
     buf[0] = 0.0

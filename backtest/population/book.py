@@ -70,6 +70,12 @@ class BookBars:
     vol: np.ndarray       # quote volume (>= 0)
 
     def __post_init__(self):
+        # writable C arrays of one dtype (pandas gives read-only views): one compiled
+        # specialisation of the kernels below whatever the source
+        for name in ("ts_s", "dur_s"):
+            setattr(self, name, np.require(getattr(self, name), np.int64, ["C", "W"]))
+        for name in ("open", "high", "low", "close", "vol"):
+            setattr(self, name, np.require(getattr(self, name), np.float64, ["C", "W"]))
         n = len(self.ts_s)
         nblk = (n + BLOCK - 1) // BLOCK
         pad = nblk * BLOCK - n
