@@ -426,6 +426,12 @@ class TermsSpec:
                     raise ValueError("imf_factor must be >= 0 (got a negative or NaN value)")
                 self.coll.append((c, sh, px, wt, f))
             self.usd_share = usd_share
+            # the same as arrays for the compiled part (price nan: the position's own coin, at entry)
+            own = next((j for j, x in enumerate(self.coll) if x[2] is None), -1)
+            self.coll_arrays = (np.array([x[1] for x in self.coll], float),
+                                np.array([np.nan if x[2] is None else x[2] for x in self.coll], float),
+                                np.array([x[3] for x in self.coll], float), np.array([x[4] for x in self.coll], float),
+                                own)
             self.mmf_floor = float(params.get("ftx.mmf_floor"))
             self.mmf_ratio = float(params.get("ftx.mmf_imf_ratio"))
         else:
@@ -483,65 +489,121 @@ class TermsSpec:
         body = self.lo + u[3] * (hi - self.lo)
         lev = np.where(u[1] < self.low_share, body, tail) * self.scale
         lev = np.clip(lev, 1.0, cap)
-        margin = notional / lev
         out: dict[str, Any] = {"leverage": lev, "collateral": {}, "isolated": np.zeros(n, bool),
                                "folded": []}
-        s = side.astype(float)
         if self.venue == "ftx":
             acct_lev = np.clip(np.maximum(self.acct_lev_min, lev), 1.0, cap)
-            other_value = np.zeros(n)
-            same_bal, same_w = np.zeros(n), np.zeros(n)
-            num_ = self.numerator
-            out["folded"] = list(self.folded)
-            for c, sh, px, wt, f in self.coll:
-                px = entry if px is None else px
-                bal = _balance_for_value(margin * sh, px, wt, f, num_)
-                out["collateral"][c] = bal * w_real
-                # venues.ftx.effective_weight / collateral_value
-                eff = np.minimum(wt, num_ / (1.0 + f * np.sqrt(np.maximum(bal, 0.0))))
-                eff = np.where(bal >= 0, eff, 1.0)
-                if c == self.coin:
-                    same_bal = bal
-                    same_w = eff
-                else:
-                    other_value += bal * np.asarray(px, float) * eff
-            wallet = margin * self.usd_share
-            # venues.ftx.margin_thresholds (MMF) and price_at_margin_fraction
             if np.any(~np.isfinite(acct_lev)) or np.any(acct_lev <= 0):
                 raise ValueError("leverage must be a positive finite number")
-            imf = np.maximum(1.0 / acct_lev, self.f_imf * np.sqrt(np.abs(qty)))
-            mmf = np.maximum(self.mmf_floor, self.mmf_ratio * imf)
-            usd_other = wallet + other_value
-            with np.errstate(divide="ignore", invalid="ignore"):
-                m = (s * qty * entry - usd_other) / (same_bal * same_w + s * qty - mmf * qty)
-            ok = np.isfinite(m) & (m > 0) & (qty > 0)
-            trig = np.where(ok, m, np.nan)
-            trig = np.where(np.isfinite(trig), trig, np.where(side > 0, 0.0, np.inf))
-            out.update(account_leverage=acct_lev, wallet_usd=wallet * w_real, trigger=trig)
+            out["folded"] = list(self.folded)
+            sh, px, wt, f, own = self.coll_arrays
+            bal, wallet_usd, trig = _ftx_terms(side, qty, entry, notional, lev, acct_lev, w_real, sh, px, wt, f, own,
+                                               self.numerator, self.usd_share, self.f_imf, self.mmf_floor,
+                                               self.mmf_ratio)
+            for j, (c, *_rest) in enumerate(self.coll):
+                out["collateral"][c] = bal[j]
+            out.update(account_leverage=acct_lev, wallet_usd=wallet_usd, trigger=trig)
         else:
+            br = self.br
             isolated = u[4] < self.iso_share
-            wallet = np.where(isolated, margin, margin * (1.0 + self.extra))
-            out.update(account_leverage=lev.copy(), wallet_usd=wallet * w_real, isolated=isolated,
-                       trigger=_binance_trigger(s, qty, entry, wallet, self.br, side))
+            wallet_usd, trig = _binance_terms(side, qty, entry, notional, lev, isolated, w_real, 1.0 + self.extra,
+                                              br.cum, br.mmr, br.floors, br.caps)
+            out.update(account_leverage=lev.copy(), wallet_usd=wallet_usd, isolated=isolated, trigger=trig)
         return out
 
 
-def _binance_trigger(s, q, ep, wb, br, side):
-    """venues.binance.liquidation_price (isolated form, no other positions), then 0 for a long
-    that cannot be liquidated and inf for a short without a positive LP."""
-    if np.any(~np.isfinite(wb)):
-        raise ValueError("wallet_balance must be finite")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        num = wb[:, None] + br.cum[None, :] - (s * q * ep)[:, None]
-        den = q[:, None] * br.mmr[None, :] - (s * q)[:, None]
-        lp = num / den
-    notional = q[:, None] * lp
-    fits = (lp > 0) & (notional >= br.floors[None, :] * (1 - 1e-12)) & (notional <= br.caps[None, :] * (1 + 1e-12))
-    any_fit = fits.any(axis=1)
-    first = np.argmax(fits, axis=1)
-    lp = np.where(any_fit, lp[np.arange(len(lp)), first], 0.0)
-    lp = np.where(q > 0, lp, np.nan)
-    return np.where(np.isfinite(lp) & (lp > 0), lp, np.where(side > 0, 0.0, np.inf))
+# The venue arithmetic of one cohort after its leverage draw, compiled: the operations of
+# venues.binance.liquidation_price and venues.ftx (collateral_value, effective_weight,
+# margin_thresholds, price_at_margin_fraction) and _balance_for_value in the same order, so
+# the numbers are the numpy ones bit for bit (only + - * / and sqrt, which IEEE rounds
+# exactly; numba contracts nothing into FMAs without fastmath). np.maximum/np.minimum's NaN
+# rule is kept by _mx/_mn.
+@njit(cache=True, inline="always")
+def _mx(a, b):
+    return a if (a >= b or a != a) else b
+
+
+@njit(cache=True, inline="always")
+def _mn(a, b):
+    return a if (a <= b or a != a) else b
+
+
+@njit(cache=True, error_model="numpy")
+def _binance_terms(side, q, ep, notional, lev, isolated, w_real, cross_mult, cum, mmr, floors, caps):
+    n = side.shape[0]
+    wallet_usd = np.empty(n)
+    trig = np.empty(n)
+    lo_tol = 1 - 1e-12
+    hi_tol = 1 + 1e-12
+    for i in range(n):
+        margin = notional[i] / lev[i]
+        wb = margin if isolated[i] else margin * cross_mult
+        if not np.isfinite(wb):
+            raise ValueError("wallet_balance must be finite")
+        wallet_usd[i] = wb * w_real[i]
+        s = float(side[i])
+        sq = s * q[i]
+        sqe = sq * ep[i]
+        lp = 0.0
+        for t in range(cum.shape[0]):
+            x = (wb + cum[t] - sqe) / (q[i] * mmr[t] - sq)
+            nt = q[i] * x
+            if x > 0 and nt >= floors[t] * lo_tol and nt <= caps[t] * hi_tol:
+                lp = x
+                break
+        if not q[i] > 0:
+            lp = np.nan
+        if np.isfinite(lp) and lp > 0:
+            trig[i] = lp
+        else:
+            trig[i] = 0.0 if side[i] > 0 else np.inf
+    return wallet_usd, trig
+
+
+@njit(cache=True, error_model="numpy")
+def _ftx_terms(side, qty, entry, notional, lev, acct_lev, w_real, sh, px, wt, f, own, num_, usd_share, f_imf,
+               mmf_floor, mmf_ratio):
+    n = side.shape[0]
+    nc = sh.shape[0]
+    bal_out = np.empty((nc, n))
+    wallet_usd = np.empty(n)
+    trig = np.empty(n)
+    four_num = 4.0 * num_
+    two_num = 2.0 * num_
+    for i in range(n):
+        margin = notional[i] / lev[i]
+        other = 0.0
+        same_bal = 0.0
+        same_w = 0.0
+        for j in range(nc):
+            p = entry[i] if j == own else px[j]
+            # _balance_for_value(margin * share, p, weight, imf factor, numerator)
+            v = _mx(margin * sh[j], 0.0)
+            b_plain = v / (p * wt[j])
+            plain_ok = wt[j] <= num_ / (1.0 + f[j] * np.sqrt(b_plain))
+            vf = v * f[j]
+            x = (vf + np.sqrt(vf * vf + four_num * p * v)) / (two_num * p)
+            b = b_plain if plain_ok else x * x
+            bal_out[j, i] = b * w_real[i]
+            eff = _mn(wt[j], num_ / (1.0 + f[j] * np.sqrt(_mx(b, 0.0))))
+            if not b >= 0:
+                eff = 1.0
+            if j == own:
+                same_bal = b
+                same_w = eff
+            else:
+                other += b * p * eff          # numpy: zeros(n) += ..., coin by coin
+        wallet = margin * usd_share
+        imf = _mx(1.0 / acct_lev[i], f_imf * np.sqrt(abs(qty[i])))
+        mmf = _mx(mmf_floor, mmf_ratio * imf)
+        usd_other = wallet + other
+        s = float(side[i])
+        m = (s * qty[i] * entry[i] - usd_other) / (same_bal * same_w + s * qty[i] - mmf * qty[i])
+        ok = np.isfinite(m) and m > 0 and qty[i] > 0
+        t = m if ok else np.nan
+        trig[i] = t if np.isfinite(t) else (0.0 if side[i] > 0 else np.inf)
+        wallet_usd[i] = wallet * w_real[i]
+    return bal_out, wallet_usd, trig
 
 
 @njit(cache=True)
