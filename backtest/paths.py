@@ -297,25 +297,37 @@ def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol
 @njit(cache=True)
 def prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars, ks, vol_scale=1.0,
               time_jitter=0.25):
-    """Tick prices at (bars[j], ks[j]) pairs, filling each bar once (pairs sorted by bar are
-    cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every mode."""
+    """Tick prices at (bars[j], ks[j]) pairs, one bar path per run of equal bars (pairs sorted
+    by bar are cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every
+    mode; other ticks as fill_bar_path gives them (bar_prices_at: only the ticks asked for)."""
     m = bars.shape[0]
     out = np.empty(m)
     buf = np.empty(max(n_ticks, 1))
-    cur = -1
-    for j in range(m):
-        b, k = bars[j], ks[j]
-        if k == n_ticks - 1:
-            out[j] = c[b]
-            continue
-        if k == 0:
-            out[j] = o[b]
-            continue
-        if b != cur:
-            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, buf,
-                          vol_scale, time_jitter)
-            cur = b
-        out[j] = buf[k]
+    kk = np.empty(m, np.int64)
+    jj = np.empty(m, np.int64)
+    vals = np.empty(m)
+    j = 0
+    while j < m:
+        b = bars[j]
+        cnt = 0
+        e = j
+        while e < m and bars[e] == b:
+            k = ks[e]
+            if k == n_ticks - 1:
+                out[e] = c[b]
+            elif k == 0:
+                out[e] = o[b]
+            else:
+                kk[cnt] = k
+                jj[cnt] = e
+                cnt += 1
+            e += 1
+        if cnt:
+            bar_prices_at(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, kk[:cnt],
+                          vals, buf, vol_scale, time_jitter)
+            for x in range(cnt):
+                out[jj[x]] = vals[x]
+        j = e
     return out
 
 

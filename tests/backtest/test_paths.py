@@ -273,3 +273,23 @@ def test_binance_close_prices_equal_the_filled_paths(mode):
     got = K.close_prices(ts, o, h, l, c, n, mode, KEY, 0.6, 1.0, 0.25, g)
     want = P.prices_at(o, h, l, c, n, mode, KEY, ts, 0.6, g // n, g % n, 1.0, 0.25)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", [P.MODE_LINEAR, P.MODE_BRIDGE])
+def test_prices_at_is_the_filled_bar_with_o_and_c_at_the_ends(mode):
+    o, h, l, c = random_bars(120, 13)
+    ts = 1_650_000_000 + 60 * np.arange(120, dtype=np.int64)
+    n = 60
+    r = np.random.default_rng(2)
+    bars = np.sort(r.integers(0, 120, 900)).astype(np.int64)
+    bars[::7] = r.integers(0, 120, len(bars[::7]))          # some out of order
+    ks = r.integers(0, n, 900).astype(np.int64)
+    ks[::5] = n - 1
+    ks[::11] = 0
+    got = P.prices_at(o, h, l, c, n, mode, KEY, ts, 0.6, bars, ks, 1.2, 0.3)
+    buf = np.empty(n)
+    for j in range(len(bars)):
+        b, k = bars[j], ks[j]
+        P.fill_bar_path(o[b], h[b], l[b], c[b], n, mode, KEY, ts[b], 0.6, buf, 1.2, 0.3)
+        want = c[b] if k == n - 1 else (o[b] if k == 0 else buf[k])
+        assert got[j] == want, (j, b, k)
