@@ -2,7 +2,9 @@
 
 `account_terms` draws one cohort's leverage, margin, Binance isolated/cross and FTX collateral
 with counter-based draws keyed by (key, account id) (backtest/rng.py), and its liquidation
-trigger; the v2 cohort book (book.py) uses it for every cohort.
+trigger; the v2 cohort book (book.py) asks a `TermsSpec` (the parameters worked out once per
+book, a cohort's draws in one compiled call, its venue arithmetic in one compiled loop) for
+every cohort.
 
 make_population (v1, kept for tests and parity fixtures) draws N accounts for one (venue, market, window):
 - notional: lognormal(0, sigma) scaled so that long notional == short notional == oi_usd at

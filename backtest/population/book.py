@@ -27,7 +27,7 @@ the book start to the window end:
    sizes are lognormal(`notional_sigma`) (draws stratified within the cohort side:
    accounts.stratified_uniforms), so a simulated account stands for qty / real size of them; the number
    of accounts per side: see `build_book`; leverage, margin, isolated/cross and FTX
-   collateral from accounts.account_terms.
+   collateral from accounts.account_terms (accounts.TermsSpec, worked out once per book).
 5. **Weights.** A cohort side stands for opens / OI_k x real_accounts x side share real
    accounts (`population.real_accounts_per_market.<COIN>`, long side share
    `population.long_account_share` or the lake's daily long/short account ratio), spread

@@ -16,14 +16,6 @@ from backtest.paths import fill_bar_path, prices_at
 BLOCK = 512
 
 
-def _own(a, dtype) -> np.ndarray:
-    """A writable, C-contiguous 1-d array of `dtype` (a copy only where `a` is not one)."""
-    a = np.asarray(a, dtype=dtype).reshape(-1)
-    if not (a.flags.writeable and a.flags.c_contiguous):
-        a = a.copy()
-    return a
-
-
 @dataclass
 class PathInput:
     """One venue-market price path as arrays (bar opens in epoch seconds)."""
@@ -50,10 +42,10 @@ class PathInput:
         # one array type per field whatever the source (pandas/arrow give read-only views, tests
         # and the bench writable arrays): each compiled kernel then has one specialisation, so a
         # cold cache compiles it once for the demo, the bench and the tests alike
-        self.ts_s = _own(self.ts_s, np.int64)
+        for name in ("ts_s", "funding_bar"):
+            setattr(self, name, np.require(getattr(self, name), np.int64, ["C", "W"]))
         for name in ("open", "high", "low", "close", "volume_quote", "funding_rate"):
-            setattr(self, name, _own(getattr(self, name), np.float64))
-        self.funding_bar = _own(self.funding_bar, np.int64)
+            setattr(self, name, np.require(getattr(self, name), np.float64, ["C", "W"]))
         self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
         self.paths: BarPaths = bar_paths(self.open, self.high, self.low, self.close, self.n_ticks)
         lo, hi = self.paths.p.min(axis=1), self.paths.p.max(axis=1)

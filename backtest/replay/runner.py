@@ -10,10 +10,10 @@ from backtest.params import Params
 from backtest.path import CollateralPath
 from backtest.paths import path_key, path_settings
 from backtest.population import build_population, make_population
+from backtest.replay import warmup
 from backtest.replay.binance import run_binance
 from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
-from backtest.replay import warmup
 from backtest.replay.recorder import oi_daily_frame
 
 
