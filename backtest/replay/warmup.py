@@ -3,12 +3,14 @@
 numba compiles a kernel on its first call and keeps it in the on-disk cache (`cache=True`);
 a clean clone pays every compile once, one after another, in the first run (~1.5 min on
 this 2-core machine). `run_series` calls `prefetch(venue)` on its first series: when the
-other venues' replay kernels are not in the cache yet, one child process (a fresh interpreter) replays a tiny
-synthetic series of each of them (compiling their kernels into the cache) while this
+other venues' replay kernels are not in the cache yet, one child process (a fresh
+interpreter) replays a tiny synthetic series of each of them (compiling their kernels into
+the cache) while this
 process compiles and runs its own venue; `wait(venue)` before the first series of such a
 venue joins the child, after which the kernels load from the cache. Nothing is computed
-for the results there: the child's output is thrown away. With a warm cache, in a
-daemonic process (a pool worker) or with LIQREPLAY_PREFETCH=0 it does nothing.
+for the results there: the child's output is thrown away. It does nothing with a warm
+cache, in a daemonic process (a pool worker), without an idle core (1-minute load average
+above cores - 1) or with LIQREPLAY_PREFETCH=0; LIQREPLAY_PREFETCH=1 skips the load check.
 """
 from __future__ import annotations
 
@@ -51,6 +53,15 @@ def _kernel_cached(venue: str) -> bool:
         return bool(cache._cache_file._load_index())
     except Exception:   # noqa: BLE001 - a heuristic only
         return True
+
+
+def _idle_core() -> bool:
+    """A core to spare: on a busy machine the child only slows this process down (measured:
+    a cold `run --all` under a load of 3-4 on 2 cores took 289 s with the child, 251 s without)."""
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1.0
+    except OSError:
+        return False
 
 
 def tiny_series(venue: str):
@@ -97,7 +108,10 @@ def prefetch(first_venue: str) -> None:
     if _started:
         return
     _started = True
-    if os.environ.get("LIQREPLAY_PREFETCH", "1") == "0" or mp.current_process().daemon:
+    mode = os.environ.get("LIQREPLAY_PREFETCH", "auto")
+    if mode == "0" or mp.current_process().daemon:
+        return
+    if mode != "1" and not _idle_core():
         return
     others = [v for v in _VENUES if v != first_venue and not _kernel_cached(v)]
     if not others:

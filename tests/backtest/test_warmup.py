@@ -39,6 +39,11 @@ def test_prefetch_is_off_with_the_switch_and_once_per_process(monkeypatch):
     warmup.prefetch("ftx")
     assert not started and not warmup._pending
     monkeypatch.setattr(warmup, "_started", False)
+    monkeypatch.setenv("LIQREPLAY_PREFETCH", "auto")
+    monkeypatch.setattr(warmup, "_idle_core", lambda: False)       # a busy machine: no child
+    warmup.prefetch("ftx")
+    assert not started
+    monkeypatch.setattr(warmup, "_started", False)
     monkeypatch.setenv("LIQREPLAY_PREFETCH", "1")
     warmup.prefetch("ftx")
     warmup.prefetch("ftx")
