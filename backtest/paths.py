@@ -54,7 +54,8 @@ MODES = {"linear": MODE_LINEAR, "bridge": MODE_BRIDGE}
 _PARKINSON = 1.0 / math.sqrt(4.0 * math.log(2.0))
 _INSIDE = 1e-9           # interior ticks stay this share of the range inside [L, H]
 
-# counters of the per-bar uniforms (key make_key(key, bar_open_s, _U, 0))
+# counters of the per-bar uniforms (key make_key(key, bar_open_s, _U, 0)); the kernels pass them as
+# np.int64, not literals: numba compiles a callee once per literal value it is called with
 _U, _N = 1, 2
 _C_ORDER, _C_T1, _C_T2 = 0, 1, 2
 
@@ -139,7 +140,7 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_
     u = (1 - time_jitter) * (its share of the path's length, as on the linear path)
     + time_jitter * U[0, 1): extremes near the open in price come early, near the close late,
     and the times spread like the arcsine law of a Brownian motion's extremes."""
-    ku = rng.make_key(key, bar_open_s, _U, 0)
+    ku = rng.make_key(key, bar_open_s, np.int64(_U), np.int64(0))
     span = n_ticks - 1
     if o == h:
         high_first = True
@@ -195,7 +196,7 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
         return
     k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
     span = n - 1
-    kn = rng.make_key(key, bar_open_s, _N, 0)
+    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
     s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
     # pass 1: the Brownian motion W[k] (W[0] = 0) into out
     w = 0.0
@@ -228,6 +229,61 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
 
 
 @njit(cache=True)
+def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, ks, out, buf, vol_scale=1.0,
+                  time_jitter=0.25):
+    """out[j] = the price fill_bar_path gives at tick ks[j] of this bar (the same numbers),
+    without filling the whole bar: the bridge's Brownian motion still needs every tick's draw
+    (its end value sets the chords), but the price pass runs only at the ticks asked for.
+    buf: scratch of >= n_ticks floats."""
+    n = n_ticks
+    m = ks.shape[0]
+    if n < 1 or m == 0:
+        return
+    hh = max(h, max(o, c))
+    ll = min(l, min(o, c))
+    if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
+        _fill_linear(o, h, l, c, n, buf)
+        for j in range(m):
+            out[j] = buf[ks[j]]
+        return
+    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
+    span = n - 1
+    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
+    s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
+    w = 0.0
+    buf[0] = 0.0
+    for k in range(1, n):
+        w += s_tick * rng.normal(kn, k)
+        buf[k] = w
+    w0, w1, w2, w3 = 0.0, buf[k1], buf[k2], buf[span]
+    x0, x1, x2, x3 = math.log(o), math.log(e1), math.log(e2), math.log(c)
+    band = _INSIDE * (hh - ll)
+    lo_in, hi_in = ll + band, hh - band
+    for j in range(m):
+        k = ks[j]
+        # fill_bar_path writes O, C, e1, e2 last, in that order: the later wins a shared tick
+        if k == k2:
+            out[j] = e2
+        elif k == k1:
+            out[j] = e1
+        elif k == span:
+            out[j] = c
+        elif k == 0:
+            out[j] = o
+        else:
+            if k < k1:
+                ka, kb, xa, xb, wa, wb = 0, k1, x0, x1, w0, w1
+            elif k < k2:
+                ka, kb, xa, xb, wa, wb = k1, k2, x1, x2, w1, w2
+            else:
+                ka, kb, xa, xb, wa, wb = k2, span, x2, x3, w2, w3
+            f = (k - ka) / (kb - ka)
+            x = xa + (xb - xa) * f + (buf[k] - wa - f * (wb - wa))
+            p = math.exp(x)
+            out[j] = min(max(p, lo_in), hi_in)
+
+
+@njit(cache=True)
 def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0, time_jitter=0.25):
     """All tick prices of m bars as an (m, n_ticks) array (tests, the oracle, short series)."""
     m = o.shape[0]
@@ -241,25 +297,37 @@ def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol
 @njit(cache=True)
 def prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars, ks, vol_scale=1.0,
               time_jitter=0.25):
-    """Tick prices at (bars[j], ks[j]) pairs, filling each bar once (pairs sorted by bar are
-    cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every mode."""
+    """Tick prices at (bars[j], ks[j]) pairs, one bar path per run of equal bars (pairs sorted
+    by bar are cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every
+    mode; other ticks as fill_bar_path gives them (bar_prices_at: only the ticks asked for)."""
     m = bars.shape[0]
     out = np.empty(m)
     buf = np.empty(max(n_ticks, 1))
-    cur = -1
-    for j in range(m):
-        b, k = bars[j], ks[j]
-        if k == n_ticks - 1:
-            out[j] = c[b]
-            continue
-        if k == 0:
-            out[j] = o[b]
-            continue
-        if b != cur:
-            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, buf,
-                          vol_scale, time_jitter)
-            cur = b
-        out[j] = buf[k]
+    kk = np.empty(m, np.int64)
+    jj = np.empty(m, np.int64)
+    vals = np.empty(m)
+    j = 0
+    while j < m:
+        b = bars[j]
+        cnt = 0
+        e = j
+        while e < m and bars[e] == b:
+            k = ks[e]
+            if k == n_ticks - 1:
+                out[e] = c[b]
+            elif k == 0:
+                out[e] = o[b]
+            else:
+                kk[cnt] = k
+                jj[cnt] = e
+                cnt += 1
+            e += 1
+        if cnt:
+            bar_prices_at(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, kk[:cnt],
+                          vals, buf, vol_scale, time_jitter)
+            for x in range(cnt):
+                out[jj[x]] = vals[x]
+        j = e
     return out
 
 

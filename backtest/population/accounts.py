@@ -2,7 +2,9 @@
 
 `account_terms` draws one cohort's leverage, margin, Binance isolated/cross and FTX collateral
 with counter-based draws keyed by (key, account id) (backtest/rng.py), and its liquidation
-trigger; the v2 cohort book (book.py) uses it for every cohort.
+trigger; the v2 cohort book (book.py) asks a `TermsSpec` (the parameters worked out once per
+book, a cohort's draws in one compiled call, its venue arithmetic in one compiled loop) for
+every cohort.
 
 make_population (v1, kept for tests and parity fixtures) draws N accounts for one (venue, market, window):
 - notional: lognormal(0, sigma) scaled so that long notional == short notional == oi_usd at
@@ -31,7 +33,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
+from backtest import rng as R
 from backtest.params import Params
 from backtest.venues import binance, ftx
 from backtest.params import as_date as _date
@@ -321,13 +325,11 @@ KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_SIZE, KIND_CLOSE
 
 def kind_key(key: int, kind: int) -> int:
     """The key of one kind of draw under a series key."""
-    from backtest import rng as R
     return int(R.make_key(np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), np.uint64(kind), np.uint64(0), np.uint64(0)))
 
 
 def keyed_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
     """U[0,1) per account id for one kind of draw: the same id always gets the same number."""
-    from backtest import rng as R
     return R.uniforms(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
 
 
@@ -345,7 +347,6 @@ def stratified_uniforms(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
 
 
 def keyed_normals(key: int, kind: int, ids: np.ndarray) -> np.ndarray:
-    from backtest import rng as R
     return R.normals(np.uint64(kind_key(key, kind)), np.asarray(ids, dtype=np.int64))
 
 
@@ -400,6 +401,261 @@ def ftx_collateral_shares(params: Params) -> dict[str, float]:
     return {k: s_ / total for k, s_ in shares.items()}
 
 
+class TermsSpec:
+    """Everything `account_terms` reads from the parameters, worked out once per (venue, symbol,
+    date, parameters, collateral prices) so that a cohort's terms are a few array operations
+    (the cohort book asks for them ~260 times per series). `draws(key, ids)` gives a cohort's
+    keyed draws (one compiled call), `terms(side, qty, entry, draws, weight)` its terms; the
+    arithmetic is the same, operation for operation, as the venue functions it replaces
+    (venues.binance.liquidation_price, venues.ftx.* ; tests/backtest/_population_reference.py
+    keeps the per-call version they are checked against, bit for bit)."""
+
+    STRAT_KINDS = (KIND_SIZE, KIND_LEV_LOW, KIND_LEV_TAIL, KIND_LEV_BODY, KIND_ISOLATED, KIND_LEGACY)
+    PLAIN_KINDS = (KIND_ENTRY, KIND_CLOSE)
+
+    def __init__(self, venue: str, symbol: str, date, params: Params,
+                 collateral_prices: dict[str, float] | None = None):
+        v = venue.lower()
+        if v not in VENUES:
+            raise ValueError(f"unknown venue {venue!r}: use one of {VENUES}")
+        self.venue, self.symbol, self.date = v, symbol, _date(date)
+        d = self.date
+        low_share = float(params.get("population.leverage_low_share"))
+        lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
+        scale = float(params.get("population.leverage_scale"))
+        if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
+            raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
+        self.low_share, self.lo, self.hi, self.scale = low_share, lo, hi, scale
+        self._keys: dict[int, np.ndarray] = {}
+        if v == "ftx":
+            self.f_imf = ftx.imf_factor_for(symbol, params)
+            if not (self.f_imf >= 0):
+                raise ValueError("imf_factor must be >= 0 (got a negative or NaN value)")
+            self.max_lev = ftx.max_leverage(d, params)
+            self.coin = ftx.coin_of(symbol)
+            self.acct_lev_min = float(params.get("population.ftx_account_leverage"))
+            shares = ftx_collateral_shares(params)
+            prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
+            usd_share = shares.pop("USD", 0.0)
+            self.numerator = float(params.get("ftx.collateral_haircut_numerator"))
+            self.coll = []          # (coin, share, price or None for the entry, weight, imf factor)
+            self.folded = []
+            for c, sh in shares.items():
+                if sh == 0:
+                    continue
+                px = None if c == self.coin else prices.get(c)
+                if c != self.coin and (px is None or not np.isfinite(px) or px <= 0):
+                    self.folded.append(c)
+                    usd_share += sh
+                    continue
+                wt, _, f = ftx.collateral_weights(c, params)
+                if not (f >= 0):
+                    raise ValueError("imf_factor must be >= 0 (got a negative or NaN value)")
+                self.coll.append((c, sh, px, wt, f))
+            self.usd_share = usd_share
+            # the same as arrays for the compiled part (price nan: the position's own coin, at entry)
+            own = next((j for j, x in enumerate(self.coll) if x[2] is None), -1)
+            self.coll_arrays = (np.array([x[1] for x in self.coll], float),
+                                np.array([np.nan if x[2] is None else x[2] for x in self.coll], float),
+                                np.array([x[3] for x in self.coll], float), np.array([x[4] for x in self.coll], float),
+                                own)
+            self.mmf_floor = float(params.get("ftx.mmf_floor"))
+            self.mmf_ratio = float(params.get("ftx.mmf_imf_ratio"))
+        else:
+            self.br = binance.brackets_for(symbol, d, params)
+            self.venue_cap = float(params.get("binance.max_leverage", d))
+            legacy_cap = float(params.get("binance.max_leverage", dt.date(2021, 7, 26)))
+            self.legacy_cap = max(self.venue_cap, legacy_cap)
+            self.legacy_share = float(params.get("population.binance_legacy_share"))
+            self.iso_share = float(params.get("population.binance_isolated_share"))
+            self.extra = float(params.get("population.binance_cross_extra_margin"))
+
+    def _kind_keys(self, key: int) -> np.ndarray:
+        k = self._keys.get(key)
+        if k is None:
+            kinds = [*self.STRAT_KINDS, *(x + 100 for x in self.STRAT_KINDS), *self.PLAIN_KINDS]
+            k = np.array([kind_key(key, x) for x in kinds], np.uint64)
+            self._keys[key] = k
+        return k
+
+    def draws(self, key: int, ids: np.ndarray) -> np.ndarray:
+        """A cohort side's draws, rows in the order STRAT_KINDS (stratified over `ids`, as
+        stratified_uniforms) then PLAIN_KINDS (keyed_uniforms)."""
+        return _cohort_draws(self._kind_keys(key), len(self.STRAT_KINDS), np.asarray(ids, np.int64))
+
+    def terms(self, side: np.ndarray, qty: np.ndarray, entry: np.ndarray, u: np.ndarray,
+              weight: np.ndarray | None = None) -> dict:
+        """account_terms of one cohort side from its draws `u` (see `draws`)."""
+        n = len(side)
+        side = np.asarray(side, np.int8)
+        if not np.all((side == 1) | (side == -1)):
+            raise ValueError("side must be +1 (long) or -1 (short)")
+        w_real = np.ones(n) if weight is None else np.maximum(np.asarray(weight, float), 1e-12)
+        qty = np.asarray(qty, float) / w_real
+        entry = np.asarray(entry, float)
+        if np.any(np.isnan(qty)) or np.any(qty < 0):
+            raise ValueError("qty must be >= 0 (got a negative or NaN value)")
+        if np.any(~np.isfinite(entry)) or np.any(entry <= 0):
+            raise ValueError("entry_price must be finite and > 0 (got zero, negative or non-finite)")
+        notional = qty * entry
+        if self.venue == "ftx":
+            size_imf = self.f_imf * np.sqrt(qty)
+            with np.errstate(divide="ignore"):
+                cap = np.minimum(self.max_lev, np.where(size_imf > 0, 1.0 / size_imf, np.inf))
+            cap = np.maximum(cap, 1.0)
+        else:
+            br = self.br
+            legacy = u[5] < self.legacy_share
+            venue_caps = np.where(legacy, self.legacy_cap, self.venue_cap)
+            tier = np.minimum(np.searchsorted(br.caps, notional, side="left"), len(br.caps) - 1)
+            cap = np.minimum(venue_caps, br.max_leverage[tier]).astype(float)
+        # leverage_from_uniforms
+        hi = self.hi
+        tail_hi = np.maximum(cap, hi)
+        tail = np.exp(np.log(hi) + u[2] * (np.log(tail_hi) - np.log(hi)))
+        body = self.lo + u[3] * (hi - self.lo)
+        lev = np.where(u[1] < self.low_share, body, tail) * self.scale
+        lev = np.clip(lev, 1.0, cap)
+        out: dict[str, Any] = {"leverage": lev, "collateral": {}, "isolated": np.zeros(n, bool),
+                               "folded": []}
+        if self.venue == "ftx":
+            acct_lev = np.clip(np.maximum(self.acct_lev_min, lev), 1.0, cap)
+            if np.any(~np.isfinite(acct_lev)) or np.any(acct_lev <= 0):
+                raise ValueError("leverage must be a positive finite number")
+            out["folded"] = list(self.folded)
+            sh, px, wt, f, own = self.coll_arrays
+            bal, wallet_usd, trig = _ftx_terms(side, qty, entry, notional, lev, acct_lev, w_real, sh, px, wt, f, own,
+                                               self.numerator, self.usd_share, self.f_imf, self.mmf_floor,
+                                               self.mmf_ratio)
+            for j, (c, *_rest) in enumerate(self.coll):
+                out["collateral"][c] = bal[j]
+            out.update(account_leverage=acct_lev, wallet_usd=wallet_usd, trigger=trig)
+        else:
+            br = self.br
+            isolated = u[4] < self.iso_share
+            wallet_usd, trig = _binance_terms(side, qty, entry, notional, lev, isolated, w_real, 1.0 + self.extra,
+                                              br.cum, br.mmr, br.floors, br.caps)
+            out.update(account_leverage=lev.copy(), wallet_usd=wallet_usd, isolated=isolated, trigger=trig)
+        return out
+
+
+# The venue arithmetic of one cohort after its leverage draw, compiled: the operations of
+# venues.binance.liquidation_price and venues.ftx (collateral_value, effective_weight,
+# margin_thresholds, price_at_margin_fraction) and _balance_for_value in the same order, so
+# the numbers are the numpy ones bit for bit (only + - * / and sqrt, which IEEE rounds
+# exactly; numba contracts nothing into FMAs without fastmath). np.maximum/np.minimum's NaN
+# rule is kept by _mx/_mn.
+@njit(cache=True, inline="always")
+def _mx(a, b):
+    return a if (a >= b or a != a) else b
+
+
+@njit(cache=True, inline="always")
+def _mn(a, b):
+    return a if (a <= b or a != a) else b
+
+
+@njit(cache=True, error_model="numpy")
+def _binance_terms(side, q, ep, notional, lev, isolated, w_real, cross_mult, cum, mmr, floors, caps):
+    n = side.shape[0]
+    wallet_usd = np.empty(n)
+    trig = np.empty(n)
+    lo_tol = 1 - 1e-12
+    hi_tol = 1 + 1e-12
+    for i in range(n):
+        margin = notional[i] / lev[i]
+        wb = margin if isolated[i] else margin * cross_mult
+        if not np.isfinite(wb):
+            raise ValueError("wallet_balance must be finite")
+        wallet_usd[i] = wb * w_real[i]
+        s = float(side[i])
+        sq = s * q[i]
+        sqe = sq * ep[i]
+        lp = 0.0
+        for t in range(cum.shape[0]):
+            x = (wb + cum[t] - sqe) / (q[i] * mmr[t] - sq)
+            nt = q[i] * x
+            if x > 0 and nt >= floors[t] * lo_tol and nt <= caps[t] * hi_tol:
+                lp = x
+                break
+        if not q[i] > 0:
+            lp = np.nan
+        if np.isfinite(lp) and lp > 0:
+            trig[i] = lp
+        else:
+            trig[i] = 0.0 if side[i] > 0 else np.inf
+    return wallet_usd, trig
+
+
+@njit(cache=True, error_model="numpy")
+def _ftx_terms(side, qty, entry, notional, lev, acct_lev, w_real, sh, px, wt, f, own, num_, usd_share, f_imf,
+               mmf_floor, mmf_ratio):
+    n = side.shape[0]
+    nc = sh.shape[0]
+    bal_out = np.empty((nc, n))
+    wallet_usd = np.empty(n)
+    trig = np.empty(n)
+    four_num = 4.0 * num_
+    two_num = 2.0 * num_
+    for i in range(n):
+        margin = notional[i] / lev[i]
+        other = 0.0
+        same_bal = 0.0
+        same_w = 0.0
+        for j in range(nc):
+            p = entry[i] if j == own else px[j]
+            # _balance_for_value(margin * share, p, weight, imf factor, numerator)
+            v = _mx(margin * sh[j], 0.0)
+            b_plain = v / (p * wt[j])
+            plain_ok = wt[j] <= num_ / (1.0 + f[j] * np.sqrt(b_plain))
+            vf = v * f[j]
+            x = (vf + np.sqrt(vf * vf + four_num * p * v)) / (two_num * p)
+            b = b_plain if plain_ok else x * x
+            bal_out[j, i] = b * w_real[i]
+            eff = _mn(wt[j], num_ / (1.0 + f[j] * np.sqrt(_mx(b, 0.0))))
+            if not b >= 0:
+                eff = 1.0
+            if j == own:
+                same_bal = b
+                same_w = eff
+            else:
+                other += b * p * eff          # numpy: zeros(n) += ..., coin by coin
+        wallet = margin * usd_share
+        imf = _mx(1.0 / acct_lev[i], f_imf * np.sqrt(abs(qty[i])))
+        mmf = _mx(mmf_floor, mmf_ratio * imf)
+        usd_other = wallet + other
+        s = float(side[i])
+        m = (s * qty[i] * entry[i] - usd_other) / (same_bal * same_w + s * qty[i] - mmf * qty[i])
+        ok = np.isfinite(m) and m > 0 and qty[i] > 0
+        t = m if ok else np.nan
+        trig[i] = t if np.isfinite(t) else (0.0 if side[i] > 0 else np.inf)
+        wallet_usd[i] = wallet * w_real[i]
+    return bal_out, wallet_usd, trig
+
+
+@njit(cache=True)
+def _cohort_draws(keys, n_strat, ids):
+    """Rows 0..n_strat-1: stratified_uniforms of kinds with keys[j] (rank keys keys[n_strat+j]);
+    the rest: keyed_uniforms with keys[2*n_strat + j]."""
+    n = ids.shape[0]
+    n_plain = keys.shape[0] - 2 * n_strat
+    out = np.empty((n_strat + n_plain, n))
+    r = np.empty(n)
+    rank = np.empty(n, np.int64)
+    for j in range(n_strat):
+        for i in range(n):
+            r[i] = R.uniform(keys[n_strat + j], ids[i])
+        order = np.argsort(r, kind="mergesort")
+        for i in range(n):
+            rank[order[i]] = i
+        for i in range(n):
+            out[j, i] = (rank[i] + R.uniform(keys[j], ids[i])) / n
+    for j in range(n_plain):
+        for i in range(n):
+            out[n_strat + j, i] = R.uniform(keys[2 * n_strat + j], ids[i])
+    return out
+
+
 def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray, entry: np.ndarray,
                   ids: np.ndarray, key: int, date, params: Params,
                   collateral_prices: dict[str, float] | None = None, cache: dict | None = None,
@@ -420,79 +676,17 @@ def account_terms(venue: str, symbol: str, *, side: np.ndarray, qty: np.ndarray,
     at the real position's size qty/weight, so the book does not change with N; balances are
     returned for the simulated account (x weight). Returns a dict of arrays: leverage,
     account_leverage, wallet_usd, isolated, collateral {coin: balance}, trigger, folded (coins
-    held as USD). u_low: the leverage mixture's body/tail uniforms when the caller chose them
+    held as USD). `cache` (a dict kept across calls with the same parameters) keeps the
+    TermsSpec. u_low: the leverage mixture's body/tail uniforms when the caller chose them
     (the book's tail oversampling: `tail_uniforms`); default the stratified keyed draw.
     """
-    v = venue.lower()
-    d = _date(date)
     cache = {} if cache is None else cache
-    n = len(side)
-    side = np.asarray(side, np.int8)
-    w_real = np.ones(n) if weight is None else np.maximum(np.asarray(weight, float), 1e-12)
-    qty = np.asarray(qty, float) / w_real          # the real position's size
-    entry = np.asarray(entry, float)
-    notional = qty * entry
-    if v == "ftx":
-        f_imf = ftx.imf_factor_for(symbol, params)
-        size_imf = f_imf * np.sqrt(qty)
-        with np.errstate(divide="ignore"):
-            cap = np.minimum(ftx.max_leverage(d, params), np.where(size_imf > 0, 1.0 / size_imf, np.inf))
-        cap = np.maximum(cap, 1.0)
-    else:
-        ck = ("brackets", d)
-        if ck not in cache:
-            cache[ck] = binance.brackets_for(symbol, d, params)
-        br = cache[ck]
-        venue_cap = float(params.get("binance.max_leverage", d))
-        # accounts opened before Binance's 2021-07-27 rule kept the older cap (the brackets' own);
-        # `population.binance_legacy_share` of them (keyed draw per account)
-        legacy_cap = float(params.get("binance.max_leverage", dt.date(2021, 7, 26)))
-        legacy = stratified_uniforms(key, KIND_LEGACY, ids) < float(params.get("population.binance_legacy_share"))
-        venue_caps = np.where(legacy, max(venue_cap, legacy_cap), venue_cap)
-        cap = np.minimum(venue_caps, br.max_leverage[br.tier(notional)]).astype(float)
-    lev = leverage_from_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids) if u_low is None else u_low,
-                                 stratified_uniforms(key, KIND_LEV_TAIL, ids),
-                                 stratified_uniforms(key, KIND_LEV_BODY, ids), cap, params)
-    margin = notional / lev
-    out: dict[str, Any] = {"leverage": lev, "collateral": {}, "isolated": np.zeros(n, bool), "folded": []}
-    if v == "ftx":
-        coin = ftx.coin_of(symbol)
-        acct_lev = np.clip(np.maximum(float(params.get("population.ftx_account_leverage")), lev), 1.0, cap)
-        shares = ftx_collateral_shares(params)
-        prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
-        usd_share = shares.pop("USD", 0.0)
-        numerator = float(params.get("ftx.collateral_haircut_numerator"))
-        other_value = np.zeros(n)
-        same_bal, same_w = np.zeros(n), np.zeros(n)
-        for c, sh in shares.items():
-            if sh == 0:
-                continue
-            px = entry if c == coin else prices.get(c)
-            if px is None or (np.ndim(px) == 0 and (not np.isfinite(px) or px <= 0)):
-                out["folded"].append(c)
-                usd_share += sh
-                continue
-            wt, _, f = ftx.collateral_weights(c, params)
-            bal = _balance_for_value(margin * sh, px, wt, f, numerator)
-            out["collateral"][c] = bal * w_real
-            if c == coin:
-                same_bal = bal
-                same_w = np.asarray(ftx.effective_weight(bal, wt, f, numerator=numerator), float).reshape(-1)
-            else:
-                other_value += np.asarray(ftx.collateral_value(bal, px, wt, f, numerator=numerator), float)
-        wallet = margin * usd_share
-        _, mmf, _ = ftx.margin_thresholds(acct_lev, f_imf, qty, params=params)
-        trig = ftx.price_at_margin_fraction(side, qty, entry, wallet + other_value, same_bal, same_w,
-                                            np.asarray(mmf, float))
-        trig = np.where(np.isfinite(trig), trig, np.where(side > 0, 0.0, np.inf))
-        out.update(account_leverage=acct_lev, wallet_usd=wallet * w_real, trigger=np.asarray(trig, float))
-    else:
-        iso_share = float(params.get("population.binance_isolated_share"))
-        extra = float(params.get("population.binance_cross_extra_margin"))
-        isolated = stratified_uniforms(key, KIND_ISOLATED, ids) < iso_share
-        wallet = np.where(isolated, margin, margin * (1.0 + extra))
-        lp = np.asarray(binance.liquidation_price(side, qty, entry, wallet, br), float).reshape(-1)
-        # a long that cannot be liquidated gets 0 (never crossed); a short's LP is always > 0
-        trig = np.where(np.isfinite(lp) & (lp > 0), lp, np.where(side > 0, 0.0, np.inf))
-        out.update(account_leverage=lev.copy(), wallet_usd=wallet * w_real, isolated=isolated, trigger=trig)
-    return out
+    ck = ("terms_spec", venue.lower(), symbol, _date(date),
+          tuple(sorted((k.upper(), float(x)) for k, x in (collateral_prices or {}).items())))
+    spec = cache.get(ck)
+    if spec is None:
+        spec = cache[ck] = TermsSpec(venue, symbol, date, params, collateral_prices)
+    u = spec.draws(key, ids)
+    if u_low is not None:
+        u[1] = u_low
+    return spec.terms(side, qty, entry, u, weight)

@@ -32,7 +32,7 @@ the book start to the window end:
    sizes are lognormal(`notional_sigma`) (draws stratified within the cohort side:
    accounts.stratified_uniforms), so a simulated account stands for qty / real size of them; the number
    of accounts per side: see `build_book`; leverage, margin, isolated/cross and FTX
-   collateral from accounts.account_terms.
+   collateral from accounts.account_terms (accounts.TermsSpec, worked out once per book).
 5. **Weights.** A cohort side stands for opens / OI_k x real_accounts x side share real
    accounts (`population.real_accounts_per_market.<COIN>`, long side share
    `population.long_account_share` or the lake's daily long/short account ratio), spread
@@ -54,8 +54,7 @@ from scipy.special import ndtri
 
 from backtest import rng as R
 from backtest.params import Params
-from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_LEV_LOW, KIND_SIZE, NEVER, Population,
-                                          account_terms, keyed_uniforms, stratified_uniforms, tail_uniforms)
+from backtest.population.accounts import NEVER, Population, TermsSpec, tail_uniforms
 from backtest.venues import ftx as ftx_venue
 
 BLOCK = 256
@@ -76,6 +75,12 @@ class BookBars:
     vol: np.ndarray       # quote volume (>= 0)
 
     def __post_init__(self):
+        # writable C arrays of one dtype (pandas gives read-only views): one compiled
+        # specialisation of the kernels below whatever the source
+        for name in ("ts_s", "dur_s"):
+            setattr(self, name, np.require(getattr(self, name), np.int64, ["C", "W"]))
+        for name in ("open", "high", "low", "close", "vol"):
+            setattr(self, name, np.require(getattr(self, name), np.float64, ["C", "W"]))
         n = len(self.ts_s)
         nblk = (n + BLOCK - 1) // BLOCK
         pad = nblk * BLOCK - n
@@ -312,8 +317,8 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     n_reset = 0
     n_prorata = 0
     prorata_usd = 0.0
-    cache: dict = {}
     d0 = pd.Timestamp(int(window_start_s), unit="s", tz="UTC").date()
+    spec = TermsSpec(venue, symbol, d0, params, collateral_prices)
     folded: set[str] = set()
     k_count = R.make_key(np.uint64(key & 0xFFFFFFFFFFFFFFFF), np.uint64(KIND_COUNT), np.uint64(0), np.uint64(0))
     for k in range(K):
@@ -371,28 +376,26 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             # equal simulated notional; the real accounts' sizes are lognormal(sigma) and each
             # simulated account stands for qty / real size of them (the cohort side's real count
             # is its share of the OI x real accounts x side share)
-            u_low, mass = tail_uniforms(stratified_uniforms(key, KIND_LEV_LOW, ids), a_body, q_tail)
+            U = spec.draws(key, ids)     # rows: TermsSpec.STRAT_KINDS (size first), then entry, close
+            # tail oversampling: U[1] (the body/tail uniform) remapped, each account's share of the notional
+            U[1], mass = tail_uniforms(U[1], a_body, q_tail)
             qty = opens / n * mass
-            size = np.exp(sigma * ndtri(np.clip(stratified_uniforms(key, KIND_SIZE, ids), 1e-12, 1 - 1e-12)))
+            size = np.exp(sigma * ndtri(np.clip(U[0], 1e-12, 1 - 1e-12)))
             inv = 1.0 / size
             wgt = opens / tgt * real * share * inv / inv.sum() * mass
-            eb = b0 + np.minimum(np.searchsorted(cdf, keyed_uniforms(key, KIND_ENTRY, ids), side="right"), b1 - b0 - 1)
+            eb = b0 + np.minimum(np.searchsorted(cdf, U[6], side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
-            terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                  params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt,
-                                  u_low=u_low)
+            terms = spec.terms(sides, qty, entry, U, wgt)
             bad = crossed_since(sides, terms["trigger"], (eb + 1).astype(np.int64), b1, bars.low, bars.high)
             bad |= (terms["trigger"] >= price[k]) if s > 0 else (terms["trigger"] <= price[k])
             if bad.any():
                 n_reset += int(bad.sum())
                 entry[bad] = price[k]
-                terms = account_terms(venue, symbol, side=sides, qty=qty, entry=entry, ids=ids, key=key, date=d0,
-                                      params=params, collateral_prices=collateral_prices, cache=cache, weight=wgt,
-                                  u_low=u_low)
+                terms = spec.terms(sides, qty, entry, U, wgt)
             folded.update(terms["folded"])
-            u = keyed_uniforms(key, KIND_CLOSE, ids)
-            tau_i = np.where(u_low >= a_body, tau_tail_s, tau_s)
+            u = U[7]
+            tau_i = np.where(U[1] >= a_body, tau_tail_s, tau_s)
             close = tk + np.maximum(1, np.rint(-np.log1p(-u) * tau_i)).astype(np.int64)
             liq = first_cross(sides.astype(np.int64), terms["trigger"], np.full(n, tk, np.int64),
                               np.minimum(close, window_end_s), bars.ts_s, bars.dur_s, bars.open, bars.high,

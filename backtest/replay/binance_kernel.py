@@ -38,6 +38,7 @@ from numba import njit
 
 from backtest.execution import (FLOW_LIQUIDATION, feedback_add, feedback_offset, metaorder_slippage,
                                 new_feedback_state, new_metaorder_state)
+from backtest.paths import bar_prices_at
 from backtest.replay.inputs import fill_bar_path
 
 # mechanism codes: the index in recorder.MECHS
@@ -754,17 +755,25 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
 
 @njit(cache=True)
 def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob, vol_scale, time_jitter, g):
-    """Path price at global ticks g (each < n_bars * n_ticks), one bar path per distinct bar."""
-    out = np.empty(g.shape[0])
+    """Path price at global ticks g (each < n_bars * n_ticks): per distinct bar, the prices at
+    the ticks asked for (paths.bar_prices_at: the numbers of fill_bar_path, without the price
+    pass over the bar's other ticks)."""
+    m = g.shape[0]
+    out = np.empty(m)
     order = np.argsort(g, kind="mergesort")
-    buf = np.empty(n_ticks)
-    cur = -1
-    for jj in range(order.shape[0]):
-        j = order[jj]
-        b = g[j] // n_ticks
-        if b != cur:
-            fill_bar_path(o[b], h[b], l[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob, buf,
-                          vol_scale, time_jitter)
-            cur = b
-        out[j] = buf[g[j] - b * n_ticks]
+    buf = np.empty(max(n_ticks, 1))
+    ks = np.empty(m, np.int64)
+    vals = np.empty(m)
+    jj = 0
+    while jj < m:
+        b = g[order[jj]] // n_ticks
+        e = jj
+        while e < m and g[order[e]] // n_ticks == b:
+            ks[e - jj] = g[order[e]] - b * n_ticks
+            e += 1
+        bar_prices_at(o[b], h[b], l[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob,
+                      ks[:e - jj], vals, buf, vol_scale, time_jitter)
+        for i in range(jj, e):
+            out[order[i]] = vals[i - jj]
+        jj = e
     return out

@@ -39,6 +39,13 @@ class PathInput:
     time_jitter: float = 0.25       # bridge: weight of the uniform draw in the extremes' times
 
     def __post_init__(self):
+        # one array type per field whatever the source (pandas/arrow give read-only views, tests
+        # and the bench writable arrays): each compiled kernel then has one specialisation, so a
+        # cold cache compiles it once for the demo, the bench and the tests alike
+        for name in ("ts_s", "funding_bar"):
+            setattr(self, name, np.require(getattr(self, name), np.int64, ["C", "W"]))
+        for name in ("open", "high", "low", "close", "volume_quote", "funding_rate"):
+            setattr(self, name, np.require(getattr(self, name), np.float64, ["C", "W"]))
         self.n_ticks = max(1, int(round(self.bar_seconds / self.tick_s)))
         self.paths: BarPaths = bar_paths(self.open, self.high, self.low, self.close, self.n_ticks)
         lo, hi = self.paths.p.min(axis=1), self.paths.p.max(axis=1)

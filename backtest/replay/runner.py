@@ -10,6 +10,7 @@ from backtest.params import Params
 from backtest.path import CollateralPath
 from backtest.paths import path_key, path_settings
 from backtest.population import build_population, make_population
+from backtest.replay import warmup
 from backtest.replay.binance import run_binance
 from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
@@ -64,10 +65,12 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
                collateral_paths: dict[str, CollateralPath] | None = None):
     """Replay one loaded SeriesData. Returns (row, series frame, events frame, daily frame); the
     daily frame per UTC day and liquidated side (see `daily_frame`)."""
+    warmup.prefetch(sd.venue)       # a cold numba cache: the other venue's kernels compile alongside
     rng = series_rng(seed, sd.window.id, sd.venue, sd.coin)
     date = sd.window.start.date()
     pop, pop_kind = population_for(sd, params, seed, rng, n_accounts, collateral_prices)
     inp = path_input(sd, params, seed)
+    warmup.wait(sd.venue)
     if sd.venue == "binance":
         res = run_binance(inp, pop, params, symbol=sd.symbol, date=date)
     else:

@@ -239,3 +239,57 @@ def test_bridge_widens_the_5s_moves_of_real_1m_btc_bars(shared_data):
         bri = np.percentile(_five_second_moves(bars, P.MODE_BRIDGE), 99)
         print(f"{f.rsplit('/', 1)[-1]}: 99th pct |5 s move| linear {lin:.1f} bp, bridge {bri:.1f} bp")
         assert bri > 1.2 * lin
+
+
+@pytest.mark.parametrize("mode", [P.MODE_LINEAR, P.MODE_BRIDGE])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 60, 300])
+def test_bar_prices_at_gives_the_filled_bars_ticks(mode, n):
+    """bar_prices_at (no price pass over the other ticks) = fill_bar_path at every tick asked
+    for, bit for bit, including O, C and the extremes' ticks and degenerate bars."""
+    o, h, l, c = random_bars(200, 11)
+    ts = 1_650_000_000 + 60 * np.arange(200, dtype=np.int64)
+    buf = np.empty(n)
+    full = np.empty(n)
+    out = np.empty(n)
+    r = np.random.default_rng(5)
+    for b in range(200):
+        P.fill_bar_path(o[b], h[b], l[b], c[b], n, mode, KEY, ts[b], 0.6, full, 1.3, 0.25)
+        ks = np.sort(r.choice(n, size=min(n, 7), replace=False)).astype(np.int64)
+        ks = np.unique(np.r_[ks, 0, n - 1])
+        P.bar_prices_at(o[b], h[b], l[b], c[b], n, mode, KEY, ts[b], 0.6, ks, out, buf, 1.3, 0.25)
+        np.testing.assert_array_equal(out[:len(ks)], full[ks])
+        allk = np.arange(n, dtype=np.int64)
+        P.bar_prices_at(o[b], h[b], l[b], c[b], n, mode, KEY, ts[b], 0.6, allk, out, buf, 1.3, 0.25)
+        np.testing.assert_array_equal(out, full)
+
+
+@pytest.mark.parametrize("mode", [P.MODE_LINEAR, P.MODE_BRIDGE])
+def test_binance_close_prices_equal_the_filled_paths(mode):
+    from backtest.replay import binance_kernel as K
+    o, h, l, c = random_bars(300, 12)
+    ts = 1_650_000_000 + 300 * np.arange(300, dtype=np.int64)
+    n = 300
+    g = np.random.default_rng(1).integers(0, 300 * n, 2000).astype(np.int64)   # repeats, any order
+    got = K.close_prices(ts, o, h, l, c, n, mode, KEY, 0.6, 1.0, 0.25, g)
+    want = P.prices_at(o, h, l, c, n, mode, KEY, ts, 0.6, g // n, g % n, 1.0, 0.25)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", [P.MODE_LINEAR, P.MODE_BRIDGE])
+def test_prices_at_is_the_filled_bar_with_o_and_c_at_the_ends(mode):
+    o, h, l, c = random_bars(120, 13)
+    ts = 1_650_000_000 + 60 * np.arange(120, dtype=np.int64)
+    n = 60
+    r = np.random.default_rng(2)
+    bars = np.sort(r.integers(0, 120, 900)).astype(np.int64)
+    bars[::7] = r.integers(0, 120, len(bars[::7]))          # some out of order
+    ks = r.integers(0, n, 900).astype(np.int64)
+    ks[::5] = n - 1
+    ks[::11] = 0
+    got = P.prices_at(o, h, l, c, n, mode, KEY, ts, 0.6, bars, ks, 1.2, 0.3)
+    buf = np.empty(n)
+    for j in range(len(bars)):
+        b, k = bars[j], ks[j]
+        P.fill_bar_path(o[b], h[b], l[b], c[b], n, mode, KEY, ts[b], 0.6, buf, 1.2, 0.3)
+        want = c[b] if k == n - 1 else (o[b] if k == 0 else buf[k])
+        assert got[j] == want, (j, b, k)
