@@ -4,7 +4,8 @@ Prints, per population size: wall time (population build + replay), peak memory 
 process's max RSS), liquidation events and events per second; then the fast replay against
 the naive oracle on the same small workload; the last line is machine-readable:
 
-    bench: accounts=1000000 series=4 bars=525600 wall_s=... peak_mb=... events_per_s=... oracle_speedup=... compile_s=...
+    bench: accounts=1000000 series=4 bars=525600 wall_s=... peak_mb=... events_per_s=...
+           oracle_speedup=... compile_s=...   (one line)
 
 wall_s is after compilation: the compiled kernels (numba, `cache=True`) are first called on a
 tiny workload, timed apart as compile_s (JIT compilation on a cold cache, loading the on-disk
@@ -151,10 +152,11 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     f_pop, f_rep, f_ev, _, ftot = run_workload(small, oracle_accounts, params, seed, deterministic=True, venues=venues)
     o_pop, o_rep, o_ev, _, otot = run_workload(small, oracle_accounts, params, seed, oracle=True, deterministic=True,
                                                venues=venues)
-    same = all(len(a[2].events) == len(b[2].events) for a, b in zip(ftot, otot))
+    same = all(len(a[2].events) == len(b[2].events) for a, b in zip(ftot, otot, strict=True))
     speed = o_rep / f_rep if f_rep > 0 else float("nan")
     n_series = len(MARKETS) * len([v for v in VENUES if not venues or v in venues])
-    print(f"oracle: {oracle_accounts} accounts x {n_series} series x {oracle_bars} bars: fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "
+    print(f"oracle: {oracle_accounts} accounts x {n_series} series x {oracle_bars} bars: "
+          f"fast {f_rep:.3f}s, oracle {o_rep:.3f}s, "
           f"speedup {speed:.1f}x, events {f_ev} vs {o_ev} ({'same' if same else 'DIFFERENT'})")
     n, wall, peak, eps = results[-1]
     print(f"bench: accounts={n} series={n_series} bars={n_bars} wall_s={wall:.2f} peak_mb={peak:.0f} "

@@ -61,21 +61,21 @@ _C_ORDER, _C_T1, _C_T2 = 0, 1, 2
 
 
 @njit(cache=True)
-def parkinson_sigma_1m(h, l, bar_minutes):
+def parkinson_sigma_1m(h, lw, bar_minutes):
     """A bar's own volatility per minute (Parkinson 1980): ln(H/L) / sqrt(4 ln 2) over the
     bar, divided by sqrt(bar_minutes). 0 for a flat or invalid bar."""
-    if not (h > 0.0 and l > 0.0 and h > l and bar_minutes > 0.0):
+    if not (h > 0.0 and lw > 0.0 and h > lw and bar_minutes > 0.0):
         return 0.0
-    return math.log(h / l) * _PARKINSON / math.sqrt(bar_minutes)
+    return math.log(h / lw) * _PARKINSON / math.sqrt(bar_minutes)
 
 
 @njit(cache=True)
-def linear_vertices(o, h, l, c, n_ticks):
+def linear_vertices(o, h, lw, c, n_ticks):
     """The v1 path's waypoints (backtest/path.py bar_paths, same arithmetic):
     (k1, k2, e1, e2) with O at tick 0, e1 at k1, e2 at k2, C at n_ticks - 1."""
-    high_first = (h - o) < (o - l)
-    e1 = h if high_first else l
-    e2 = l if high_first else h
+    high_first = (h - o) < (o - lw)
+    e1 = h if high_first else lw
+    e2 = lw if high_first else h
     d1 = abs(e1 - o)
     d2 = abs(e2 - e1)
     d3 = abs(c - e2)
@@ -102,8 +102,8 @@ def linear_vertices(o, h, l, c, n_ticks):
 
 
 @njit(cache=True)
-def _fill_linear(o, h, l, c, n_ticks, out):
-    k1, k2, e1, e2 = linear_vertices(o, h, l, c, n_ticks)
+def _fill_linear(o, h, lw, c, n_ticks, out):
+    k1, k2, e1, e2 = linear_vertices(o, h, lw, c, n_ticks)
     span = n_ticks - 1
     for k in range(n_ticks):
         if k >= k2:
@@ -132,7 +132,7 @@ def _free_tick(t, lo, hi):
 
 
 @njit(cache=True)
-def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_jitter=0.25):
+def bridge_vertices(o, h, lw, c, n_ticks, key, bar_open_s, near_first_prob, time_jitter=0.25):
     """The bridge's waypoints for a bar with n_ticks >= 4 and h > l (h, l already widened to
     hold o and c): (k1, k2, e1, e2), 0 <= k1 < k2 <= n_ticks - 1, drawn from (key, bar_open_s).
 
@@ -144,18 +144,18 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_
     span = n_ticks - 1
     if o == h:
         high_first = True
-    elif o == l:
+    elif o == lw:
         high_first = False
     elif c == h:
         high_first = False
-    elif c == l:
+    elif c == lw:
         high_first = True
     else:
-        near_high = (h - o) < (o - l)
+        near_high = (h - o) < (o - lw)
         near = rng.uniform(ku, _C_ORDER) < near_first_prob
         high_first = near_high if near else not near_high
-    e1 = h if high_first else l
-    e2 = l if high_first else h
+    e1 = h if high_first else lw
+    e2 = lw if high_first else h
     fixed1 = o == e1
     fixed2 = c == e2
     d1 = abs(e1 - o)
@@ -180,7 +180,7 @@ def bridge_vertices(o, h, l, c, n_ticks, key, bar_open_s, near_first_prob, time_
 
 
 @njit(cache=True)
-def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=1.0,
+def fill_bar_path(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=1.0,
                   time_jitter=0.25):
     """Fill out[:n_ticks] with one bar's tick prices (module docstring). mode 0 (MODE_LINEAR)
     linear v1, anything else the Brownian bridge. key: int64 (path_key). Draws depend on
@@ -190,9 +190,9 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
     if n < 1:
         return
     hh = max(h, max(o, c))
-    ll = min(l, min(o, c))
+    ll = min(lw, min(o, c))
     if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
-        _fill_linear(o, h, l, c, n, out)
+        _fill_linear(o, h, lw, c, n, out)
         return
     k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
     span = n - 1
@@ -229,7 +229,7 @@ def fill_bar_path(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, o
 
 
 @njit(cache=True)
-def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, ks, out, buf, vol_scale=1.0,
+def bar_prices_at(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, ks, out, buf, vol_scale=1.0,
                   time_jitter=0.25):
     """out[j] = the price fill_bar_path gives at tick ks[j] of this bar (the same numbers),
     without filling the whole bar: the bridge's Brownian motion still needs every tick's draw
@@ -240,9 +240,9 @@ def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, k
     if n < 1 or m == 0:
         return
     hh = max(h, max(o, c))
-    ll = min(l, min(o, c))
+    ll = min(lw, min(o, c))
     if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
-        _fill_linear(o, h, l, c, n, buf)
+        _fill_linear(o, h, lw, c, n, buf)
         for j in range(m):
             out[j] = buf[ks[j]]
         return
@@ -284,18 +284,18 @@ def bar_prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, k
 
 
 @njit(cache=True)
-def fill_series(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0, time_jitter=0.25):
+def fill_series(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, vol_scale=1.0, time_jitter=0.25):
     """All tick prices of m bars as an (m, n_ticks) array (tests, the oracle, short series)."""
     m = o.shape[0]
     out = np.empty((m, n_ticks))
     for i in range(m):
-        fill_bar_path(o[i], h[i], l[i], c[i], n_ticks, mode, key, bar_open_s[i], near_first_prob,
+        fill_bar_path(o[i], h[i], lw[i], c[i], n_ticks, mode, key, bar_open_s[i], near_first_prob,
                       out[i], vol_scale, time_jitter)
     return out
 
 
 @njit(cache=True)
-def prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars, ks, vol_scale=1.0,
+def prices_at(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars, ks, vol_scale=1.0,
               time_jitter=0.25):
     """Tick prices at (bars[j], ks[j]) pairs, one bar path per run of equal bars (pairs sorted
     by bar are cheapest; any order works). Tick 0 is O and tick n_ticks - 1 is C in every
@@ -323,7 +323,7 @@ def prices_at(o, h, l, c, n_ticks, mode, key, bar_open_s, near_first_prob, bars,
                 cnt += 1
             e += 1
         if cnt:
-            bar_prices_at(o[b], h[b], l[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, kk[:cnt],
+            bar_prices_at(o[b], h[b], lw[b], c[b], n_ticks, mode, key, bar_open_s[b], near_first_prob, kk[:cnt],
                           vals, buf, vol_scale, time_jitter)
             for x in range(cnt):
                 out[jj[x]] = vals[x]

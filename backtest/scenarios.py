@@ -128,23 +128,3 @@ def load_scenarios(path: Path | str | None = None) -> Scenarios:
         for w in raw["window"]
     )
     return Scenarios(windows, raw["venue"], raw["market"], str(p))
-
-
-# Names that moved to backtest/series_loader.py and backtest/bars.py, still importable from here
-# for the modules changed on other branches this session (calibrate, sweep and their tests).
-# TEMPORARY: the lead points those imports at the new modules after merging and deletes this.
-_MOVED = {
-    "SeriesData": "backtest.series_loader", "SeriesLoader": "backtest.series_loader",
-    "load_window_series": "backtest.series_loader",
-    "TIMEFRAME_MINUTES": "backtest.bars", "MIN_COVERAGE": "backtest.bars", "MIN_USABLE_COVERAGE": "backtest.bars",
-    "tf_minutes": "backtest.bars", "expected_bars": "backtest.bars", "normalise_bars": "backtest.bars",
-    "fill_gaps": "backtest.bars", "resample_bars": "backtest.bars", "sigma_1m_of": "backtest.bars",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib  # lazy: series_loader imports this module
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,8 +13,15 @@ import pandas as pd
 
 from backtest import rng as R
 from backtest.params import Params
-from backtest.population.accounts import (NEVER, OPEN_ALWAYS, VENUES, Population, _balance_for_value,  # noqa: F401
-                                          account_terms, make_population)
+from backtest.population.accounts import (  # noqa: F401
+    NEVER,
+    OPEN_ALWAYS,
+    VENUES,
+    Population,
+    _balance_for_value,
+    account_terms,
+    make_population,
+)
 from backtest.population.book import BookBars, build_book, model_oi_coin  # noqa: F401
 
 __all__ = ["Population", "make_population", "build_population", "model_oi_coin", "OPEN_ALWAYS", "NEVER",
@@ -46,7 +53,7 @@ def oi_path_arrays(sd, params: Params) -> tuple[np.ndarray, np.ndarray, str]:
 
 def build_population(sd, params: Params, seed: int, n_accounts: int | None = None, *,
                      collateral_prices: dict[str, float] | None = None) -> Population:
-    """The v2 book of one loaded series (backtest.scenarios.SeriesData): cohorts opened from
+    """The v2 book of one loaded series (backtest.series_loader.SeriesData): cohorts opened from
     the lake's OI path every `population.cohort_hours` over `population.warmup_days` before
     the window and through it (book.py). n_accounts (default `population.n_accounts`): the
     expected number of simulated accounts in the book; each stands for `weight` real ones.

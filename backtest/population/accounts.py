@@ -37,8 +37,8 @@ from numba import njit
 
 from backtest import rng as R
 from backtest.params import Params
-from backtest.venues import binance, ftx
 from backtest.params import as_date as _date
+from backtest.venues import binance, ftx
 
 log = logging.getLogger(__name__)
 

@@ -120,13 +120,12 @@ class BookBars:
 
 # --------------------------------------------------------------------------- kernels
 @njit(cache=True)
-def _cross_time(side, trig, o, h, l, c, ts, dur):
+def _cross_time(side, trig, o, h, lw, c, ts, dur):
     """Seconds into a bar (as absolute time) when the v1 linear path O -> nearer extreme ->
     other extreme -> C (constant speed in price) first reaches `trig` (long: <=, short: >=)."""
-    high_first = (h - o) < (o - l)
-    e1 = h if high_first else l
-    e2 = l if high_first else h
-    pts0 = o
+    high_first = (h - o) < (o - lw)
+    e1 = h if high_first else lw
+    e2 = lw if high_first else h
     d1 = abs(e1 - o)
     d2 = abs(e2 - e1)
     d3 = abs(c - e2)
@@ -155,7 +154,7 @@ def _cross_time(side, trig, o, h, l, c, ts, dur):
 
 
 @njit(cache=True)
-def first_cross(side, trig, from_s, until_s, ts, dur, o, h, l, c, blo, bhi):
+def first_cross(side, trig, from_s, until_s, ts, dur, o, h, lw, c, blo, bhi):
     """Per account: the first time >= from_s and < until_s at which the bars cross its trigger
     (long: low <= trigger; short: high >= trigger), on the linear path inside the bar; NEVER
     if none. Bars ordered by ts; block extremes skip quiet stretches."""
@@ -172,8 +171,8 @@ def first_cross(side, trig, from_s, until_s, ts, dur, o, h, l, c, blo, bhi):
                 if (side[i] > 0 and blo[blk] > trig[i]) or (side[i] < 0 and bhi[blk] < trig[i]):
                     b += 256
                     continue
-            if (side[i] > 0 and l[b] <= trig[i]) or (side[i] < 0 and h[b] >= trig[i]):
-                t = _cross_time(side[i], trig[i], o[b], h[b], l[b], c[b], ts[b], dur[b])
+            if (side[i] > 0 and lw[b] <= trig[i]) or (side[i] < 0 and h[b] >= trig[i]):
+                t = _cross_time(side[i], trig[i], o[b], h[b], lw[b], c[b], ts[b], dur[b])
                 if t < until_s[i]:
                     out[i] = t
                 break
@@ -182,13 +181,13 @@ def first_cross(side, trig, from_s, until_s, ts, dur, o, h, l, c, blo, bhi):
 
 
 @njit(cache=True)
-def crossed_since(side, trig, first_bar, last_bar, l, h):
+def crossed_since(side, trig, first_bar, last_bar, lw, h):
     """True where bars first_bar .. last_bar-1 crossed the trigger."""
     n = side.shape[0]
     out = np.zeros(n, np.bool_)
     for i in range(n):
         for b in range(first_bar[i], last_bar):
-            if (side[i] > 0 and l[b] <= trig[i]) or (side[i] < 0 and h[b] >= trig[i]):
+            if (side[i] > 0 and lw[b] <= trig[i]) or (side[i] < 0 and h[b] >= trig[i]):
                 out[i] = True
                 break
     return out

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.path import BarPaths, bar_paths, price_at
+
 # The one place the compiled replay gets its intra-bar path from (MODEL.md 1): linear (v1) or
 # the seeded Brownian bridge. (A cached numba kernel is keyed on its own file only: touch
 # backtest/replay/binance_kernel.py when the path function changes.)

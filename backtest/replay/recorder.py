@@ -139,7 +139,8 @@ def loss_accounting(ev: pd.DataFrame, fund_start: float, fund_min: float, fund_e
     net_payout = max(0.0, payouts - income)
     out.update(
         blp_loss_usd=blp_loss,
-        fund_income_usd=income, fund_payouts_usd=payouts, fund_drawdown_usd=max(0.0, fund_start - min(fund_min, fund_end)),
+        fund_income_usd=income, fund_payouts_usd=payouts,
+        fund_drawdown_usd=max(0.0, fund_start - min(fund_min, fund_end)),
         fund_time_below_start_s=below, fund_net_payout_usd=net_payout,
         exempt_deficit_usd=float(exempt_deficit),
         fund_deficit_usd=max(0.0, -fund_end),

@@ -16,7 +16,6 @@ from backtest.replay.ftx import run_ftx
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import oi_daily_frame
 
-
 # venues whose replay honours accounts' open/close times (the v2 book needs it)
 V2_BOOK_VENUES = ("binance", "ftx")
 

@@ -73,7 +73,7 @@ class TriggerBook:
         accounts = np.atleast_1d(accounts)
         trig = np.atleast_1d(trig)
         self.remove(accounts)
-        for a, t in zip(accounts.tolist(), trig.tolist()):
+        for a, t in zip(accounts.tolist(), trig.tolist(), strict=True):
             if t == t and t > 0:
                 heapq.heappush(self.heap, (t * self.dir, a, int(self.version[a])))
 

@@ -15,12 +15,36 @@ from scipy.special import ndtri
 from backtest import rng as R
 from backtest.params import Params
 from backtest.params import as_date as _date
-from backtest.population.accounts import (KIND_CLOSE, KIND_ENTRY, KIND_ISOLATED, KIND_LEGACY, KIND_LEV_BODY,
-                                          KIND_LEV_LOW, KIND_LEV_TAIL, KIND_SIZE, NEVER, Population,
-                                          _balance_for_value, ftx_collateral_shares, keyed_uniforms,
-                                          leverage_from_uniforms, stratified_uniforms, tail_uniforms)
-from backtest.population.book import (KIND_COUNT, KIND_PRORATA, BookBars, _add_exempt, _real_accounts, _Store,
-                                      crossed_since, first_cross, held_values, step_grid)
+from backtest.population.accounts import (
+    KIND_CLOSE,
+    KIND_ENTRY,
+    KIND_ISOLATED,
+    KIND_LEGACY,
+    KIND_LEV_BODY,
+    KIND_LEV_LOW,
+    KIND_LEV_TAIL,
+    KIND_SIZE,
+    NEVER,
+    Population,
+    _balance_for_value,
+    ftx_collateral_shares,
+    keyed_uniforms,
+    leverage_from_uniforms,
+    stratified_uniforms,
+    tail_uniforms,
+)
+from backtest.population.book import (
+    KIND_COUNT,
+    KIND_PRORATA,
+    BookBars,
+    _add_exempt,
+    _real_accounts,
+    _Store,
+    crossed_since,
+    first_cross,
+    held_values,
+    step_grid,
+)
 from backtest.venues import binance, ftx
 from backtest.venues import ftx as ftx_venue
 

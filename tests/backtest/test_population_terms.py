@@ -10,6 +10,7 @@ import pytest
 from backtest.params import default_params
 from backtest.population import build_book
 from backtest.population.accounts import TermsSpec, account_terms
+from backtest.series_loader import SeriesLoader
 from tests.backtest import _population_reference as ref
 from tests.backtest.test_population_v2 import DAY, T0, flat_bars
 
@@ -112,10 +113,9 @@ def test_book_equals_the_reference(venue, symbol, over):
 
 def test_real_books_equal_the_reference(lake, monkeypatch):
     """Every series of two windows (both venues, both coins) at a swept parameter set."""
-    from backtest import api
     import backtest.population as pop_pkg
+    from backtest import api
     from backtest.population import build_population
-    from backtest.scenarios import SeriesLoader
     p = default_params().with_overrides({"population.leverage_scale": 1.7, "population.binance_legacy_share": 0.3,
                                          "population.holding_days": 4.0})
     sc = api.as_scenarios(None)
@@ -124,7 +124,7 @@ def test_real_books_equal_the_reference(lake, monkeypatch):
     n = 0
     for wid in ("2022-06", "2022-11"):
         lw = api.load_window(loader, sc.window(wid), ["binance", "ftx"], ["BTC", "ETH"])
-        for (v, c), sd in lw.series.items():
+        for (_v, c), sd in lw.series.items():
             cp = {**lw.cprices, c: sd.start_price}
             a = build_population(sd, p, 5, 4000, collateral_prices=cp)
             with monkeypatch.context() as m:

@@ -9,6 +9,8 @@ import pytest
 from backtest.params import default_params
 from backtest.population import NEVER, BookBars, build_book, model_oi_coin
 from backtest.population.book import held_values
+from backtest.scenarios import load_scenarios
+from backtest.series_loader import SeriesLoader
 
 DAY = 86400
 T0 = 1_650_000_000 - 1_650_000_000 % DAY   # a UTC midnight
@@ -24,7 +26,8 @@ def flat_bars(days, price=20000.0, start=T0, bar_s=3600, vol=1e6, drift=0.0):
 
 
 def book(bars, oi_asof, oi, start, end, n=4000, params=None, key=7, venue="binance", symbol="BTCUSDT"):
-    return build_book(venue, symbol, "BTC", bars, oi_asof_s=np.asarray(oi_asof, np.int64), oi_coin=np.asarray(oi, float),
+    return build_book(venue, symbol, "BTC", bars, oi_asof_s=np.asarray(oi_asof, np.int64),
+                      oi_coin=np.asarray(oi, float),
                       window_start_s=start, window_end_s=end, params=params or default_params(), key=key,
                       n_accounts=n)
 
@@ -199,7 +202,6 @@ def test_year_book_tracks_lake_oi(lake, coin):
     of the lake's Coinalyze OI at every day's end of 2022 (the value known then)."""
     from backtest.catalog import Catalog
     from backtest.population import build_population
-    from backtest.scenarios import SeriesLoader, load_scenarios
     cat = Catalog(lake)
     sc = load_scenarios()
     p = default_params()
@@ -254,7 +256,6 @@ def test_window_book_tracks_lake_oi_and_ftx_ratio(lake):
     book is Binance's path x ftx.oi_ratio_to_binance.BTC and says so."""
     from backtest.catalog import Catalog
     from backtest.population import build_population
-    from backtest.scenarios import SeriesLoader, load_scenarios
     sc = load_scenarios()
     p = default_params()
     w = sc.window("2022-11")
@@ -265,7 +266,8 @@ def test_window_book_tracks_lake_oi_and_ftx_ratio(lake):
         assert (pop.open_s <= int(w.start.timestamp())).any() and (pop.open_s > int(w.start.timestamp())).any()
         days = pd.date_range(w.start, w.end, freq="D", tz="UTC", inclusive="left")
         t = ((days - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
-        asof = ((sd.oi_path["as_of"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
+        epoch = pd.Timestamp(0, tz="UTC")
+        asof = ((sd.oi_path["as_of"] - epoch) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
         want = held_values(asof, sd.oi_path["oi_coin"].to_numpy(float), t) * ratio
         for s in (1, -1):
             assert np.abs(model_oi_coin(pop, t, s) / want - 1).max() < 0.05
@@ -292,6 +294,7 @@ def test_per_real_account_reproduces_the_book_triggers():
 def test_replay_check_matches_builder_expected_liquidations():
     """The Binance replay run cohort by cohort on the book liquidates what the builder expected."""
     from types import SimpleNamespace
+
     from backtest.population import expected_liquidations
     from backtest.population.replay_check import replay_book_cohorts
     p = default_params().with_overrides({"population.holding_days": 5.0, "population.warmup_days": 10.0,
@@ -305,7 +308,8 @@ def test_replay_check_matches_builder_expected_liquidations():
     pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=3000, params=p)
     w = slice(int((start - bars.ts_s[0]) // 3600), int((end - bars.ts_s[0]) // 3600))
     frame = pd.DataFrame({"ts": pd.to_datetime(bars.ts_s[w], unit="s", utc=True), "open": bars.open[w],
-                          "high": bars.high[w], "low": bars.low[w], "close": bars.close[w], "volume_quote": bars.vol[w]})
+                          "high": bars.high[w], "low": bars.low[w], "close": bars.close[w],
+                          "volume_quote": bars.vol[w]})
     sd = SimpleNamespace(bars=frame, bar_seconds=3600, symbol="BTCUSDT", sigma_1m=0.001, adv_usd=1e10)
     ev = replay_book_cohorts(sd, pop, p)
     exp = expected_liquidations(pop, start)
@@ -335,7 +339,8 @@ def test_tail_oversampling_keeps_the_mixture_and_the_oi():
     start, end = T0 + 20 * DAY, T0 + 30 * DAY
     base = {"population.holding_days": 2.0, "population.warmup_days": 10.0, "population.holding_tail_ratio": 1.0}
     pops = {q: book(bars, [T0 + DAY], [10_000.0], start, end, n=6000,
-                    params=default_params().with_overrides({**base, "population.tail_sim_share": q})) for q in (0.0, 0.5)}
+                    params=default_params().with_overrides({**base, "population.tail_sim_share": q}))
+            for q in (0.0, 0.5)}
     top = 5.0 * float(default_params().get("population.leverage_scale"))
     for q, pop in pops.items():
         T = pop.meta["step_s"]
