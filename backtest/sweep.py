@@ -41,6 +41,7 @@ import pandas as pd
 from backtest import api, rng
 from backtest import sensitivity as S
 from backtest.params import Params, ParamsError
+from backtest.replay import warmup
 from backtest.results import _jsonable, add_per_1b
 from backtest.series_loader import SeriesLoader
 from fetch import atomic
@@ -294,6 +295,11 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
         raise UserError(f"--out {out} is a file: give a folder for the sweep (it is created)")
     catalog = api.open_catalog(lake)
     snapshot = catalog.snapshot_id()
+    # local workers on a cold numba cache would each compile every kernel at once: compile them
+    # here first (a tiny series per venue; nothing when the cache has them), then they load it
+    if executor is None and scheduler is None and (workers is None or int(workers) > 1):
+        if not all(warmup.kernel_cached(v) for v in vs):
+            warmup.warm(vs)
     # connect first: a scheduler that does not answer is said within connect_timeout, before any loading
     ex = executor or open_executor(workers=workers, scheduler=scheduler, connect_timeout=connect_timeout,
                                    processes=processes)

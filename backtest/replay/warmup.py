@@ -42,7 +42,7 @@ _started = False
 _pending: dict[str, object] = {}
 
 
-def _kernel_cached(venue: str) -> bool:
+def kernel_cached(venue: str) -> bool:
     """True when the venue's main kernel has a compiled overload in the on-disk cache (a
     private numba interface: anything unexpected counts as cached, i.e. no prefetch)."""
     try:
@@ -113,7 +113,7 @@ def prefetch(first_venue: str) -> None:
         return
     if mode != "1" and not _idle_core():
         return
-    others = [v for v in _VENUES if v != first_venue and not _kernel_cached(v)]
+    others = [v for v in _VENUES if v != first_venue and not kernel_cached(v)]
     if not others:
         return
     root = str(Path(__file__).resolve().parents[2])      # the directory holding this `backtest`

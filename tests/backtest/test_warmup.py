@@ -34,7 +34,7 @@ def test_prefetch_is_off_with_the_switch_and_once_per_process(monkeypatch):
     started = []
     monkeypatch.setattr(warmup, "_started", False)
     monkeypatch.setattr(warmup.subprocess, "Popen", lambda *a, **k: started.append(a) or None)
-    monkeypatch.setattr(warmup, "_kernel_cached", lambda v: False)
+    monkeypatch.setattr(warmup, "kernel_cached", lambda v: False)
     monkeypatch.setenv("LIQREPLAY_PREFETCH", "0")
     warmup.prefetch("ftx")
     assert not started and not warmup._pending
