@@ -35,6 +35,9 @@ import numpy as np
 from numba import njit
 
 from backtest import rng as R
+from backtest.kernel_cache import drop_stale
+
+drop_stale(__file__, ["rng.py"])
 
 
 @njit(cache=True)

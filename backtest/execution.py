@@ -22,6 +22,10 @@ from backtest.checks import nonneg as _nonneg, positive as _positive, scalar_out
 from backtest.checks import side as _check_side
 from backtest.paths import parkinson_sigma_1m
 
+from backtest.kernel_cache import drop_stale
+
+drop_stale(__file__, ["rng.py", "paths.py", "checks.py"])
+
 
 def _trade_side(x):
     return _check_side(x, "trade_side must be +1 (buy) or -1 (sell)")

@@ -45,6 +45,9 @@ import numpy as np
 from numba import njit
 
 from backtest import rng
+from backtest.kernel_cache import drop_stale
+
+drop_stale(__file__, ["rng.py"])
 
 MODE_LINEAR = 0
 MODE_BRIDGE = 1

@@ -36,9 +36,12 @@ import pandas as pd
 from numba import njit
 
 from backtest import rng as R
+from backtest.kernel_cache import drop_stale
 from backtest.params import Params
 from backtest.params import as_date as _date
 from backtest.venues import binance, ftx
+
+drop_stale(__file__, ["rng.py"])
 
 log = logging.getLogger(__name__)
 

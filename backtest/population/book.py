@@ -53,9 +53,12 @@ from numba import njit
 from scipy.special import ndtri
 
 from backtest import rng as R
+from backtest.kernel_cache import drop_stale
 from backtest.params import Params
 from backtest.population.accounts import NEVER, Population, TermsSpec, tail_uniforms
 from backtest.venues import ftx as ftx_venue
+
+drop_stale(__file__, ["rng.py", "population/accounts.py"])
 
 BLOCK = 256
 KIND_COUNT = 11     # stochastic rounding of a cohort's account count (counter: step * 2 + side)

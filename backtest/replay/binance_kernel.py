@@ -41,6 +41,10 @@ from backtest.execution import (FLOW_LIQUIDATION, feedback_add, feedback_offset,
 from backtest.paths import bar_prices_at
 from backtest.replay.inputs import fill_bar_path
 
+from backtest.kernel_cache import drop_stale
+
+drop_stale(__file__, ["rng.py", "paths.py", "execution.py", "replay/inputs.py"])
+
 # mechanism codes: the index in recorder.MECHS
 M_IOC = 3
 M_FUND = 4

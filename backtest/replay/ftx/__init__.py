@@ -9,35 +9,17 @@
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from backtest.kernel_cache import drop_stale
 
-def _drop_stale_kernel_cache() -> None:
-    """numba's on-disk cache of a function is invalidated by its own file only: a kernel that
-    inlines helpers from other files (engine, accounts, backtest/rng.py ...) would keep stale
-    machine code after those change. Stamp the cache with a hash of every source the kernels
-    compile from and clear it when that changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        srcs = sorted(here.glob("*.py")) + [here.parent.parent / "rng.py", here.parent.parent / "paths.py",
-                                            here.parent.parent / "execution.py"]
-        digest = hashlib.sha1(b"".join(p.read_bytes() for p in srcs)).hexdigest()
-        cache = here / "__pycache__"
-        stamp = cache / "kernels.sha1"
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            f.unlink(missing_ok=True)
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:          # a read-only install: numba falls back to its own cache rules
-        pass
-
-
-_drop_stale_kernel_cache()
+# the package's kernels inline each other and rng/paths/execution: each module's numba cache is
+# stamped with all of them (backtest/kernel_cache.py)
+_HERE = Path(__file__).resolve().parent
+for _module in sorted(_HERE.glob("*.py")):
+    drop_stale(_module, [*sorted(_HERE.glob("*.py")), "rng.py", "paths.py", "execution.py"])
 
 from backtest.params import Params  # noqa: E402
 from backtest.path import CollateralPath
