@@ -521,7 +521,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     bar_fund = np.full(nb, np.nan)
     ef = np.empty((64, 7))
     ei = np.empty((64, 4), np.int64)
-    n_ev = 0
+    n_ev = np.int64(0)
     adl_f = np.empty((16, 1))            # take (coins)
     adl_i = np.empty((16, 3), np.int64)  # bar, side, account
     n_adl = 0

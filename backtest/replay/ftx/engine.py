@@ -34,7 +34,7 @@ def fires(C, K, j):
     """Does the market's step-1 engine fire at absolute tick j? Deterministic mode: always."""
     if C[C_DET] > 0:
         return True
-    key = crng.make_key(K[K_SEED], crng.STEP1_FIRE, K[K_MARKET], 0)
+    key = crng.make_key(K[K_SEED], crng.STEP1_FIRE, K[K_MARKET], np.int64(0))
     return crng.uniform(key, j) < C[C_PROB]
 
 
@@ -292,9 +292,9 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
                 qsum_s += oq
                 pq_s += oq * blp[x]
     if qsum_l > 0:
-        overflow(S, C, 1, qsum_l, pq_l / qsum_l, price, use_pool)
+        overflow(S, C, np.int64(1), qsum_l, pq_l / qsum_l, price, use_pool)
     if qsum_s > 0:
-        overflow(S, C, -1, qsum_s, pq_s / qsum_s, price, use_pool)
+        overflow(S, C, np.int64(-1), qsum_s, pq_s / qsum_s, price, use_pool)
     for x in range(m):
         i = a[x]
         close_out(S, i)
@@ -311,7 +311,8 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_p
     s2 = np.empty(nsel, np.int64)
     mf2 = np.empty(nsel)
     ac2 = np.empty(nsel)
-    n1 = n2 = 0
+    n1 = np.int64(0)
+    n2 = np.int64(0)
     for x in range(nsel):
         i = sel[x]
         tav, mf = tav_mf(S, i, price)

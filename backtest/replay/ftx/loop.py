@@ -396,7 +396,8 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     ac2 = np.empty(nact)
     cls = np.zeros(nact, np.int8)      # 0 none, 1 step 1, 2 step 2
     sure = np.zeros(nact, np.bool_)
-    n1 = n2 = 0
+    n1 = np.int64(0)
+    n2 = np.int64(0)
     for x in range(nact):
         i = act[x]
         if a_ok[x]:
@@ -516,7 +517,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
         nxt_oc = float(S.open_s[open_order[0]])
     if close_order.shape[0]:
         nxt_oc = min(nxt_oc, float(S.close_s[close_order[0]]))
-    rvp = 0
+    rvp = np.int64(0)
     b = 0
     while b < nb:
         if nact == 0:
@@ -693,7 +694,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
     prices = np.empty(n_ticks)
     raw = np.empty(n_ticks)
     sel = np.empty(n, np.int64)
-    rvp = 0
+    rvp = np.int64(0)
     for b in range(nb):
         rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
         mark[:] = False
