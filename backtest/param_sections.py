@@ -194,6 +194,7 @@ class ImpactParams:
     bucket_s: float
     decay_s: float
     feedback: bool
+    mode: str                                   # "v2" (bar sigma, metaorders) or "v1"
     permanent_share: float
     sigma_floor_1m: float
 

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = Path(__file__).with_name("params.toml")
 _LEAF_FIELDS = {"value", "dated", "source", "range", "domain"}
 # string parameters that take one of a few names (checked when a file or override sets them)
-CHOICES: dict[str, tuple[str, ...]] = {"path.mode": ("bridge", "linear")}
+CHOICES: dict[str, tuple[str, ...]] = {"path.mode": ("bridge", "linear"), "impact.mode": ("v1", "v2")}
 
 
 class ParamsError(UserError, ValueError):
