@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from backtest.checks import nonneg as _nonneg, positive as _positive, scalar_out as _out
+from backtest.checks import nonneg as _nonneg
+from backtest.checks import positive as _positive
+from backtest.checks import scalar_out as _out
 from backtest.checks import side as _check_side
-from backtest.paths import parkinson_sigma_1m
-
 from backtest.kernel_cache import drop_stale
+from backtest.paths import parkinson_sigma_1m
 
 drop_stale(__file__, ["rng.py", "paths.py", "checks.py"])
 
@@ -179,10 +180,10 @@ MAX_DOWN_OFFSET = -0.9    # the feedback never takes a price below 10% of its pa
 
 
 @njit(cache=True)
-def bar_sigma_1m(h, l, bar_minutes, floor):
+def bar_sigma_1m(h, lw, bar_minutes, floor):
     """The bar's own 1-minute volatility: max(Parkinson sigma of (h, l) per minute, floor)
     (`impact.sigma_floor_1m`; a flat or gap-filled bar would otherwise trade for free)."""
-    return max(parkinson_sigma_1m(h, l, bar_minutes), floor)
+    return max(parkinson_sigma_1m(h, lw, bar_minutes), floor)
 
 
 @njit(cache=True)

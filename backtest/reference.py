@@ -31,7 +31,7 @@ def reference_binance(inp: PathInput, pop: Population, params: Params, *, symbol
     br = binance.brackets_for(symbol, date, params)
     st = BinanceState(pop, inp, params, br, symbol=symbol)
     rec = Recorder(inp.n_bars)
-    fund_at = dict(zip(inp.funding_bar.tolist(), inp.funding_rate.tolist()))
+    fund_at = dict(zip(inp.funding_bar.tolist(), inp.funding_rate.tolist(), strict=True))
     n = inp.n_ticks
     day = inp.ts_s // 86400
     oi_rows = []

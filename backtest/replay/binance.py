@@ -267,7 +267,7 @@ def _funding_arrays(inp: PathInput) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0)
     fb = np.asarray(inp.funding_bar, np.int64)
     fr = np.asarray(inp.funding_rate, float)
-    d = dict(zip(fb.tolist(), fr.tolist()))
+    d = dict(zip(fb.tolist(), fr.tolist(), strict=True))
     bars = np.array(sorted(d), dtype=np.int64)
     return bars, np.array([d[b] for b in bars.tolist()], dtype=float)
 

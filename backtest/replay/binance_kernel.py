@@ -36,12 +36,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.execution import (FLOW_LIQUIDATION, feedback_add, feedback_offset, metaorder_slippage,
-                                new_feedback_state, new_metaorder_state)
+from backtest.execution import (
+    FLOW_LIQUIDATION,
+    feedback_add,
+    feedback_offset,
+    metaorder_slippage,
+    new_feedback_state,
+    new_metaorder_state,
+)
+from backtest.kernel_cache import drop_stale
 from backtest.paths import bar_prices_at
 from backtest.replay.inputs import fill_bar_path
-
-from backtest.kernel_cache import drop_stale
 
 drop_stale(__file__, ["rng.py", "paths.py", "execution.py", "replay/inputs.py"])
 
@@ -497,7 +502,7 @@ def _pop_batch(SK, SA, SV, sseg, K, A, V, seg, version, alive, side, qty, wt, en
 # the kernel
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
-def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob, vol_scale,
+def replay_kernel(ts_s, o, h, lw, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob, vol_scale,
                   time_jitter,
                   sig_bar, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,
                   side, qty, wt, entry, wref, fref, exempt, g_open, g_close,
@@ -512,7 +517,6 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
     nb = o.shape[0]
     na = side.shape[0]
     n = n_ticks
-    nt = mmr.shape[0]
     g_total = nb * n
     alive = qty > 0.0
     liquidated = np.zeros(na, np.bool_)
@@ -597,7 +601,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             if nbatch == 0:
                 b += 1
                 continue
-            fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
+            fill_bar_path(o[b], h[b], lw[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
                           time_jitter)
             # crossing ticks; accounts that do not cross inside their live ticks go back (or are closed)
             nlive = 0
@@ -636,7 +640,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
             # feedback: event by event. The moved path of the bar's remaining ticks, the entries it
             # reaches, the first tick any of them crosses; settle that tick (its flow moves the
             # path of the later ticks), repeat
-            fill_bar_path(o[b], h[b], l[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
+            fill_bar_path(o[b], h[b], lw[b], c[b], n, path_mode, path_key, ts_s[b], near_first_prob, buf, vol_scale,
                           time_jitter)
             nbatch = 0
             kstart = 0
@@ -658,7 +662,8 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                     kf = max(g_open[a] - g0, kstart)
                     kc = min(g_close[a] - g0, n)
                     for k in range(kf, min(kc, kmin)):
-                        if (batch_dir[j] < 0 and eb[k] <= batch_trig[j]) or (batch_dir[j] > 0 and eb[k] >= batch_trig[j]):
+                        if ((batch_dir[j] < 0 and eb[k] <= batch_trig[j])
+                                or (batch_dir[j] > 0 and eb[k] >= batch_trig[j])):
                             kmin = k
                             break
                 if kmin >= n:
@@ -670,7 +675,8 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
                     a = batch_acc[j]
                     if not alive[a] or g_open[a] - g0 > kmin or g_close[a] - g0 <= kmin:
                         continue
-                    if (batch_dir[j] < 0 and eb[kmin] <= batch_trig[j]) or (batch_dir[j] > 0 and eb[kmin] >= batch_trig[j]):
+                    if ((batch_dir[j] < 0 and eb[kmin] <= batch_trig[j])
+                            or (batch_dir[j] > 0 and eb[kmin] >= batch_trig[j])):
                         sel[m] = j
                         m += 1
                 sel = sel[:m]
@@ -758,7 +764,7 @@ def replay_kernel(ts_s, o, h, l, c, vol, n_ticks, tick_s, path_mode, path_key, n
 
 
 @njit(cache=True)
-def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob, vol_scale, time_jitter, g):
+def close_prices(ts_s, o, h, lw, c, n_ticks, path_mode, path_key, near_first_prob, vol_scale, time_jitter, g):
     """Path price at global ticks g (each < n_bars * n_ticks): per distinct bar, the prices at
     the ticks asked for (paths.bar_prices_at: the numbers of fill_bar_path, without the price
     pass over the bar's other ticks)."""
@@ -775,7 +781,7 @@ def close_prices(ts_s, o, h, l, c, n_ticks, path_mode, path_key, near_first_prob
         while e < m and g[order[e]] // n_ticks == b:
             ks[e - jj] = g[order[e]] - b * n_ticks
             e += 1
-        bar_prices_at(o[b], h[b], l[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob,
+        bar_prices_at(o[b], h[b], lw[b], c[b], n_ticks, path_mode, path_key, ts_s[b], near_first_prob,
                       ks[:e - jj], vals, buf, vol_scale, time_jitter)
         for i in range(jj, e):
             out[order[i]] = vals[i - jj]

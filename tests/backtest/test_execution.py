@@ -94,8 +94,8 @@ def test_bar_sigma_is_the_bars_own_parkinson_volatility():
     assert ex.bar_sigma_1m(20600.0, 20000.0, 60.0, 0.0) == pytest.approx(
         ex.bar_sigma_1m(20600.0, 20000.0, 1.0, 0.0) / np.sqrt(60))     # per minute
     h = np.array([101.0, 100.0, 110.0])
-    l = np.array([100.0, 100.0, 100.0])
-    s = ex.bar_sigmas_1m(h, l, 1.0, 1e-4)
+    lw = np.array([100.0, 100.0, 100.0])
+    s = ex.bar_sigmas_1m(h, lw, 1.0, 1e-4)
     assert s[1] == 1e-4 and s[2] > s[0] > 1e-4
     # slippage follows the bar: 20x the sigma -> 20x the slippage
     assert ex.sqrt_impact_1(1e6, V, 20 * SIG, ETA, BM, CAP) == pytest.approx(
@@ -112,7 +112,7 @@ def test_sqrt_impact_1_equals_the_vectorised_formula(q, v, sig, bm):
 def _fragments(sizes, times, kind=ex.FLOW_BLP_HEDGE, side=-1, state=None):
     st_, cum = state if state is not None else ex.new_metaorder_state(3)
     cost = 0.0
-    for q, t in zip(sizes, times):
+    for q, t in zip(sizes, times, strict=True):
         slip = ex.metaorder_slippage(st_, cum, kind, side, t, q, V, SIG, ETA, BM, BUCKET, CAP)
         cost += q * slip
     return cost

@@ -8,7 +8,6 @@ import pytest
 
 from backtest.reference import reference_ftx
 from backtest.replay import PathInput, run_ftx
-
 from tests.backtest._synth import DATE, crash_bars, setup, with_path
 from tests.backtest.test_reference_parity import assert_same
 
@@ -181,6 +180,6 @@ def test_price_at_time_reads_the_ticks_the_kernel_walks(path):
     t = inp.ts_s[0] + np.random.default_rng(0).uniform(-100, inp.n_bars * 60 + 100, 400)
     b = np.clip(np.searchsorted(inp.ts_s, t, side="right") - 1, 0, inp.n_bars - 1)
     k = np.clip(np.floor((t - inp.ts_s[b]) / inp.tick_s).astype(np.int64), 0, inp.n_ticks - 1)
-    want = np.array([inp.bar_ticks(bb)[kk] for bb, kk in zip(b, k)])
+    want = np.array([inp.bar_ticks(bb)[kk] for bb, kk in zip(b, k, strict=True)])
     np.testing.assert_array_equal(inp.price_at_time(t), want)
     np.testing.assert_array_equal(inp.price_at_time(inp.ts_s + inp.bar_seconds - 1e-6), inp.close)

@@ -10,7 +10,6 @@ import pytest
 from backtest.population import Population
 from backtest.reference import reference_ftx
 from backtest.replay import PathInput, run_ftx
-
 from tests.backtest._synth import DATE, crash_bars, setup, with_path
 from tests.backtest.test_reference_parity import assert_same
 

@@ -9,7 +9,6 @@ import pytest
 from backtest import execution
 from backtest.reference import reference_binance, reference_ftx
 from backtest.replay import run_binance, run_ftx
-
 from tests.backtest._synth import DATE, crash_bars, setup
 from tests.backtest.test_reference_parity import assert_same
 

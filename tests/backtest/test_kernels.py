@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from backtest.path import bar_paths, tick_prices
+from backtest.paths import fill_bar_path
 from backtest.population import NEVER, OPEN_ALWAYS
 from backtest.reference import reference_binance
 from backtest.replay import PathInput, run_binance
-from backtest.paths import fill_bar_path
 from backtest.replay.recorder import BLP_PARTS, loss_accounting
-
 from tests.backtest._synth import DATE, crash_bars, setup
 from tests.backtest.test_reference_parity import assert_same
 
@@ -234,7 +233,8 @@ def test_one_weighted_account_is_w_identical_real_accounts():
     # second are one $400M metaorder whose slippage hits the cap, and the fund's deficit adds
     # ADL rows; this test is about the brackets at one real account's size
     params, pop, inp, sym = setup("binance", 40, {"population.leverage_scale": 1.0, "impact.mode": "v1"}, bars=bars)
-    big = dataclasses.replace(pop, qty_coin=pop.qty_coin * 0 + 500.0, wallet_usd=pop.wallet_usd * 0 + 500.0 * 20000 / 12,
+    big = dataclasses.replace(pop, qty_coin=pop.qty_coin * 0 + 500.0,
+                              wallet_usd=pop.wallet_usd * 0 + 500.0 * 20000 / 12,
                               entry_price=pop.entry_price * 0 + 20000.0, side=np.ones(len(pop), np.int8),
                               isolated=np.ones(len(pop), bool), exempt=np.zeros(len(pop), bool))
     w = 1000.0

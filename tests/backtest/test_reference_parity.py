@@ -7,7 +7,6 @@ import pytest
 
 from backtest.reference import reference_binance, reference_ftx
 from backtest.replay import run_binance, run_ftx
-
 from tests.backtest._synth import DATE, crash_bars, setup, with_path
 
 EVENT_COLS = ["t_s", "account", "side", "mechanism"]

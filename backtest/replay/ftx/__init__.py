@@ -22,11 +22,11 @@ for _module in sorted(_HERE.glob("*.py")):
     drop_stale(_module, [*sorted(_HERE.glob("*.py")), "rng.py", "paths.py", "execution.py"])
 
 from backtest.params import Params  # noqa: E402
-from backtest.path import CollateralPath
-from backtest.population import Population
-from backtest.replay.ftx.state import FtxState, replay
-from backtest.replay.inputs import PathInput
-from backtest.replay.recorder import SeriesResult
+from backtest.path import CollateralPath  # noqa: E402
+from backtest.population import Population  # noqa: E402
+from backtest.replay.ftx.state import FtxState, replay  # noqa: E402
+from backtest.replay.inputs import PathInput  # noqa: E402
+from backtest.replay.recorder import SeriesResult  # noqa: E402
 
 
 def resolve_seed(seed: int | None, deterministic: bool | None, rng) -> tuple[int, bool]:

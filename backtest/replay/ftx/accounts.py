@@ -6,7 +6,8 @@ live in the float vector `Z` and the int vector `I`, constants in `C`; every ind
 module constant here. The kernel may hold the accounts in another order than the population
 (sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
 its index to the population's, and everything observable (draw keys, events, the order in
-which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror backtest/venues/ftx.py operation for
+which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror
+backtest/venues/ftx.py operation for
 operation (margin_thresholds, account_tav_mf, price_at_margin_fraction).
 """
 from __future__ import annotations

@@ -8,9 +8,23 @@ from numba import njit
 
 from backtest import execution
 from backtest.params import Params
-from backtest.replay.ftx.accounts import (C_CAPHOUR, C_CAPMIN, C_TOPN, I_NCHG, I_POOL_NL, I_POOL_NS, NJ,
-                                          Z_COUNTERPARTY, Z_CUR_HOUR, Z_CUR_MIN, Z_POOL_OUT_L, Z_POOL_OUT_S,
-                                          Z_USED_HOUR, Z_USED_MIN, close_out, requalify, set_qty)
+from backtest.replay.ftx.accounts import (
+    C_CAPHOUR,
+    C_CAPMIN,
+    C_TOPN,
+    I_NCHG,
+    I_POOL_NL,
+    NJ,
+    Z_COUNTERPARTY,
+    Z_CUR_HOUR,
+    Z_CUR_MIN,
+    Z_POOL_OUT_L,
+    Z_USED_HOUR,
+    Z_USED_MIN,
+    close_out,
+    requalify,
+    set_qty,
+)
 
 
 @njit(**NJ)

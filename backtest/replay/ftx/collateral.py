@@ -6,11 +6,24 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.execution import FLOW_COLLATERAL, metaorder_slippage
 from backtest.params import Params
 from backtest.path import CollateralPath
-from backtest.execution import FLOW_COLLATERAL, metaorder_slippage
-from backtest.replay.ftx.accounts import (C_BM, C_BUCKET, C_ETA, C_FEE, C_MAXSLIP, C_MO, C_NC, I_REVALS, MO_OTHER,
-                                          NJ, Z_COLL_OTHER, Z_HAIRCUT, Z_SALECOST)
+from backtest.replay.ftx.accounts import (
+    C_BM,
+    C_BUCKET,
+    C_ETA,
+    C_FEE,
+    C_MAXSLIP,
+    C_MO,
+    C_NC,
+    I_REVALS,
+    MO_OTHER,
+    NJ,
+    Z_COLL_OTHER,
+    Z_HAIRCUT,
+    Z_SALECOST,
+)
 from backtest.venues import ftx
 
 
@@ -50,7 +63,7 @@ def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, Colla
         if cp is None:
             continue
         bars, steps = cp.steps_by_bar(inp.ts_s)
-        for b_, i_ in zip(bars.tolist(), steps.tolist()):
+        for b_, i_ in zip(bars.tolist(), steps.tolist(), strict=True):
             sched.append((b_, ci, float(cp.price[i_]), float(cp.volume_quote[i_])))
     sched.sort(key=lambda r: (r[0], r[1]))
     rv = (np.array([r[0] for r in sched], np.int64), np.array([r[1] for r in sched], np.int64),

@@ -13,13 +13,58 @@ from numba import njit
 
 from backtest import rng as crng
 from backtest.execution import FLOW_LIQUIDATION, feedback_add, metaorder_slippage
-from backtest.replay.ftx.accounts import (C_BUDGET, C_DET, C_ETA, C_FEE, C_FUND0, C_JHI, C_JLO, C_MAXSLIP, C_NEGSHARE,
-                                          C_OHI, C_OLO, C_PROB, C_S1FRAC, C_S1MIN, C_S2MIN, C_BM, C_TICK, C_ZPW,
-                                          C_BASE, C_BUCKET, C_DECAY, C_FB, C_MO, C_PERM, I_FBN,
-                                          CLOSED, K_MARKET, K_SEED, M_OVERFLOW, M_STEP1, M_STEP2, NJ, OPEN, I_PC, I_PO,
-                                          Z_BELOW_SINCE, Z_BELOW_S, Z_FUND, Z_FUND_MIN, Z_INCOME, Z_PAYOUT,
-                                          Z_POOL_OUT_L, Z_TAKEOVER, Z_USED_HOUR, Z_USED_MIN, close_out, requalify,
-                                          set_qty, tav_mf, uniform_hashed)
+from backtest.replay.ftx.accounts import (
+    C_BASE,
+    C_BM,
+    C_BUCKET,
+    C_BUDGET,
+    C_DECAY,
+    C_DET,
+    C_ETA,
+    C_FB,
+    C_FEE,
+    C_FUND0,
+    C_JHI,
+    C_JLO,
+    C_MAXSLIP,
+    C_MO,
+    C_NEGSHARE,
+    C_OHI,
+    C_OLO,
+    C_PERM,
+    C_PROB,
+    C_S1FRAC,
+    C_S1MIN,
+    C_S2MIN,
+    C_TICK,
+    C_ZPW,
+    CLOSED,
+    I_FBN,
+    I_PC,
+    I_PO,
+    K_MARKET,
+    K_SEED,
+    M_OVERFLOW,
+    M_STEP1,
+    M_STEP2,
+    NJ,
+    OPEN,
+    Z_BELOW_S,
+    Z_BELOW_SINCE,
+    Z_FUND,
+    Z_FUND_MIN,
+    Z_INCOME,
+    Z_PAYOUT,
+    Z_POOL_OUT_L,
+    Z_TAKEOVER,
+    Z_USED_HOUR,
+    Z_USED_MIN,
+    close_out,
+    requalify,
+    set_qty,
+    tav_mf,
+    uniform_hashed,
+)
 from backtest.replay.ftx.blp import capacity_room, overflow
 from backtest.replay.ftx.collateral import sqrt_impact, transfer
 
@@ -195,7 +240,8 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         close_out(S, i)
         if S.qty[i] > 0:
             requalify(S, C, i)
-        evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0, float(bar)))
+        evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
+                    float(bar)))
     return qs
 
 

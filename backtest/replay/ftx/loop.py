@@ -15,15 +15,14 @@ nothing. Cost grows with bars + events, not bars x accounts.
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
-from collections import namedtuple
-
 from backtest.execution import feedback_offset
 from backtest.paths import fill_bar_path
-from backtest.replay.ftx.accounts import (C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf,
-                                          trig_dir)
+from backtest.replay.ftx.accounts import C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf, trig_dir
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
@@ -32,11 +31,11 @@ EPS = 1e-9      # relative margin: a tick near a threshold is processed, never s
 
 
 @njit(inline="always", **NJ)
-def fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n, out):
+def fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n, out):
     """Tick prices of bar b from the shared intra-bar path (backtest.paths.fill_bar_path, the
     one Binance's kernel reads too): mode, key (int64) and pf = (near_first_prob, vol_scale,
     time_jitter) from the PathInput."""
-    fill_bar_path(o[b], h[b], l[b], c[b], n, mode, key, ts_s[b], pf[0], out, pf[1], pf[2])
+    fill_bar_path(o[b], h[b], lw[b], c[b], n, mode, key, ts_s[b], pf[0], out, pf[1], pf[2])
 
 
 @njit(**NJ)
@@ -471,7 +470,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
 
 
 @njit(**NJ)
-def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
                hidx, open_order, close_order):
     """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
     ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
@@ -506,7 +505,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
     lo_b = np.empty(nb)
     hi_b = np.empty(nb)
     for b in range(nb):
-        lo_b[b] = min(l[b], min(o[b], c[b]))     # every path mode stays in [L, H] (O, C widen it)
+        lo_b[b] = min(lw[b], min(o[b], c[b]))     # every path mode stays in [L, H] (O, C widen it)
         hi_b[b] = max(h[b], max(o[b], c[b]))
     prices = np.empty(n_ticks)
     raw = np.empty(n_ticks)
@@ -553,10 +552,10 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
                         if not in_act[i]:
                             _put(S, B, i)
         if fb_on:
-            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+            fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
             moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
         else:
-            fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, prices)
+            fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, prices)
         S.I[8] += 1                                  # bars visited
         bv = vol[b]
         bs = sig[b]
@@ -677,7 +676,7 @@ def _to_array(lst, w):
 
 
 @njit(**NJ)
-def run_oracle(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
+def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_bar, rv_coin, rv_price, rv_vol, hptr,
                hidx, open_order, close_order):
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
@@ -698,7 +697,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, l, c, mode, key, pf, n_ticks, rv_b
     for b in range(nb):
         rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
         mark[:] = False
-        fill_ticks(ts_s, o, h, l, c, mode, key, pf, b, n_ticks, raw)
+        fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
         fb_on = C[C_FB] > 0
         for k in range(n_ticks):
             prices[k] = raw[k] * (1.0 + feedback_offset(S.fb, 0, ts_s[b] + k * tick_s, C[C_DECAY])) if fb_on else raw[k]

@@ -59,7 +59,7 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     Z[A.Z_BELOW_SINCE] = -1.0
     Z[A.Z_QL] = float(qty[alive & (side > 0)].sum())
     Z[A.Z_QS] = float(qty[alive & (side < 0)].sum())
-    I = np.zeros(A.NI, np.int64)
+    I = np.zeros(A.NI, np.int64)  # noqa: E741 (the int state vector, as Z is the float one: FtxArrays.I)
     I[A.I_POOL_NL] = I[A.I_POOL_NS] = -1
     nb = inp.n_bars
     S = A.FtxArrays(side=side, qty=qty, entry=pop.entry_price.astype(float).copy(), usd=usd, cbal=cbal, cw=cw,
@@ -164,7 +164,7 @@ class FtxState:
 
     def extra_totals(self) -> dict:
         """Loss accounting (MODEL.md 3.6, 3.7; brief interface 2)."""
-        S, Z = self.S, self.S.Z
+        Z = self.S.Z
         end_t = float(self.inp.ts_s[-1] + self.inp.bar_seconds) if self.inp.n_bars else 0.0
         below = float(Z[A.Z_BELOW_S]) + (end_t - float(Z[A.Z_BELOW_SINCE]) if Z[A.Z_BELOW_SINCE] >= 0 else 0.0)
         out = {k: float(v) for k, v in self.book.items() if not k.startswith("_")}
@@ -197,7 +197,7 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
     rec = Recorder(inp.n_bars)
     if len(ev) > 1 and np.all(np.diff(ev[:, 0]) >= 0):     # time order within the kernel: sort each tick only
         ev = ev[event_order(ev[:, 0], ev[:, 1])]
-    cols = dict(zip(EV_COLS, ev.T)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
+    cols = dict(zip(EV_COLS, ev.T, strict=True)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
     dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
     for c in EV_COLS[:-1]:
         rec.ev[c] = [np.asarray(cols[c]).astype(dtypes.get(c, np.float64))]
@@ -209,7 +209,7 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
             rec.bar_liq[m] = np.bincount(bar[sel], weights=np.asarray(cols["notional_usd"])[sel],
                                          minlength=inp.n_bars).astype(float)
     rec.bar_fund = S.bar_fund
-    lots = dict(zip(LOT_COLS, lt.T)) if len(lt) else {c: np.zeros(0) for c in LOT_COLS}
+    lots = dict(zip(LOT_COLS, lt.T, strict=True)) if len(lt) else {c: np.zeros(0) for c in LOT_COLS}
     book = blp_book(lots, inp, hedge, params, S.bar_coll)
     st = FtxState(S, C, lots, book, inp)
     res = _finish(st, rec, inp, "ftx", params)
