@@ -57,7 +57,7 @@ FIT_KEYS = (
     "population.leverage_low_share", "population.leverage_scale", "population.holding_days",
     "population.holding_tail_ratio", "population.notional_sigma", "population.real_accounts_per_market.BTC",
     "population.real_accounts_per_market.ETH", "population.binance_isolated_share",
-    "population.binance_legacy_share", "disclosure.bandwidth_real_orders",
+    "population.binance_legacy_share", "disclosure.bandwidth_real_orders", "population.cohort_hours",
 )
 # stage 2: FTX's own parameters
 FTX_FIT_KEYS = ("ftx.oi_ratio_to_binance.BTC", "ftx.oi_ratio_to_binance.ETH", "population.ftx_collateral_share.USD")
@@ -178,7 +178,7 @@ def v2_series_daily(sd, params, seed: int, n_accounts: int, *, hedge=None, colla
                       collateral=collateral_paths)
     ev = res.events.copy()
     if len(ev) and sd.venue == "binance":
-        w = np.asarray(pop.weight, float)[ev["account"].to_numpy(np.int64)]
+        w = np.asarray(pop.count_weight, float)[ev["account"].to_numpy(np.int64)]
         ev["reported_usd"] = reported_for_params(ev["t_s"].to_numpy(float), ev["notional_usd"].to_numpy(float), w,
                                                  ev["side"].to_numpy(np.int64), params)
     elif len(ev):
@@ -242,6 +242,7 @@ class Space:
                                       u * (np.log(np.where(self.hi > 0, self.hi, 1))
                                            - np.log(np.where(self.lo > 0, self.lo, 1)))),
                      self.lo + u * (self.hi - self.lo))
+        x = np.clip(x, self.lo, self.hi)     # exp(log) can land a hair outside the range at its ends
         return {k: (int(round(v)) if i else float(v)) for k, v, i in zip(self.keys, x, self.integer, strict=True)}
 
     def to_unit(self, values: dict) -> np.ndarray:
@@ -683,7 +684,7 @@ class CalibrateOptions:
     accounts: int = 100000               # the run's default (population.n_accounts): fit at the N results are shown at
     seed: int = 20221108
     method: str = "powell"
-    max_evals: int = 100
+    max_evals: int = 160                 # Powell: about one pass of line searches over the 11 keys
     ftx_evals: int = 24
     long_share_weight: float = 1.0       # + the monthly long-share MAE (issue 8's one-sidedness target)
     keys: tuple[str, ...] = FIT_KEYS

@@ -41,12 +41,28 @@ drop_stale(__file__, ["rng.py"])
 
 
 @njit(cache=True)
+def _time_at(c, mid, ts):
+    """Time at cumulative real-order count c: linear between the events' weight midpoints
+    (`mid`, increasing) and their seconds (`ts`), flat beyond the first and last."""
+    m = mid.shape[0]
+    if c <= mid[0]:
+        return ts[0]
+    if c >= mid[m - 1]:
+        return ts[m - 1]
+    j = np.searchsorted(mid, c)  # mid[j-1] < c <= mid[j]
+    c0, c1 = mid[j - 1], mid[j]
+    f = (c - c0) / (c1 - c0) if c1 > c0 else 1.0
+    return ts[j - 1] + f * (ts[j] - ts[j - 1])
+
+
+@njit(cache=True)
 def _cells(t_s, side, weight, m_real, max_spread_s):
-    """[a, b) integer-second cell of each event: the span of the same side's liquidations
-    holding max(m_real, w)/2 real orders (cumulative weight) before it and as many after it
-    (an adaptive kernel in real-order units, so the cell does not depend on N; an event that
-    stands for more real orders than m_real spreads them as far as its neighbours holding as
-    many), each half at most max_spread_s / 2; at least its own second."""
+    """[a, b) integer-second cell of each event: the span of the same side's liquidations that
+    holds max(m_real, w) real orders centred on the event's own (cumulative weight mapped to
+    time linearly between the events' weight midpoints, so the cell holds the same real count
+    whatever N: an adaptive kernel in real-order units; an event that stands for more than
+    m_real real orders spreads them halfway to its neighbours), each half at most
+    max_spread_s / 2; at least its own second."""
     n = t_s.shape[0]
     a = np.empty(n, np.int64)
     b = np.empty(n, np.int64)
@@ -64,21 +80,18 @@ def _cells(t_s, side, weight, m_real, max_spread_s):
         if m == 0:
             continue
         ts = np.empty(m)
-        cw = np.empty(m + 1)
-        cw[0] = 0.0
+        mid = np.empty(m)
+        c = 0.0
         for r in range(m):
             ts[r] = np.floor(t_s[idx[r]])
-            cw[r + 1] = cw[r] + weight[idx[r]]
+            w = weight[idx[r]]
+            mid[r] = c + 0.5 * w
+            c += w
         for r in range(m):
             bw = 0.5 * max(m_real, weight[idx[r]])
-            lo_w = cw[r] - bw
-            hi_w = cw[r + 1] + bw
-            # event index holding cumulative weight lo_w / hi_w
-            rl = max(0, min(m - 1, np.searchsorted(cw, lo_w) - 1))
-            rh = max(0, min(m - 1, np.searchsorted(cw, hi_w) - 1))
             t = ts[r]
-            lo = max(ts[rl], t - half)
-            hi = min(ts[rh] + 1.0, t + 1.0 + half)
+            lo = max(_time_at(mid[r] - bw, mid, ts), t - half)
+            hi = min(_time_at(mid[r] + bw, mid, ts) + 1.0, t + 1.0 + half)
             a[idx[r]] = np.int64(np.floor(min(lo, t)))
             b[idx[r]] = np.int64(np.ceil(max(hi, t + 1.0)))
     return a, b

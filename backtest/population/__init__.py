@@ -108,4 +108,5 @@ def per_real_account(pop: Population) -> Population:
                       isolated=pop.isolated, exempt=pop.exempt, account_leverage=pop.account_leverage,
                       venue=pop.venue, symbol=pop.symbol, date=pop.date, start_price=pop.start_price,
                       collateral_prices=dict(pop.collateral_prices), meta=dict(pop.meta, per_real_account=True),
-                      open_s=pop.open_s, close_s=pop.close_s, weight=pop.weight, cohort=pop.cohort)
+                      open_s=pop.open_s, close_s=pop.close_s, weight=pop.weight, cohort=pop.cohort,
+                      count_weight=pop.count_weight)

@@ -63,8 +63,11 @@ class Population:
     v2 (MODEL.md 2): open_s / close_s int64 epoch seconds, the account holds its position in
     [open_s, close_s) (a voluntary close at close_s; the replay ignores it outside that
     interval); weight float64, the number of real accounts this simulated one stands for
-    (the disclosure throttle acts on the real count, MODEL.md 4.5); cohort int32 (-1: none).
-    Defaults: open for the whole run, weight 1, no cohort.
+    (size-dependent margin terms are evaluated at qty / weight); count_weight float64, the
+    expected number of real accounts given the account's notional (its group's real accounts
+    per unit of notional x its qty: the sampled real sizes averaged out), what the disclosure
+    throttle counts (MODEL.md 4.5, backtest/disclosure.py); cohort int32 (-1: none).
+    Defaults: open for the whole run, weight 1, count_weight = weight, no cohort.
     """
 
     side: np.ndarray
@@ -86,6 +89,7 @@ class Population:
     close_s: np.ndarray | None = None
     weight: np.ndarray | None = None
     cohort: np.ndarray | None = None
+    count_weight: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.side)
@@ -97,6 +101,8 @@ class Population:
             self.weight = np.ones(n)
         if self.cohort is None:
             self.cohort = np.full(n, -1, dtype=np.int32)
+        if self.count_weight is None:
+            self.count_weight = np.asarray(self.weight, dtype=float).copy()
 
     def __len__(self) -> int:
         return len(self.side)

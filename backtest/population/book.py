@@ -214,7 +214,8 @@ class _Store:
 
     FIELDS = {"side": np.int8, "qty": float, "entry": float, "lev": float, "acct_lev": float, "wallet": float,
               "isolated": bool, "trigger": float, "open_s": np.int64, "close_s": np.int64, "liq_s": np.int64,
-              "end_s": np.int64, "end_k": np.int64, "weight": float, "cohort": np.int32}
+              "end_s": np.int64, "end_k": np.int64, "weight": float, "count_weight": float,
+              "cohort": np.int32}
 
     def __init__(self, cap: int = 1024):
         self.n = 0
@@ -385,6 +386,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
             size = np.exp(sigma * ndtri(np.clip(U[0], 1e-12, 1 - 1e-12)))
             inv = 1.0 / size
             wgt = opens / tgt * real * share * inv / inv.sum() * mass
+            cwgt = mass * (wgt.sum() / mass.sum())     # E[wgt | qty]: the side's real accounts per coin x qty
             eb = b0 + np.minimum(np.searchsorted(cdf, U[6], side="right"), b1 - b0 - 1)
             entry = bars.close[eb].copy()
             sides = np.full(n, s, np.int8)
@@ -411,7 +413,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
                     "acct_lev": terms["account_leverage"], "wallet": terms["wallet_usd"],
                     "isolated": terms["isolated"], "trigger": terms["trigger"], "open_s": np.full(n, tk, np.int64),
                     "close_s": close, "liq_s": liq, "end_s": end, "end_k": end_k,
-                    "weight": wgt, "cohort": np.full(n, k, np.int32)},
+                    "weight": wgt, "count_weight": cwgt, "cohort": np.full(n, k, np.int32)},
                    terms["collateral"])
 
     keep = st["end_s"] > window_start_s
@@ -449,7 +451,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
                      account_leverage=st["acct_lev"][idx].copy(), venue=venue, symbol=symbol, date=d0,
                      start_price=start_price, collateral_prices=cprices, meta=meta,
                      open_s=st["open_s"][idx].copy(), close_s=close.copy(), weight=st["weight"][idx].copy(),
-                     cohort=st["cohort"][idx].copy())
+                     cohort=st["cohort"][idx].copy(), count_weight=st["count_weight"][idx].copy())
     pop.meta["trigger"] = st["trigger"][idx].copy()
     if bool(params.get("population.exempt_account")):
         _add_exempt(pop, params, window_start_s)
@@ -469,7 +471,7 @@ def _add_exempt(pop: Population, params: Params, start_s: int) -> None:
     p0 = pop.start_price
     app = {"side": np.int8(side), "qty_coin": q, "entry_price": p0, "leverage": lev, "wallet_usd": q * p0 / lev,
            "isolated": False, "exempt": True, "account_leverage": lev, "open_s": np.int64(start_s),
-           "close_s": NEVER, "weight": 1.0, "cohort": np.int32(-1)}
+           "close_s": NEVER, "weight": 1.0, "count_weight": 1.0, "cohort": np.int32(-1)}
     for k, v in app.items():
         arr = getattr(pop, k)
         setattr(pop, k, np.append(arr, np.asarray(v, dtype=arr.dtype)))

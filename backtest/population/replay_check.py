@@ -50,10 +50,12 @@ def replay_book_cohorts(sd, pop: Population, params: Params) -> pd.DataFrame:
         w = pop.weight[idx][acc[keep]]
         out.append(pd.DataFrame({"t_s": ev["t_s"].to_numpy()[keep], "side": ev["side"].to_numpy()[keep],
                                  "mechanism": ev["mechanism"].to_numpy()[keep],
-                                 "notional_usd": ev["notional_usd"].to_numpy()[keep] * w, "weight": w}))
+                                 "notional_usd": ev["notional_usd"].to_numpy()[keep] * w, "weight": w,
+                                 "count_weight": pop.count_weight[idx][acc[keep]]}))
     if not out:
-        return pd.DataFrame(columns=["t_s", "side", "mechanism", "notional_usd", "weight", "reported_usd"])
+        return pd.DataFrame(columns=["t_s", "side", "mechanism", "notional_usd", "weight", "count_weight",
+                                     "reported_usd"])
     ev = pd.concat(out, ignore_index=True).sort_values("t_s").reset_index(drop=True)
     ev["reported_usd"] = reported_for_params(ev["t_s"].to_numpy(float), ev["notional_usd"].to_numpy(),
-                                             ev["weight"].to_numpy(), ev["side"].to_numpy(), params)
+                                             ev["count_weight"].to_numpy(), ev["side"].to_numpy(), params)
     return ev

@@ -68,6 +68,7 @@ class BinanceState:
         self.adl_counterparty_usd = 0.0
         self.liquidated = np.zeros(len(self.qty), dtype=bool)
         self.weight = pop.weight
+        self.count_weight = pop.count_weight
         self.g_open, self.g_close = live_ticks(inp, pop)
         self.closed = np.zeros(len(self.qty), dtype=bool)
         self.oi_daily = None
@@ -293,6 +294,7 @@ class BinanceOutcome:
     weight: np.ndarray
     final_qty_: np.ndarray
     oi_daily: pd.DataFrame | None = None
+    count_weight: np.ndarray | None = None
 
     def exempt_deficit(self) -> float:
         return self.deficit
@@ -375,7 +377,7 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     out = BinanceOutcome(qty=qty, wallet=wallet, liquidated=liquidated, fund=float(fund), fund_start=fund_start,
                          fund_min=float(fund_min), adl_usd=float(adl_usd), adl_counterparty_usd=float(adl_cp),
                          deficit=exempt_deficit(inp, exempt, g_open, side, final_qty, entry, wallet),
-                         weight=pop.weight, final_qty_=final_qty,
+                         weight=pop.weight, final_qty_=final_qty, count_weight=pop.count_weight,
                          oi_daily=oi_daily_frame(inp, dt_, ds, dq))
     return _finish(out, rec, inp, "binance", params)
 

@@ -74,8 +74,8 @@ def reported_usd(ev: pd.DataFrame, venue: str, weight: np.ndarray | None, params
 
     The one place the disclosure rule is applied. Binance: one order per symbol-second on the
     *real* account count (backtest.disclosure: each simulated event stands for `weight` real
-    orders of the account), so the reported figure does not move with the simulated N. FTX:
-    every fill is flagged."""
+    orders: the account's count_weight, its expected real count given its notional), so the
+    reported figure does not move with the simulated N. FTX: every fill is flagged."""
     if not len(ev):
         return np.zeros(0)
     notional = ev["notional_usd"].to_numpy(float)
@@ -159,7 +159,8 @@ def _finish(st, rec: Recorder, inp: PathInput, venue: str, params: Params) -> Se
     (venue-specific keys merged into the loss accounting, e.g. FTX's BLP parts), `final_qty()`
     and `oi_daily` (DataFrame date, side, oi_usd)."""
     ev = rec.events_frame()
-    rep = reported_usd(ev, venue, getattr(st, "wt", getattr(st, "weight", None)), params)
+    w = getattr(st, "count_weight", None)
+    rep = reported_usd(ev, venue, w if w is not None else getattr(st, "wt", getattr(st, "weight", None)), params)
     ev["reported_usd"] = rep
     ev["reported"] = rep > 0 if len(ev) else np.zeros(0, bool)
     liq = {m: float(ev.loc[ev.mechanism == m, "notional_usd"].sum()) if len(ev) else 0.0 for m in MECHS}

@@ -383,3 +383,42 @@ def test_the_leverage_tail_holds_for_tail_ratio_of_the_holding_time():
         assert cens.sum() / done.sum() == pytest.approx(mean_d, rel=0.12)
     T = pop.meta["step_s"]
     np.testing.assert_allclose(model_oi_coin(pop, T[T >= start], 1), 10_000.0, rtol=1e-9)
+
+
+def test_count_weight_is_the_expected_weight_given_the_notional():
+    """count_weight (what the disclosure throttle counts) is the cohort side's real accounts
+    spread in proportion to notional: proportional to qty inside a cohort side, the same real
+    count as `weight` (the book keeps a random subset of each cohort: equal in expectation),
+    and none of the size draws' spread."""
+    bars = flat_bars(40)
+    start, end = T0 + 20 * DAY, T0 + 30 * DAY
+    pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=4000)
+    assert pop.count_weight.sum() == pytest.approx(pop.weight.sum(), rel=0.1)
+    spread = []
+    for c in np.unique(pop.cohort):
+        for s in (1, -1):
+            m = (pop.cohort == c) & (pop.side == s)
+            if m.sum() < 2:
+                continue
+            np.testing.assert_allclose(pop.count_weight[m] / pop.qty_coin[m],
+                                       pop.count_weight[m][0] / pop.qty_coin[m][0], rtol=1e-9)
+            if m.sum() >= 20:
+                spread.append(np.std(np.log(pop.weight[m] / pop.qty_coin[m])))
+    assert len(spread) >= 3 and np.mean(spread) > 0.5      # weight carries the lognormal size draws
+
+
+@pytest.mark.parametrize("window", ["2022-05", "2022-11"])
+def test_binance_reported_stable_between_20k_and_200k_accounts(lake, window):
+    """Issue 8's check on the real data, calibrated defaults: a crash window's Binance BTC
+    reported notional at 20,000 and 200,000 simulated accounts within 15%."""
+    from backtest.catalog import Catalog
+    from backtest.replay import run_series
+    sc = load_scenarios()
+    p = default_params()
+    sd = SeriesLoader(Catalog(lake), sc, params=p).load(sc.window(window), "binance", "BTC")
+    rep = {}
+    for n in (20_000, 200_000):
+        ev = run_series(sd, p, 20221108, n_accounts=n)[2]
+        rep[n] = float(ev["reported_usd"].sum())
+    assert rep[200_000] > 0
+    assert rep[20_000] == pytest.approx(rep[200_000], rel=0.15), rep
