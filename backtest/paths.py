@@ -375,20 +375,21 @@ def path_settings(params) -> dict:
     An unknown mode is a ParamsError naming the key and the choices."""
     from backtest.params import ParamsError
 
-    name = str(params.get("path.mode")).strip().lower()
+    pm = params.path_model
+    name = pm.mode.strip().lower()
     if name not in MODES:
-        raise ParamsError(f"parameter path.mode: {params.get('path.mode')!r} is not one of "
+        raise ParamsError(f"parameter path.mode: {pm.mode!r} is not one of "
                           f"{', '.join(repr(m) for m in MODES)}")
-    p = float(params.get("path.near_first_prob"))
+    p = pm.near_first_prob
     if not 0.0 <= p <= 1.0:
         raise ParamsError(f"parameter path.near_first_prob: {p} is not in [0, 1]")
-    draws = int(params.get("path.draws"))
+    draws = pm.draws
     if draws < 1:
         raise ParamsError(f"parameter path.draws: {draws} must be at least 1")
-    vs = float(params.get("path.vol_scale"))
+    vs = pm.vol_scale
     if vs < 0:
         raise ParamsError(f"parameter path.vol_scale: {vs} must be >= 0")
-    tj = float(params.get("path.time_jitter"))
+    tj = pm.time_jitter
     if not 0.0 <= tj <= 1.0:
         raise ParamsError(f"parameter path.time_jitter: {tj} is not in [0, 1]")
     return {"mode": MODES[name], "near_first_prob": p, "vol_scale": vs, "time_jitter": tj, "draws": draws}
