@@ -73,15 +73,21 @@ def parkinson_sigma_1m(h, lw, bar_minutes):
 
 
 @njit(cache=True)
-def linear_vertices(o, h, lw, c, n_ticks):
-    """The v1 path's waypoints (backtest/path.py bar_paths, same arithmetic):
-    (k1, k2, e1, e2) with O at tick 0, e1 at k1, e2 at k2, C at n_ticks - 1."""
+def linear_legs(o, h, lw, c):
+    """The v1 linear path's legs O -> e1 -> e2 -> C, e1 the extreme nearer the open:
+    (e1, e2, d1, d2, d3), d the legs' lengths in price (the path moves at constant speed in
+    price). Shared by linear_vertices and the cohort book's crossing times."""
     high_first = (h - o) < (o - lw)
     e1 = h if high_first else lw
     e2 = lw if high_first else h
-    d1 = abs(e1 - o)
-    d2 = abs(e2 - e1)
-    d3 = abs(c - e2)
+    return e1, e2, abs(e1 - o), abs(e2 - e1), abs(c - e2)
+
+
+@njit(cache=True)
+def linear_vertices(o, h, lw, c, n_ticks):
+    """The v1 path's waypoints (backtest/path.py bar_paths, same arithmetic):
+    (k1, k2, e1, e2) with O at tick 0, e1 at k1, e2 at k2, C at n_ticks - 1."""
+    e1, e2, d1, d2, d3 = linear_legs(o, h, lw, c)
     tot = d1 + d2 + d3
     span = n_ticks - 1
     f1 = d1 / tot if tot > 0 else 0.0

@@ -55,10 +55,11 @@ from scipy.special import ndtri
 from backtest import rng as R
 from backtest.kernel_cache import drop_stale
 from backtest.params import Params
+from backtest.paths import linear_legs
 from backtest.population.accounts import NEVER, Population, TermsSpec, tail_uniforms
 from backtest.venues import ftx as ftx_venue
 
-drop_stale(__file__, ["rng.py", "population/accounts.py"])
+drop_stale(__file__, ["rng.py", "paths.py", "population/accounts.py"])
 
 BLOCK = 256
 KIND_COUNT = 11     # stochastic rounding of a cohort's account count (counter: step * 2 + side)
@@ -126,12 +127,7 @@ class BookBars:
 def _cross_time(side, trig, o, h, lw, c, ts, dur):
     """Seconds into a bar (as absolute time) when the v1 linear path O -> nearer extreme ->
     other extreme -> C (constant speed in price) first reaches `trig` (long: <=, short: >=)."""
-    high_first = (h - o) < (o - lw)
-    e1 = h if high_first else lw
-    e2 = lw if high_first else h
-    d1 = abs(e1 - o)
-    d2 = abs(e2 - e1)
-    d3 = abs(c - e2)
+    e1, e2, d1, d2, d3 = linear_legs(o, h, lw, c)
     tot = d1 + d2 + d3
     if tot <= 0.0:
         return ts
