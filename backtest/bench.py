@@ -110,7 +110,7 @@ def _inputs(n_bars: int, seed: int, params, slice_from: int = 0) -> dict:
     out = {}
     for coin in MARKETS:
         bars = synthetic_bars(coin, slice_from + n_bars, seed).iloc[slice_from:].reset_index(drop=True)
-        inp = PathInput.from_bars(bars, 60, tick_s=float(params.get("ftx.tick_s")), sigma_1m=MARKETS[coin][1],
+        inp = PathInput.from_bars(bars, 60, tick_s=params.ftx.tick_s, sigma_1m=MARKETS[coin][1],
                                   adv_usd=MARKETS[coin][3])
         out[coin] = (bars, inp, _entry_bars(bars, seed))
     return out
@@ -124,7 +124,7 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     t0 = time.perf_counter()
     data = _inputs(n_bars, seed, params)
     print(f"synthetic path: {len(MARKETS)} markets x {len(VENUES)} venues, {n_bars:,} one-minute bars each, "
-          f"engine tick {params.get('ftx.tick_s')} s ({time.perf_counter() - t0:.1f}s to build)")
+          f"engine tick {params.ftx.tick_s} s ({time.perf_counter() - t0:.1f}s to build)")
     t0 = time.perf_counter()
     run_workload(_inputs(30, seed, params), 50, params, seed, venues=venues)
     compile_s = time.perf_counter() - t0

@@ -111,15 +111,16 @@ def daily_from_events(ev: pd.DataFrame, window: str, venue: str, market: str) ->
 
 class ReplaySimulator:
     """`(params) -> daily frame` over preloaded series: `backtest.replay.run_series` per
-    (window, venue, coin) at `n_accounts`, seed fixed. Windows and series load once."""
+    (window, venue, coin) at `n_accounts`, seed fixed. Windows and series load once, with
+    `params` (the warm-up span, the OI ratios); each call replays with the params it is given."""
 
-    def __init__(self, catalog, scenarios, window_ids: Iterable[str], *, venues=("binance",), coins=COINS,
+    def __init__(self, catalog, scenarios, window_ids: Iterable[str], *, params, venues=("binance",), coins=COINS,
                  n_accounts: int = 5000, seed: int = 20221108, lookback_days: float = 14.0, book: str = "run"):
 
         if book not in ("run", "v2"):
             raise ValueError(f"book must be 'run' or 'v2', not {book!r}")
         self.n_accounts, self.seed, self.venues, self.book = int(n_accounts), int(seed), tuple(venues), book
-        self.loader = SeriesLoader(catalog, scenarios, lookback_days=lookback_days)
+        self.loader = SeriesLoader(catalog, scenarios, params=params, lookback_days=lookback_days)
         self.loaded, self.problems = [], []
         need = tuple(dict.fromkeys(list(venues) + (["binance"] if "ftx" in venues else [])))
         for wid in window_ids:
@@ -717,7 +718,7 @@ def calibrate(catalog, scenarios, params, opts: CalibrateOptions, *, say: Callab
         if Path(opts.calibration_csv).exists() else []
     pub_windows = sorted({w.id for w in crash for t in published
                           if any(pd.Timestamp(d, tz="UTC") in set(window_days(w)) for d in t.days)})
-    kw = dict(coins=COINS, n_accounts=opts.accounts, seed=opts.seed, book=opts.book)
+    kw = dict(params=params, coins=COINS, n_accounts=opts.accounts, seed=opts.seed, book=opts.book)
     train_sim = train_sim or ReplaySimulator(catalog, scenarios, [opts.year_window], venues=("binance",), **kw)
     valid_sim = valid_sim or ReplaySimulator(catalog, scenarios, [w.id for w in crash], venues=("binance", "ftx"), **kw)
     if ftx_sim is None and pub_windows:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fetch.cmdline import non_negative_int, positive_int
+from fetch.cmdline import add_lake_option, non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "short liquidations on the 2022 days outside the windows; stage 2 fits FTX's own parameters "
                     "to FTX's published 24 h totals; validates on the window days and writes the fitted values "
                     "with their provenance into the parameter file.")
-    p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
+    add_lake_option(p)
     p.add_argument("--params", metavar="FILE", help="parameter file to start from (default backtest/params.toml)")
     p.add_argument("--params-out", metavar="FILE",
                    help="write the fitted values to this file instead of into the parameter file read")

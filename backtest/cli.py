@@ -23,7 +23,7 @@ from pathlib import Path
 from backtest.fmt import money
 from backtest.params import load_params
 from backtest.results import add_per_1b, load_results
-from fetch.cmdline import non_negative_int, positive_int
+from fetch.cmdline import add_lake_option, non_negative_int, positive_int
 from fetch.errors import UserError
 from fetch.progress import progress_bar
 
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
                    help="accounts per series (default population.n_accounts)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<run-id>)")
-    p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
+    add_lake_option(p)
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
     p.add_argument("--no-resume", action="store_true", help="recompute windows already in <out>/.parts")
     p.set_defaults(func=cmd_run)

@@ -24,7 +24,7 @@ import numpy as np
 
 from backtest.cli import DEFAULT_SEED
 from backtest.fmt import money
-from fetch.cmdline import non_negative_int, positive_int
+from fetch.cmdline import add_lake_option, non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--search-evals", type=non_negative_int, default=12, metavar="N",
                    help="model runs for the frontier search after the sweep (default 12; 0: none)")
     p.add_argument("--deterministic", action="store_true", help="FTX step 1 in expected-value mode (no draws)")
-    p.add_argument("--lake", metavar="DIR", help="lake root (default $LIQREPLAY_LAKE, else ./lake)")
+    add_lake_option(p)
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
     p.add_argument("--bench", action="store_true",
                    help="print samples per second with 1 and 2 local workers (--samples per measurement)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backtest.catalog import Catalog
+from backtest.params import load_params
 from backtest.scenarios import COINS, DataUnavailable, load_scenarios
 from backtest.series_loader import SeriesLoader
 
@@ -28,7 +29,7 @@ def window_view(lake_root: Path | str, *, venues=None, symbols=None, scenarios_f
     matches its coin, e.g. BTC, or the venue's own symbol, e.g. BTCUSDT)."""
     sc = load_scenarios(scenarios_file)
     cat = Catalog(lake_root)
-    loader = SeriesLoader(cat, sc)
+    loader = SeriesLoader(cat, sc, params=load_params())  # a command: it reads the parameter file
     want_sym = {s.upper() for s in symbols} if symbols else None
     lines: list[str] = []
     for w in sc.windows:

@@ -333,7 +333,7 @@ IMPACT_MODES = ("v1", "v2")
 def impact_mode(params) -> str:
     """`impact.mode`: "v2" (MODEL.md 5: the bar's own sigma, metaorders per impact.bucket_s) or
     "v1" (each order alone at the window's sigma, the first release's rule)."""
-    mode = str(params.get("impact.mode"))
+    mode = params.impact.mode
     if mode not in IMPACT_MODES:
         raise ValueError(f"impact.mode = {mode!r}: use one of {', '.join(IMPACT_MODES)} (backtest/params.toml)")
     return mode
@@ -346,18 +346,16 @@ def bar_sigmas(high, low, bar_minutes: float, window_sigma: float, params) -> np
     if impact_mode(params) == "v1":
         return np.full(high.shape[0], float(window_sigma))
     return bar_sigmas_1m(high, np.ascontiguousarray(low, dtype=np.float64), float(bar_minutes),
-                         float(params.get("impact.sigma_floor_1m")))
+                         params.impact.sigma_floor_1m)
 
 
 def impact_settings(params, venue: str) -> dict:
     """The impact parameters of one venue as plain numbers for the kernels: mode ("v1" |
     "v2"), metaorders (bool: v2), eta, taker_fee, max_slippage, bucket_s, sigma_floor_1m,
     feedback (bool), baseline_share, permanent_share, decay_s."""
-    g = params.get
+    ex, imp = params.execution, params.impact
     mode = impact_mode(params)
-    return {"mode": mode, "metaorders": mode == "v2",
-            "eta": float(g(f"execution.eta.{venue}")), "taker_fee": float(g(f"execution.taker_fee.{venue}")),
-            "max_slippage": float(g("execution.max_slippage")), "bucket_s": float(g("impact.bucket_s")),
-            "sigma_floor_1m": float(g("impact.sigma_floor_1m")), "feedback": bool(g("impact.feedback")),
-            "baseline_share": float(g("impact.baseline_share")),
-            "permanent_share": float(g("impact.permanent_share")), "decay_s": float(g("impact.decay_s"))}
+    return {"mode": mode, "metaorders": mode == "v2", "eta": ex.eta[venue], "taker_fee": ex.taker_fee[venue],
+            "max_slippage": ex.max_slippage, "bucket_s": imp.bucket_s, "sigma_floor_1m": imp.sigma_floor_1m,
+            "feedback": imp.feedback, "baseline_share": imp.baseline_share,
+            "permanent_share": imp.permanent_share, "decay_s": imp.decay_s}

@@ -382,5 +382,5 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 @functools.lru_cache(maxsize=1)
 def default_params() -> Params:
-    """backtest/params.toml as loaded once (the engines' default when no Params is given)."""
+    """backtest/params.toml as loaded once (for entry points and tests; the engines take a Params)."""
     return load_params()

@@ -73,15 +73,21 @@ def parkinson_sigma_1m(h, lw, bar_minutes):
 
 
 @njit(cache=True)
-def linear_vertices(o, h, lw, c, n_ticks):
-    """The v1 path's waypoints (backtest/path.py bar_paths, same arithmetic):
-    (k1, k2, e1, e2) with O at tick 0, e1 at k1, e2 at k2, C at n_ticks - 1."""
+def linear_legs(o, h, lw, c):
+    """The v1 linear path's legs O -> e1 -> e2 -> C, e1 the extreme nearer the open:
+    (e1, e2, d1, d2, d3), d the legs' lengths in price (the path moves at constant speed in
+    price). Shared by linear_vertices and the cohort book's crossing times."""
     high_first = (h - o) < (o - lw)
     e1 = h if high_first else lw
     e2 = lw if high_first else h
-    d1 = abs(e1 - o)
-    d2 = abs(e2 - e1)
-    d3 = abs(c - e2)
+    return e1, e2, abs(e1 - o), abs(e2 - e1), abs(c - e2)
+
+
+@njit(cache=True)
+def linear_vertices(o, h, lw, c, n_ticks):
+    """The v1 path's waypoints (backtest/path.py bar_paths, same arithmetic):
+    (k1, k2, e1, e2) with O at tick 0, e1 at k1, e2 at k2, C at n_ticks - 1."""
+    e1, e2, d1, d2, d3 = linear_legs(o, h, lw, c)
     tot = d1 + d2 + d3
     span = n_ticks - 1
     f1 = d1 / tot if tot > 0 else 0.0
@@ -375,20 +381,21 @@ def path_settings(params) -> dict:
     An unknown mode is a ParamsError naming the key and the choices."""
     from backtest.params import ParamsError
 
-    name = str(params.get("path.mode")).strip().lower()
+    pm = params.path_model
+    name = pm.mode.strip().lower()
     if name not in MODES:
-        raise ParamsError(f"parameter path.mode: {params.get('path.mode')!r} is not one of "
+        raise ParamsError(f"parameter path.mode: {pm.mode!r} is not one of "
                           f"{', '.join(repr(m) for m in MODES)}")
-    p = float(params.get("path.near_first_prob"))
+    p = pm.near_first_prob
     if not 0.0 <= p <= 1.0:
         raise ParamsError(f"parameter path.near_first_prob: {p} is not in [0, 1]")
-    draws = int(params.get("path.draws"))
+    draws = pm.draws
     if draws < 1:
         raise ParamsError(f"parameter path.draws: {draws} must be at least 1")
-    vs = float(params.get("path.vol_scale"))
+    vs = pm.vol_scale
     if vs < 0:
         raise ParamsError(f"parameter path.vol_scale: {vs} must be >= 0")
-    tj = float(params.get("path.time_jitter"))
+    tj = pm.time_jitter
     if not 0.0 <= tj <= 1.0:
         raise ParamsError(f"parameter path.time_jitter: {tj} is not in [0, 1]")
     return {"mode": MODES[name], "near_first_prob": p, "vol_scale": vs, "time_jitter": tj, "draws": draws}

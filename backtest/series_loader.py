@@ -24,7 +24,7 @@ from backtest.bars import (
     sigma_1m_of,
     tf_minutes,
 )
-from backtest.params import default_params
+from backtest.params import Params
 from backtest.path import CollateralPath
 from backtest.scenarios import DataUnavailable, PriceSource, Scenarios, Window
 from fetch.lake import LakeDamaged
@@ -90,13 +90,11 @@ class SeriesData:
 class SeriesLoader:
     """Queries the Catalog for a window's series. Holds the choices made (for `coverage`)."""
 
-    def __init__(self, catalog, scenarios: Scenarios, *, lookback_days: float = 14.0, params=None,
+    def __init__(self, catalog, scenarios: Scenarios, *, params: Params, lookback_days: float = 14.0,
                  warmup_days: float | None = None):
         self.catalog = catalog
         self.sc = scenarios
         self.lookback_days = lookback_days
-        if params is None:
-            params = default_params()
         self.params = params
         # the warm-up bars cover the largest warm-up the parameter ranges allow plus the entry
         # lookback, so a sweep over warmup_days needs no reload

@@ -299,7 +299,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
     # here first (a tiny series per venue; nothing when the cache has them), then they load it
     if executor is None and scheduler is None and (workers is None or int(workers) > 1):
         if not all(warmup.kernel_cached(v) for v in vs):
-            warmup.warm(vs)
+            warmup.warm(vs, params)
     # connect first: a scheduler that does not answer is said within connect_timeout, before any loading
     ex = executor or open_executor(workers=workers, scheduler=scheduler, connect_timeout=connect_timeout,
                                    processes=processes)
@@ -313,7 +313,7 @@ def run_sweep(windows, *, lake, params=None, seed: int = api.DEFAULT_SEED, sampl
 
 def _sweep(ex, wins, vs, cs, dims, params, sc, catalog, snapshot, *, seed, samples, accounts, out, deterministic,
            on_progress, search, search_evals) -> SweepResult:
-    loader = SeriesLoader(catalog, sc, lookback_days=float(params.get("population.entry_lookback_days")),
+    loader = SeriesLoader(catalog, sc, lookback_days=params.population.entry_lookback_days,
                           params=params)
     loaded, skipped = [], []
     for w in wins:

@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 
+from fetch.cmdline import add_lake_option
 from fetch.errors import EnvironmentFault, UserError
 from fetch.lake import Lake, resolve_lake
 from fetch.lock import RunLock, lake_lock_path
@@ -27,11 +28,6 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _add_lake(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lake", metavar="DIR", default=None,
-                   help="lake folder (default: $LIQREPLAY_LAKE, else ./lake)")
-
-
 def register(subparsers) -> None:
     """Add `import` and `data status` to the `liqreplay` parser."""
     p = subparsers.add_parser(
@@ -39,7 +35,7 @@ def register(subparsers) -> None:
         description="Import a folder described by datasets.csv and/or freqtrade-style data files "
                     "(<exchange>/<BASE>_<QUOTE>-<tf>.json, <exchange>/futures/...-futures.json). Idempotent.")
     p.add_argument("directory", metavar="DIR")
-    _add_lake(p)
+    add_lake_option(p)
     p.add_argument("--max-bad", type=_fraction, default=0.5, metavar="FRACTION",
                    help="refuse a file whose invalid rows exceed this fraction (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress display even on a terminal")
@@ -51,7 +47,7 @@ def register(subparsers) -> None:
                         description="Per scenario window: which series each venue and market would run on, "
                                     "how much of the window they cover, what is missing and the command that "
                                     "fetches it. --all: every series of the lake (rows, first/last, gaps).")
-    _add_lake(s)
+    add_lake_option(s)
     s.add_argument("--all", action="store_true", help="the full table: every series of the lake")
     s.add_argument("--venue", action="append", metavar="VENUE", help="only this venue (repeatable)")
     s.add_argument("--symbol", action="append", metavar="SYMBOL",
@@ -64,7 +60,7 @@ def register(subparsers) -> None:
                         description="Read every data file and check it against its coverage manifest "
                                     "(size, sha256, readable Parquet, row count) and list files no manifest "
                                     "lists. Exit 0 all good, 1 problems found (or left after --repair).")
-    _add_lake(v)
+    add_lake_option(v)
     v.add_argument("--repair", action="store_true",
                    help="drop what is broken (file, manifest entry, complete marks) so it is written again")
     v.add_argument("--source", metavar="DIR", default=None,

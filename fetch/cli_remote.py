@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from fetch import timerange
+from fetch.cmdline import add_lake_option
 from fetch.errors import UserError
 from fetch.lake import Lake, resolve_lake
 from fetch.lock import RunLock, lake_lock_path
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     f.add_argument("--api-url", default="", help="base-URL override (mirror, test server)")
     f.add_argument("--tail", default="", choices=["", "ccxt"],
                    help="binance_vision: take days the archive lacks from REST")
-    f.add_argument("--lake", default=None, help="lake folder (else $LIQREPLAY_LAKE, else ./lake)")
+    add_lake_option(f)
     f.set_defaults(func=cmd_fetch)
 
     r = subparsers.add_parser(
@@ -42,8 +43,7 @@ def register(subparsers) -> None:
         description="Fetch what the lake is missing for every job of a TOML config. "
                     "Exit 0 all done, 75 temporary failure (retry later), 1 needs a person.")
     r.add_argument("--config", required=True, help="TOML file (see fetch/refresh.example.toml)")
-    r.add_argument("--lake", default=None, help="lake folder (else the config's, "
-                                                "$LIQREPLAY_LAKE, ./lake)")
+    add_lake_option(r, "lake folder (default the config's, else $LIQREPLAY_LAKE, else ./lake)")
     r.add_argument("--summary", default=None,
                    help="JSON summary path (default <lake>/_refresh/summary.json)")
     r.set_defaults(func=cmd_refresh)

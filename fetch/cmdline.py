@@ -24,6 +24,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+LAKE_HELP = "lake folder (default $LIQREPLAY_LAKE, else ./lake)"
+
+
+def add_lake_option(parser: argparse.ArgumentParser, help_text: str = LAKE_HELP) -> None:
+    """`--lake DIR`, the option of every command that reads or writes the lake (resolved by
+    fetch.lake.resolve_lake: the folder given, else $LIQREPLAY_LAKE, else ./lake)."""
+    parser.add_argument("--lake", metavar="DIR", default=None, help=help_text)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (seeds, sample counts)."""
     return _int_at_least(text, 0)

@@ -58,7 +58,7 @@ def build_population(sd, params: Params, seed: int, n_accounts: int | None = Non
     the window and through it (book.py). n_accounts (default `population.n_accounts`): the
     expected number of simulated accounts in the book; each stands for `weight` real ones.
     Draws are keyed by (seed, venue, market, window, account), so a book is reproducible."""
-    n = int(params.get("population.n_accounts") if n_accounts is None else n_accounts)
+    n = int(params.population.n_accounts if n_accounts is None else n_accounts)
     asof, oi, src = oi_path_arrays(sd, params)
     frames = []
     wb = getattr(sd, "warmup_bars", None)

@@ -115,7 +115,7 @@ class Population:
         """|position| notional at `price`."""
         return self.qty_coin * np.asarray(price, dtype=float)
 
-    def collateral_value_usd(self, prices: dict[str, float] | None = None, params: Params | None = None) -> np.ndarray:
+    def collateral_value_usd(self, prices: dict[str, float] | None = None, *, params: Params) -> np.ndarray:
         """FTX weighted value of the non-USD collateral at `prices` (default: the start prices)."""
         prices = {**self.collateral_prices, **(prices or {})}
         total = np.zeros(self.n)
@@ -151,9 +151,8 @@ def _balance_for_value(value_usd: np.ndarray, price: float, weight: float, imf_f
 
 
 def _draw_leverage(n: int, cap, params: Params, rng: np.random.Generator) -> np.ndarray:
-    low_share = float(params.get("population.leverage_low_share"))
-    lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
-    scale = float(params.get("population.leverage_scale"))
+    pp = params.population
+    low_share, lo, hi, scale = pp.leverage_low_share, pp.leverage_low_min, pp.leverage_low_max, pp.leverage_scale
     if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
         raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
     cap = np.broadcast_to(np.asarray(cap, float), (n,))
@@ -194,7 +193,7 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
             raise ValueError(f"entry_bars needs a {col!r} column")
     if "ts" in entry_bars.columns and len(entry_bars) > 1:
         # keep the `population.entry_lookback_days` before the last bar (a longer frame is trimmed)
-        days = float(params.get("population.entry_lookback_days"))
+        days = params.population.entry_lookback_days
         ts = pd.to_datetime(entry_bars["ts"], utc=True)
         entry_bars = entry_bars.loc[(ts >= ts.max() - pd.Timedelta(days=days)).to_numpy()]
     close = entry_bars["close"].to_numpy(dtype=float)
@@ -206,11 +205,12 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     p0 = float(close[-1] if start_price is None else start_price)
     if not np.isfinite(p0) or p0 <= 0:
         raise ValueError("start_price must be > 0")
-    n = int(params.get("population.n_accounts") if n_accounts is None else n_accounts)
+    pp = params.population
+    n = int(pp.n_accounts if n_accounts is None else n_accounts)
     if n < 2:
         raise ValueError("population.n_accounts must be >= 2")
-    sigma = float(params.get("population.notional_sigma"))
-    long_share = float(params.get("population.long_share") if long_share is None else long_share)
+    sigma = pp.notional_sigma
+    long_share = float(pp.long_share if long_share is None else long_share)
     if sigma < 0 or not (0 < long_share < 1):
         raise ValueError("population.notional_sigma must be >= 0 and long_share in (0, 1)")
 
@@ -220,9 +220,9 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     side[rng.permutation(n)[:n_long]] = 1
 
     # exempt account
-    exempt_on = bool(params.get("population.exempt_account"))
-    ex_share = float(params.get("population.exempt_notional_share")) if exempt_on else 0.0
-    ex_side = int(params.get("population.exempt_side"))
+    exempt_on = pp.exempt_account
+    ex_share = pp.exempt_notional_share if exempt_on else 0.0
+    ex_side = pp.exempt_side
     if exempt_on and (ex_side not in (-1, 1) or not (0 <= ex_share < 1)):
         raise ValueError("population.exempt_side must be +1/-1 and exempt_notional_share in [0, 1)")
 
@@ -250,11 +250,11 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
             cap = np.minimum(ftx.max_leverage(d, params), np.where(size_imf > 0, 1.0 / size_imf, np.inf))
         cap = np.maximum(cap, 1.0)
     else:
-        cap = np.asarray(binance.max_leverage(symbol, d, qty * entry, params), float)
+        cap = np.asarray(binance.max_leverage(symbol, d, qty * entry, params=params), float)
         cap = np.broadcast_to(cap, (n_all,)).copy()
     lev = _draw_leverage(n_all, cap, params, rng)
     if exempt_on:
-        lev[-1] = min(float(params.get("population.exempt_leverage")), cap[-1])
+        lev[-1] = min(pp.exempt_leverage, cap[-1])
     margin = qty * entry / lev
     exempt = np.zeros(n_all, dtype=bool)
     exempt[-1] = exempt_on
@@ -266,18 +266,13 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
     coin = ftx.coin_of(symbol)
 
     if v == "ftx":
-        acct_lev = np.clip(np.maximum(float(params.get("population.ftx_account_leverage")), lev), 1.0, cap)
-        shares = {k.rsplit(".", 1)[1]: float(params.get(k)) for k in params.keys()
-                  if k.startswith("population.ftx_collateral_share.")}
-        if any(s_ < 0 for s_ in shares.values()) or sum(shares.values()) <= 0:
-            raise ValueError("population.ftx_collateral_share.* must be >= 0 and not all 0")
-        total = sum(shares.values())
-        shares = {k: s_ / total for k, s_ in shares.items()}
+        acct_lev = np.clip(np.maximum(pp.ftx_account_leverage, lev), 1.0, cap)
+        shares = ftx_collateral_shares(params)
         prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
         prices.setdefault(coin, p0)
         folded = []
         usd_share = shares.pop("USD", 0.0)
-        numerator = float(params.get("ftx.collateral_haircut_numerator"))
+        numerator = params.ftx.collateral_haircut_numerator
         for c, sh in shares.items():
             if sh == 0:
                 continue
@@ -306,8 +301,8 @@ def make_population(venue: str, symbol: str, *, oi_usd: float, entry_bars: pd.Da
         meta["n_topped_up"] = int(bad.sum())
         account_leverage = acct_lev
     else:
-        iso_share = float(params.get("population.binance_isolated_share"))
-        extra = float(params.get("population.binance_cross_extra_margin"))
+        iso_share = pp.binance_isolated_share
+        extra = pp.binance_cross_extra_margin
         isolated = rng.random(n_all) < iso_share
         wallet = np.where(isolated, margin, margin * (1.0 + extra))
         br = binance.brackets_for(symbol, d, params)
@@ -363,9 +358,8 @@ def leverage_from_uniforms(u_low, u_tail, u_body, cap, params: Params) -> np.nda
     """The v1 leverage mixture from given uniforms: `leverage_low_share` uniform on
     [low_min, low_max], the rest log-uniform from low_max to the cap; times leverage_scale,
     clipped to [1, cap]."""
-    low_share = float(params.get("population.leverage_low_share"))
-    lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
-    scale = float(params.get("population.leverage_scale"))
+    pp = params.population
+    low_share, lo, hi, scale = pp.leverage_low_share, pp.leverage_low_min, pp.leverage_low_max, pp.leverage_scale
     if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
         raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
     cap = np.broadcast_to(np.asarray(cap, float), np.shape(u_low))
@@ -402,8 +396,7 @@ def tail_uniforms(u: np.ndarray, low_share: float, tail_sim_share: float) -> tup
 
 
 def ftx_collateral_shares(params: Params) -> dict[str, float]:
-    shares = {k.rsplit(".", 1)[1]: float(params.get(k)) for k in params.keys()
-              if k.startswith("population.ftx_collateral_share.")}
+    shares = dict(params.population.ftx_collateral_share)
     if any(s_ < 0 for s_ in shares.values()) or sum(shares.values()) <= 0:
         raise ValueError("population.ftx_collateral_share.* must be >= 0 and not all 0")
     total = sum(shares.values())
@@ -429,9 +422,8 @@ class TermsSpec:
             raise ValueError(f"unknown venue {venue!r}: use one of {VENUES}")
         self.venue, self.symbol, self.date = v, symbol, _date(date)
         d = self.date
-        low_share = float(params.get("population.leverage_low_share"))
-        lo, hi = float(params.get("population.leverage_low_min")), float(params.get("population.leverage_low_max"))
-        scale = float(params.get("population.leverage_scale"))
+        pp = params.population
+        low_share, lo, hi, scale = pp.leverage_low_share, pp.leverage_low_min, pp.leverage_low_max, pp.leverage_scale
         if not (0 <= low_share <= 1) or lo < 1 or hi < lo or scale <= 0:
             raise ValueError("population leverage parameters: need 0<=low_share<=1, 1<=low_min<=low_max, scale>0")
         self.low_share, self.lo, self.hi, self.scale = low_share, lo, hi, scale
@@ -442,11 +434,11 @@ class TermsSpec:
                 raise ValueError("imf_factor must be >= 0 (got a negative or NaN value)")
             self.max_lev = ftx.max_leverage(d, params)
             self.coin = ftx.coin_of(symbol)
-            self.acct_lev_min = float(params.get("population.ftx_account_leverage"))
+            self.acct_lev_min = params.population.ftx_account_leverage
             shares = ftx_collateral_shares(params)
             prices = {k.upper(): float(x) for k, x in (collateral_prices or {}).items()}
             usd_share = shares.pop("USD", 0.0)
-            self.numerator = float(params.get("ftx.collateral_haircut_numerator"))
+            self.numerator = params.ftx.collateral_haircut_numerator
             self.coll = []          # (coin, share, price or None for the entry, weight, imf factor)
             self.folded = []
             for c, sh in shares.items():
@@ -468,16 +460,16 @@ class TermsSpec:
                                 np.array([np.nan if x[2] is None else x[2] for x in self.coll], float),
                                 np.array([x[3] for x in self.coll], float), np.array([x[4] for x in self.coll], float),
                                 own)
-            self.mmf_floor = float(params.get("ftx.mmf_floor"))
-            self.mmf_ratio = float(params.get("ftx.mmf_imf_ratio"))
+            self.mmf_floor = params.ftx.mmf_floor
+            self.mmf_ratio = params.ftx.mmf_imf_ratio
         else:
             self.br = binance.brackets_for(symbol, d, params)
-            self.venue_cap = float(params.get("binance.max_leverage", d))
-            legacy_cap = float(params.get("binance.max_leverage", dt.date(2021, 7, 26)))
+            self.venue_cap = params.binance.max_leverage.at(d)
+            legacy_cap = params.binance.max_leverage.at(dt.date(2021, 7, 26))
             self.legacy_cap = max(self.venue_cap, legacy_cap)
-            self.legacy_share = float(params.get("population.binance_legacy_share"))
-            self.iso_share = float(params.get("population.binance_isolated_share"))
-            self.extra = float(params.get("population.binance_cross_extra_margin"))
+            self.legacy_share = params.population.binance_legacy_share
+            self.iso_share = params.population.binance_isolated_share
+            self.extra = params.population.binance_cross_extra_margin
 
     def _kind_keys(self, key: int) -> np.ndarray:
         k = self._keys.get(key)

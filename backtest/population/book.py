@@ -55,10 +55,11 @@ from scipy.special import ndtri
 from backtest import rng as R
 from backtest.kernel_cache import drop_stale
 from backtest.params import Params
+from backtest.paths import linear_legs
 from backtest.population.accounts import NEVER, Population, TermsSpec, tail_uniforms
 from backtest.venues import ftx as ftx_venue
 
-drop_stale(__file__, ["rng.py", "population/accounts.py"])
+drop_stale(__file__, ["rng.py", "paths.py", "population/accounts.py"])
 
 BLOCK = 256
 KIND_COUNT = 11     # stochastic rounding of a cohort's account count (counter: step * 2 + side)
@@ -126,12 +127,7 @@ class BookBars:
 def _cross_time(side, trig, o, h, lw, c, ts, dur):
     """Seconds into a bar (as absolute time) when the v1 linear path O -> nearer extreme ->
     other extreme -> C (constant speed in price) first reaches `trig` (long: <=, short: >=)."""
-    high_first = (h - o) < (o - lw)
-    e1 = h if high_first else lw
-    e2 = lw if high_first else h
-    d1 = abs(e1 - o)
-    d2 = abs(e2 - e1)
-    d3 = abs(c - e2)
+    e1, e2, d1, d2, d3 = linear_legs(o, h, lw, c)
     tot = d1 + d2 + d3
     if tot <= 0.0:
         return ts
@@ -257,26 +253,27 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     proportional to the side's opened notional x the chance an account of it survives to the
     window start (1 for cohorts in the window), at least one per side.
     """
-    dt_s = int(round(float(params.get("population.cohort_hours")) * 3600))
-    tau_d = float(params.get("population.holding_days"))
-    tail_ratio = float(params.get("population.holding_tail_ratio"))
+    pp = params.population
+    dt_s = int(round(pp.cohort_hours * 3600))
+    tau_d = pp.holding_days
+    tail_ratio = pp.holding_tail_ratio
     if not (0.0 < tail_ratio <= 1.0):
         raise ValueError("population.holding_tail_ratio must be in (0, 1]")
-    warm_d = float(params.get("population.warmup_days"))
-    lookback_d = float(params.get("population.entry_lookback_days"))
-    sigma = float(params.get("population.notional_sigma"))
+    warm_d = pp.warmup_days
+    lookback_d = pp.entry_lookback_days
+    sigma = pp.notional_sigma
     if dt_s <= 0 or tau_d <= 0 or warm_d < 0 or sigma < 0 or n_accounts < 2:
         raise ValueError("population: cohort_hours, holding_days > 0, warmup_days >= 0, n_accounts >= 2")
     tau_s = tau_d * 86400.0
     tau_tail_s = tau_s * tail_ratio
     # accounts of the leverage mixture's tail (above the body's top, low_max x scale) hold for
     # tail_ratio x holding_days on average: high-leverage positions are short-lived
-    a_body = float(params.get("population.leverage_low_share"))
+    a_body = pp.leverage_low_share
     # importance sampling: this share of the simulated accounts is drawn from the tail (the
     # accounts that liquidate on ordinary days), each standing for proportionally less
-    q_tail = max(float(params.get("population.tail_sim_share")), 1.0 - a_body)
+    q_tail = max(pp.tail_sim_share, 1.0 - a_body)
     real = _real_accounts(params, coin)
-    ls_default = float(params.get("population.long_account_share"))
+    ls_default = pp.long_account_share
     oi_asof_s = np.asarray(oi_asof_s, np.int64)
     oi_coin = np.asarray(oi_coin, float)
     ok = np.isfinite(oi_coin) & (oi_coin > 0)
@@ -453,7 +450,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
                      open_s=st["open_s"][idx].copy(), close_s=close.copy(), weight=st["weight"][idx].copy(),
                      cohort=st["cohort"][idx].copy(), count_weight=st["count_weight"][idx].copy())
     pop.meta["trigger"] = st["trigger"][idx].copy()
-    if bool(params.get("population.exempt_account")):
+    if params.population.exempt_account:
         _add_exempt(pop, params, window_start_s)
     return pop
 
@@ -462,11 +459,11 @@ def _add_exempt(pop: Population, params: Params, start_s: int) -> None:
     """The exempt account (the Alameda scenario, MODEL.md 2): never liquidated, open through
     the window from its start at the start price, `exempt_notional_share` of the OI at the
     start on `exempt_side`, at `exempt_leverage` (margin in USD). Outside the OI bookkeeping."""
-    share = float(params.get("population.exempt_notional_share"))
-    side = int(params.get("population.exempt_side"))
+    pp = params.population
+    share, side = pp.exempt_notional_share, pp.exempt_side
     if side not in (-1, 1) or not (0 <= share < 1):
         raise ValueError("population.exempt_side must be +1/-1 and exempt_notional_share in [0, 1)")
-    lev = max(1.0, float(params.get("population.exempt_leverage")))
+    lev = max(1.0, pp.exempt_leverage)
     q = share * pop.meta["oi_coin_start"]
     p0 = pop.start_price
     app = {"side": np.int8(side), "qty_coin": q, "entry_price": p0, "leverage": lev, "wallet_usd": q * p0 / lev,
@@ -483,12 +480,11 @@ def _add_exempt(pop: Population, params: Params, start_s: int) -> None:
 
 
 def _real_accounts(params: Params, coin: str) -> float:
-    k = f"population.real_accounts_per_market.{coin.upper()}"
-    if k not in params:
-        k = "population.real_accounts_per_market.default"
-    v = float(params.get(k))
+    table = params.population.real_accounts_per_market
+    name = coin.upper() if coin.upper() in table else "default"
+    v = table[name]
     if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{k} must be > 0")
+        raise ValueError(f"{table.key}.{name} must be > 0")
     return v
 
 

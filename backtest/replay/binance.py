@@ -56,11 +56,11 @@ class BinanceState:
         self.sig_bar = _parkinson_sigmas(inp, params)
         self.mo = {1: [-np.inf, 0.0], -1: [-np.inf, 0.0]}   # trade side -> [bucket start, cumulative USD]
         self.fb = {"off": 0.0, "t": -np.inf, 1: [-np.inf, 0.0], -1: [-np.inf, 0.0]}
-        self.fee_rate = float(params.get("binance.liq_fee_rate"))
-        self.eta = float(params.get("execution.eta.binance"))
-        self.max_slip = float(params.get("execution.max_slippage"))
-        self.adl_enabled = bool(params.get("binance.adl_enabled"))
-        self.fund = float(params.get("binance.insurance_fund_start_usd"))
+        self.fee_rate = params.binance.liq_fee_rate
+        self.eta = params.execution.eta["binance"]
+        self.max_slip = params.execution.max_slippage
+        self.adl_enabled = params.binance.adl_enabled
+        self.fund = params.binance.insurance_fund_start_usd
         self.fund_start = self.fund
         self.fund_min = self.fund
         self.adl_pending = {1: 0.0, -1: 0.0}     # qty to take from the opposite side at bar end
@@ -243,7 +243,7 @@ def _parkinson_sigmas(inp: PathInput, params: Params) -> np.ndarray:
     ok = (h > 0) & (lo > 0) & (h > lo)
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = np.where(ok, np.log(np.where(ok, h / np.where(ok, lo, 1.0), 1.0)) / np.sqrt(4 * np.log(2.0)), 0.0)
-    return np.maximum(raw / np.sqrt(inp.bar_minutes), float(params.get("impact.sigma_floor_1m")))
+    return np.maximum(raw / np.sqrt(inp.bar_minutes), params.impact.sigma_floor_1m)
 
 
 def live_ticks(inp: PathInput, pop: Population) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +325,7 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     g_open, g_close = live_ticks(inp, pop)
     fb, fr = _funding_arrays(inp)
     lo, hi, blo, bhi = bar_extremes(inp)
-    fund_start = float(params.get("binance.insurance_fund_start_usd"))
+    fund_start = params.binance.insurance_fund_start_usd
     qty0 = qty.copy()
     # lazy funding: F after the first k funding bars; an account pays the funding of bar b iff it
     # is live at the bar's first tick (g_open <= b*n < g_close)
@@ -343,8 +343,8 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
         lo, hi, blo, bhi, int(BLOCK), fb, f_cum,
         side, qty, real_weight(pop), entry, wref, fref, exempt, g_open, g_close,
         br.mmr.astype(float), br.cum.astype(float), br.caps.astype(float),
-        float(params.get("execution.eta.binance")), float(params.get("execution.max_slippage")),
-        bool(params.get("binance.adl_enabled")), fund_start, impact_vector(params))
+        params.execution.eta["binance"], params.execution.max_slippage,
+        params.binance.adl_enabled, fund_start, impact_vector(params))
     # wallets: funding paid until the account's close (or the end), then closes realise the path price
     f_end = f_cum[np.maximum(np.searchsorted(fb_g, g_close, side="left"), i_open)]
     wallet = wref - side * qty * (f_end - fref)

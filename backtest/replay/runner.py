@@ -31,7 +31,7 @@ def path_input(sd, params: Params, seed: int = 0, draw: int = 0) -> PathInput:
     and its parameters, and the path key of (seed, coin, draw), the same for a venue and its
     stand-in so both see one path."""
     ps = path_settings(params)
-    inp = PathInput.from_bars(sd.bars, sd.bar_seconds, tick_s=float(params.get("ftx.tick_s")),
+    inp = PathInput.from_bars(sd.bars, sd.bar_seconds, tick_s=params.ftx.tick_s,
                               sigma_1m=sd.sigma_1m, adv_usd=sd.adv_usd,
                               funding=sd.funding if sd.venue == "binance" else None)
     inp.path_mode = int(ps["mode"])
@@ -50,7 +50,7 @@ def population_for(sd, params: Params, seed: int, rng, n_accounts, collateral_pr
     if sd.venue in v2_venues and getattr(sd, "oi_path", None) is not None and len(sd.oi_path):
         return build_population(sd, params, seed, n_accounts, collateral_prices=collateral_prices), "v2"
     date = sd.window.start.date()
-    lb = float(params.get("population.entry_lookback_days"))
+    lb = params.population.entry_lookback_days
     eb = sd.entry_bars
     if "ts" in eb and len(eb):
         cut = sd.window.start - pd.Timedelta(days=lb)
@@ -83,7 +83,7 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
            "end_price": float(inp.close[-1]), "n_topped_up": int(pop.meta.get("n_topped_up", 0) or 0),
            "funding_prints": int(len(inp.funding_bar)), "population": pop_kind,
            "accounts_simulated": int(len(pop)), "real_accounts": float(np.sum(pop.weight)),
-           "path_mode": str(params.get("path.mode")),
+           "path_mode": params.path_model.mode,
            "trigger_source": str(getattr(sd, "trigger_source", "trade bars"))}
     if pop_kind == "v2":
         row["book_start"] = str(pop.meta.get("book_start", ""))

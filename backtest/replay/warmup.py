@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from backtest import rng as R
-from backtest.params import default_params
+from backtest.params import Params
 from backtest.paths import path_key
 from backtest.population import BookBars, build_book
 from backtest.replay.binance import run_binance
@@ -64,10 +64,9 @@ def _idle_core() -> bool:
         return False
 
 
-def tiny_series(venue: str):
+def tiny_series(venue: str, params: Params):
     """(PathInput, Population, params, symbol, date) of a small synthetic series: the array
     types of a real run, so its compiled kernels are the ones a real run uses."""
-    params = default_params()
     n = 240
     ts = pd.date_range("2022-05-09", periods=n, freq="1min", tz="UTC")
     r = np.random.default_rng(0).normal(0.0, 0.004, n)
@@ -76,7 +75,7 @@ def tiny_series(venue: str):
     bars = pd.DataFrame({"ts": ts, "open": o, "high": np.maximum(o, c) * 1.002, "low": np.minimum(o, c) * 0.998,
                          "close": c, "volume_quote": np.full(n, 1e7)})
     funding = pd.DataFrame({"ts": ts[::120], "rate": np.full(len(ts[::120]), 1e-4)}) if venue == "binance" else None
-    inp = PathInput.from_bars(bars, 60, tick_s=float(params.get("ftx.tick_s")), sigma_1m=0.002, adv_usd=1e10,
+    inp = PathInput.from_bars(bars, 60, tick_s=params.ftx.tick_s, sigma_1m=0.002, adv_usd=1e10,
                               funding=funding)
     inp.path_mode, inp.path_key = 1, int(path_key(1, "BTC"))
     t0 = int(inp.ts_s[0])
@@ -90,11 +89,11 @@ def tiny_series(venue: str):
     return inp, pop, params, symbol, dt.date(2022, 5, 9)
 
 
-def warm(venues) -> None:
+def warm(venues, params: Params) -> None:
     """Replay a tiny series of each venue (compiles its kernels into the cache)."""
     R.uniforms(np.uint64(1), np.arange(2, dtype=np.int64))    # the book's pro-rata draws
     for v in venues:
-        inp, pop, params, symbol, date = tiny_series(v)
+        inp, pop, _, symbol, date = tiny_series(v, params)
         if v == "binance":
             run_binance(inp, pop, params, symbol=symbol, date=date)
         else:
@@ -119,7 +118,9 @@ def prefetch(first_venue: str) -> None:
     root = str(Path(__file__).resolve().parents[2])      # the directory holding this `backtest`
     env = {**os.environ, "LIQREPLAY_PREFETCH": "0",
            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    code = f"from backtest.replay.warmup import warm; warm({others!r})"
+    # the child compiles (array types, not values, decide what): the default parameters do
+    code = ("from backtest.params import load_params; from backtest.replay.warmup import warm; "
+            f"warm({others!r}, load_params())")
     try:
         p = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

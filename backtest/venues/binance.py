@@ -23,11 +23,6 @@ from backtest.checks import scalar_out as _out
 from backtest.checks import side as _side
 from backtest.params import Params, ParamsError
 from backtest.params import as_date as _date
-from backtest.params import default_params as _default_params
-
-
-def _params(params: Params | None) -> Params:
-    return params if params is not None else _default_params()
 
 
 class BracketError(ParamsError):
@@ -76,7 +71,7 @@ def make_brackets(symbol: str, caps, mmr, *, source: str = "", im_multiple: floa
     return Brackets(symbol, caps, mmr, cum, floors, np.maximum(max_lev, 1.0), source)
 
 
-def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
+def brackets_for(symbol: str, date, params: Params) -> Brackets:
     """The leverage brackets of `symbol` in force on `date`.
 
     BTCUSDT: the 2022-02-05 variant from 2022-02-05, the May-Nov 2022 table from 2022-05-01;
@@ -85,12 +80,11 @@ def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
     Other symbols: `binance.brackets.generic` if `binance.brackets.generic_fallback`,
     else BracketError.
     """
-    p = _params(params)
     d = _date(date)
     sym = symbol.upper().replace("/", "").replace(":USDT", "")
     key = f"binance.brackets.{sym}"
-    im = p.binance.initial_margin_mmr_multiple
-    br = p.binance.brackets
+    im = params.binance.initial_margin_mmr_multiple
+    br = params.binance.brackets
     dated = br.by_symbol.get(sym)
     if dated is not None:
         if sym == "BTCUSDT" and d < dt.date(2022, 2, 5):
@@ -101,7 +95,7 @@ def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
             table = dated.rows[0][1] if choice == "2022-02-05" else dated.at(dt.date(2022, 5, 1))
         else:
             table = dated.at(d)
-        return make_brackets(sym, table["caps"], table["mmr"], source=f"{key} @ {d}: {p.source(key)}",
+        return make_brackets(sym, table["caps"], table["mmr"], source=f"{key} @ {d}: {params.source(key)}",
                              im_multiple=im)
     if not br.generic_fallback:
         raise BracketError(
@@ -109,26 +103,25 @@ def brackets_for(symbol: str, date, params: Params | None = None) -> Brackets:
             f"add binance.brackets.{sym} to the parameter file or turn the fallback on")
     table = br.generic
     return make_brackets(sym, table["caps"], table["mmr"],
-                         source="binance.brackets.generic: " + p.source("binance.brackets.generic"),
+                         source="binance.brackets.generic: " + params.source("binance.brackets.generic"),
                          im_multiple=im)
 
 
-def max_leverage(symbol: str, date, notional_usd=None, params: Params | None = None):
+def max_leverage(symbol: str, date, notional_usd=None, *, params: Params):
     """[vec over notional] The leverage cap: min(venue cap on date, cap of the notional's tier)."""
-    p = _params(params)
-    venue_cap = p.binance.max_leverage.at(_date(date))
+    venue_cap = params.binance.max_leverage.at(_date(date))
     if notional_usd is None:
         return venue_cap
-    b = brackets_for(symbol, date, p)
+    b = brackets_for(symbol, date, params)
     return np.minimum(venue_cap, b.max_leverage[b.tier(notional_usd)])
 
 
-def check_leverage(symbol: str, date, leverage, notional_usd=None, params: Params | None = None) -> None:
+def check_leverage(symbol: str, date, leverage, notional_usd=None, *, params: Params) -> None:
     """Raise LeverageError if any leverage exceeds the cap on that date (and tier)."""
     lev = np.asarray(leverage, dtype=float)
     if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
         raise LeverageError("leverage must be a positive finite number")
-    cap = max_leverage(symbol, date, notional_usd, params)
+    cap = max_leverage(symbol, date, notional_usd, params=params)
     bad = lev > np.asarray(cap) * (1 + 1e-12)
     if np.any(bad):
         worst = float(np.max(lev[bad] if lev.ndim else lev))
@@ -304,7 +297,7 @@ def liquidation_outcome(side, qty, entry_price, wallet_balance, fill_price, fee_
     return out
 
 
-def liquidation_qty(qty, mark, brackets: Brackets, params: Params | None = None, *, min_tier: int = 3):
+def liquidation_qty(qty, mark, brackets: Brackets, params: Params, *, min_tier: int = 3):
     """[vec] Quantity the engine sends at a trigger.
 
     `binance.partial_liquidation` false (default): the whole position. True: positions whose
@@ -314,7 +307,7 @@ def liquidation_qty(qty, mark, brackets: Brackets, params: Params | None = None,
     """
     q = _nonneg("qty", qty)
     m = _positive("mark", mark)
-    if not _params(params).binance.partial_liquidation:
+    if not params.binance.partial_liquidation:
         return _out(np.array(q, dtype=float), qty, mark)
     n = q * m
     tier = brackets.tier(n) + 1

@@ -28,15 +28,10 @@ from backtest.checks import scalar_out as _out
 from backtest.checks import side as _side
 from backtest.params import Params
 from backtest.params import as_date as _date
-from backtest.params import default_params as _default_params
 
 NORMAL, REDUCE_ONLY, STEP1, STEP2, CLOSE_ALL = 0, 1, 2, 3, 4
 STATE_NAMES = {NORMAL: "normal", REDUCE_ONLY: "reduce_only", STEP1: "step1", STEP2: "step2",
                CLOSE_ALL: "close_all"}
-
-def _params(params: Params | None) -> Params:
-    return params if params is not None else _default_params()
-
 
 class LeverageError(ValueError):
     """Leverage above FTX's cap on that date."""
@@ -45,12 +40,12 @@ class LeverageError(ValueError):
 # ---------------------------------------------------------------------------------------
 # parameters by symbol / coin / date
 # ---------------------------------------------------------------------------------------
-def max_leverage(date, params: Params | None = None) -> float:
+def max_leverage(date, params: Params) -> float:
     """FTX's max leverage on `date` (101x, 20x from 2021-07-25)."""
-    return _params(params).ftx.max_leverage.at(_date(date))
+    return params.ftx.max_leverage.at(_date(date))
 
 
-def check_leverage(leverage, date, params: Params | None = None) -> None:
+def check_leverage(leverage, date, params: Params) -> None:
     """Raise LeverageError if any leverage is above FTX's cap on `date` (or not > 0)."""
     lev = np.asarray(leverage, dtype=float)
     if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
@@ -61,9 +56,9 @@ def check_leverage(leverage, date, params: Params | None = None) -> None:
             f"leverage {float(np.max(lev)):g}x is above FTX's cap of {cap:g}x on {_date(date)}: lower it")
 
 
-def imf_factor_for(symbol: str, params: Params | None = None) -> float:
+def imf_factor_for(symbol: str, params: Params) -> float:
     """Position imfFactor of a perp ("BTC-PERP"); `ftx.imf_factor.default` otherwise."""
-    return _params(params).ftx.imf_factor.of(symbol.upper())
+    return params.ftx.imf_factor.of(symbol.upper())
 
 
 def coin_of(symbol: str) -> str:
@@ -75,10 +70,10 @@ def coin_of(symbol: str) -> str:
     return s
 
 
-def collateral_weights(coin: str, params: Params | None = None) -> tuple[float, float, float]:
+def collateral_weights(coin: str, params: Params) -> tuple[float, float, float]:
     """(weight_total, weight_initial, imf_factor) of a collateral coin (USDT/USDC/BUSD -> USD)."""
     c = "USD" if coin.upper() in ("USD", "USDT", "USDC", "BUSD", "TUSD") else coin.upper()
-    terms = _params(params).ftx.collateral.get(c)
+    terms = params.ftx.collateral.get(c)
     if terms is None:
         raise ValueError(f"no FTX collateral weights for {coin!r}: add ftx.collateral.{c}.* to the parameter file")
     return terms.weight_total, terms.weight_initial, terms.imf_factor
@@ -87,32 +82,30 @@ def collateral_weights(coin: str, params: Params | None = None) -> tuple[float, 
 # ---------------------------------------------------------------------------------------
 # margin
 # ---------------------------------------------------------------------------------------
-def margin_thresholds(leverage, imf_factor, size_coin, *, params: Params | None = None, date=None):
+def margin_thresholds(leverage, imf_factor, size_coin, *, params: Params, date=None):
     """[vec] (IMF, MMF, ACMF) of a position.
 
     IMF = max(1/leverage, imf_factor*sqrt(|size|)); MMF = max(0.03, 0.6*IMF);
     ACMF = max(MMF/2, MMF - 0.06). `leverage` is the account's leverage setting. With `date`,
     leverage above FTX's cap on that date raises LeverageError.
     """
-    p = _params(params)
     lev = np.asarray(leverage, dtype=float)
     if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
         raise LeverageError("leverage must be a positive finite number")
     if date is not None:
-        check_leverage(lev, date, p)
+        check_leverage(lev, date, params)
     f = _nonneg("imf_factor", imf_factor)
     size = np.abs(_finite("size_coin", size_coin))
     imf = np.maximum(1.0 / lev, f * np.sqrt(size))
-    mmf = np.maximum(p.ftx.mmf_floor, p.ftx.mmf_imf_ratio * imf)
-    acmf = np.maximum(mmf * p.ftx.acmf_ratio, mmf - p.ftx.acmf_offset)
+    mmf = np.maximum(params.ftx.mmf_floor, params.ftx.mmf_imf_ratio * imf)
+    acmf = np.maximum(mmf * params.ftx.acmf_ratio, mmf - params.ftx.acmf_offset)
     return (_out(imf, leverage, imf_factor, size_coin), _out(mmf, leverage, imf_factor, size_coin),
             _out(acmf, leverage, imf_factor, size_coin))
 
 
-def account_thresholds(notional_usd, imf, mmf, *, params: Params | None = None):
+def account_thresholds(notional_usd, imf, mmf, *, params: Params):
     """Account IMF, MMF, ACMF of a multi-position account: notional-weighted means of the
     positions' IMF and MMF (arrays over its positions); ACMF from the account MMF."""
-    p = _params(params)
     n = np.abs(_finite("notional_usd", notional_usd)).reshape(-1)
     i = np.broadcast_to(np.asarray(imf, float), n.shape)
     m = np.broadcast_to(np.asarray(mmf, float), n.shape)
@@ -121,7 +114,7 @@ def account_thresholds(notional_usd, imf, mmf, *, params: Params | None = None):
         raise ValueError("an account with no open notional has no margin thresholds")
     a_imf = float((n * i).sum() / tot)
     a_mmf = float((n * m).sum() / tot)
-    a_acmf = max(a_mmf * p.ftx.acmf_ratio, a_mmf - p.ftx.acmf_offset)
+    a_acmf = max(a_mmf * params.ftx.acmf_ratio, a_mmf - params.ftx.acmf_offset)
     return a_imf, a_mmf, a_acmf
 
 
@@ -197,14 +190,14 @@ def state(mf, imf, mmf, acmf):
 # ---------------------------------------------------------------------------------------
 # step 1: order-book liquidation
 # ---------------------------------------------------------------------------------------
-def step1_budget_usd(adv_usd: float, params: Params | None = None) -> float:
+def step1_budget_usd(adv_usd: float, params: Params) -> float:
     """The market's global step-1 budget per tick: budget_adv_fraction (1e-4) * ADV."""
     if adv_usd is None or not np.isfinite(adv_usd) or adv_usd < 0:
         raise ValueError("adv_usd must be a finite number >= 0")
-    return _params(params).ftx.step1.budget_adv_fraction * float(adv_usd)
+    return params.ftx.step1.budget_adv_fraction * float(adv_usd)
 
 
-def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None = None, rng=None):
+def step1_order_qty(position_qty, mark, budget_usd: float, params: Params, rng=None):
     """Step-1 order sizes for the accounts of ONE market that are in step 1 this tick.
 
     Per account: q = fraction (10%) * |position|, at least min($1,000, position), times
@@ -215,14 +208,13 @@ def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None
     firing probability (and the budget used likewise).
     Returns (qty_per_account (coins, aligned with position_qty), budget_left_usd).
     """
-    p = _params(params)
     pos = np.abs(_finite("position_qty", position_qty)).reshape(-1)
     m = np.broadcast_to(_positive("mark", mark), pos.shape).astype(float) if pos.size else np.zeros(0)
     if budget_usd < 0 or not np.isfinite(budget_usd):
         raise ValueError("budget_usd must be finite and >= 0")
-    prob = p.ftx.step1.probability
-    base = np.maximum(p.ftx.step1.fraction * pos,
-                      np.minimum(p.ftx.step1.min_usd / np.where(m > 0, m, 1.0), pos))
+    prob = params.ftx.step1.probability
+    base = np.maximum(params.ftx.step1.fraction * pos,
+                      np.minimum(params.ftx.step1.min_usd / np.where(m > 0, m, 1.0), pos))
     if rng is None:
         order = np.arange(len(pos))
         jitter = np.ones(len(pos))
@@ -231,7 +223,7 @@ def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None
         if rng.random() >= prob:
             return np.zeros_like(pos), float(budget_usd)
         order = rng.permutation(len(pos))
-        jitter = rng.uniform(p.ftx.step1.jitter_low, p.ftx.step1.jitter_high,
+        jitter = rng.uniform(params.ftx.step1.jitter_low, params.ftx.step1.jitter_high,
                              len(pos))
         scale = 1.0
     want = np.minimum(base * jitter, pos)
@@ -246,14 +238,13 @@ def step1_order_qty(position_qty, mark, budget_usd: float, params: Params | None
     return qty, float(budget_usd) - used
 
 
-def step1_fill_price(side, mark, impact_frac=0.0, params: Params | None = None, rng=None):
+def step1_fill_price(side, mark, impact_frac=0.0, *, params: Params, rng=None):
     """[vec] Price at which a step-1 closing order fills: mark moved against the account by
     the limit offset (U(1, 5) bp; 3 bp with rng None) plus impact: mark*(1 - side*(off+impact))."""
-    p = _params(params)
     s = _side(side)
     m = _positive("mark", mark)
     imp = _nonneg("impact_frac", impact_frac)
-    lo, hi = p.ftx.step1.offset_bp_low, p.ftx.step1.offset_bp_high
+    lo, hi = params.ftx.step1.offset_bp_low, params.ftx.step1.offset_bp_high
     shape = np.broadcast(s, m, imp).shape
     off = (np.full(shape, (lo + hi) / 2) if rng is None else rng.uniform(lo, hi, shape)) * 1e-4
     return _out(np.maximum(m * (1.0 - s * (off + imp)), 0.0), side, mark, impact_frac)
@@ -310,7 +301,7 @@ def backstop_price(side, mark, margin_fraction, negative_equity_blp_share=2.0 / 
     return _out(m + w * (zp - m), side, mark, margin_fraction)
 
 
-def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None, *,
+def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params, *,
                    mm_share=None) -> dict[str, np.ndarray]:
     """[vec] One step-2 tick for accounts with MF < ACMF (others get close_qty 0).
 
@@ -325,7 +316,6 @@ def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None,
     side*close_qty*(mark - blp) (the BLP's gain vs mark; < 0 on negative equity).
     user_loss == fund_delta + blp_discount on every element.
     """
-    p = _params(params)
     s = _side(side)
     q = _nonneg("qty", qty)
     m = _positive("mark", mark)
@@ -334,7 +324,7 @@ def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None,
     tav_ = _finite("tav", tav)
     s, q, m, mf_, ac, tav_ = (np.array(a, dtype=float, ndmin=1) for a in np.broadcast_arrays(s, q, m, mf_, ac, tav_))
     frac = np.where(mf_ < 0, 1.0, np.where(mf_ < ac, 1.0 - mf_ / ac, 0.0))
-    min_q = np.minimum(p.ftx.step2.min_usd / m, q)
+    min_q = np.minimum(params.ftx.step2.min_usd / m, q)
     close = np.where(frac > 0, np.minimum(np.maximum(frac * q, min_q), q), 0.0)
     if mm_share is None:
         pmpd = mf_
@@ -342,8 +332,8 @@ def step2_takeover(side, qty, mark, mf, acmf, tav, params: Params | None = None,
         with np.errstate(divide="ignore", invalid="ignore"):
             pmpd = np.where(q > 0, np.asarray(mm_share, float) * tav_ / (q * m), mf_)
     zp = m * (1.0 - s * pmpd)
-    blp = np.asarray(backstop_price(s, m, pmpd, p.ftx.negative_equity_blp_share,
-                                    zp_weight=p.ftx.blp_price_zp_weight), float)
+    blp = np.asarray(backstop_price(s, m, pmpd, params.ftx.negative_equity_blp_share,
+                                    zp_weight=params.ftx.blp_price_zp_weight), float)
     with np.errstate(divide="ignore", invalid="ignore"):
         cf = np.where(q > 0, close / q, 0.0)
     return {
@@ -379,15 +369,14 @@ def collateral_transfer(balance_coin, price, eff_weight, fraction) -> dict[str, 
             "user_loss_usd": val - pays, "blp_gain_usd": val - pays}
 
 
-def blp_take(notional_usd, used_minute_usd, used_hour_usd, params: Params | None = None):
+def blp_take(notional_usd, used_minute_usd, used_hour_usd, params: Params):
     """[vec] Split takeover notionals between the BLPs and overflow, given what the BLPs
     already took this minute and hour (aggregate caps `ftx.blp.capacity_per_minute_usd`,
     `ftx.blp.capacity_per_hour_usd`). Array input is served in order against one shared
     capacity. Returns (taken_usd, overflow_usd)."""
-    p = _params(params)
     n = _nonneg("notional_usd", notional_usd)
-    room = max(0.0, min(p.ftx.blp.capacity_per_minute_usd - float(used_minute_usd),
-                        p.ftx.blp.capacity_per_hour_usd - float(used_hour_usd)))
+    room = max(0.0, min(params.ftx.blp.capacity_per_minute_usd - float(used_minute_usd),
+                        params.ftx.blp.capacity_per_hour_usd - float(used_hour_usd)))
     flat = np.array(n, dtype=float, ndmin=1).reshape(-1)
     cum = np.cumsum(flat)
     taken = np.minimum(cum, room) - np.minimum(cum - flat, room)

@@ -212,6 +212,17 @@ class BinanceVision:
                 else:
                     yield kind, d, rel, None
 
+    def _tables(self, prefix: str, symbol: str, stem: str, start, end, names: list[str],
+                rep: FetchReport, **plan):
+        """Yield (path, CSV frame) of each planned file the archive holds; the files read and
+        the days it lacks go into `rep`. `plan`: monthly_ok / daily_ok, as `_files`."""
+        for fkind, d, rel, data in self._files(prefix, symbol, stem, start, end, **plan):
+            if data is None:
+                rep.missing_days.extend(_days(fkind, d))
+                continue
+            rep.files.append(rel)
+            yield rel, self._csv(data, names)
+
     # ---- datasets ---------------------------------------------------------------------
     def fetch_klines(self, symbol: str, timeframe: str, start, end, *, market: str = "perp",
                      price_type: str = "trade") -> pd.DataFrame:
@@ -228,14 +239,8 @@ class BinanceVision:
         kind = KLINE_KIND[price_type]
         stem = kind + "/{sym}/" + timeframe + "/{sym}-" + timeframe + "-{tag}.zip"
         rep = FetchReport()
-        parts = []
-        for fkind, d, rel, data in self._files(prefix, symbol, stem, start, end):
-            if data is None:
-                rep.missing_days.extend(_days(fkind, d))
-                continue
-            rep.files.append(rel)
-            raw = self._csv(data, KLINE_COLUMNS)
-            parts.append(_klines_to_frame(raw, rel, rep))
+        parts = [_klines_to_frame(raw, rel, rep)
+                 for rel, raw in self._tables(prefix, symbol, stem, start, end, KLINE_COLUMNS, rep)]
         df = pd.concat(parts, ignore_index=True) if parts else _klines_to_frame(
             pd.DataFrame(columns=KLINE_COLUMNS), "", rep)
         df = _window(df, start, end)
@@ -254,13 +259,8 @@ class BinanceVision:
         stem = "fundingRate/{sym}/{sym}-fundingRate-{tag}.zip"
         rep = FetchReport()
         parts = []
-        for fkind, d, rel, data in self._files("futures/um", symbol, stem, start, end,
-                                               daily_ok=False):
-            if data is None:
-                rep.missing_days.extend(_days(fkind, d))
-                continue
-            rep.files.append(rel)
-            raw = self._csv(data, ["calc_time", "funding_interval_hours", "last_funding_rate"])
+        names = ["calc_time", "funding_interval_hours", "last_funding_rate"]
+        for _, raw in self._tables("futures/um", symbol, stem, start, end, names, rep, daily_ok=False):
             t = _epoch_to_ts(pd.to_numeric(raw["calc_time"], errors="coerce"))
             parts.append(pd.DataFrame({
                 "ts": t, "rate": pd.to_numeric(raw["last_funding_rate"], errors="coerce"),
@@ -280,14 +280,8 @@ class BinanceVision:
         stem = "metrics/{sym}/{sym}-metrics-{tag}.zip"
         rep = FetchReport()
         parts = []
-        for fkind, d, rel, data in self._files("futures/um", symbol, stem, start, end,
-                                               monthly_ok=False):
-            if data is None:
-                rep.missing_days.extend(_days(fkind, d))
-                continue
-            rep.files.append(rel)
-            raw = self._csv(data, ["create_time", "symbol", "sum_open_interest",
-                                   "sum_open_interest_value"])
+        names = ["create_time", "symbol", "sum_open_interest", "sum_open_interest_value"]
+        for _, raw in self._tables("futures/um", symbol, stem, start, end, names, rep, monthly_ok=False):
             parts.append(pd.DataFrame({
                 "ts": pd.to_datetime(raw["create_time"], utc=True, errors="coerce").dt.as_unit("us"),
                 "oi_base": pd.to_numeric(raw["sum_open_interest"], errors="coerce"),
@@ -310,13 +304,7 @@ class BinanceVision:
                  "accumulated_fill_quantity"]
         rep = FetchReport()
         parts = []
-        for fkind, d, rel, data in self._files("futures/um", symbol, stem, start, end,
-                                               monthly_ok=False):
-            if data is None:
-                rep.missing_days.extend(_days(fkind, d))
-                continue
-            rep.files.append(rel)
-            raw = self._csv(data, names)
+        for _, raw in self._tables("futures/um", symbol, stem, start, end, names, rep, monthly_ok=False):
             qty = pd.to_numeric(raw["accumulated_fill_quantity"], errors="coerce")
             qty = qty.where(qty > 0, pd.to_numeric(raw["original_quantity"], errors="coerce"))
             px = pd.to_numeric(raw["average_price"], errors="coerce")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from backtest.catalog import Catalog
+from backtest.params import default_params
 from backtest.scenarios import load_scenarios
 from backtest.series_loader import SeriesLoader
 from fetch.lake import Lake
@@ -47,7 +48,7 @@ def lake(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loader(lake):
-    return SeriesLoader(Catalog(lake.root), load_scenarios())
+    return SeriesLoader(Catalog(lake.root), load_scenarios(), params=default_params())
 
 
 def test_own_mark_bars_for_the_triggers(loader, lake):

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest.params import load_params
+from backtest.params import default_params, load_params
 from backtest.population import make_population
 from backtest.venues import binance, ftx
 from tests.backtest._synth import FIXTURE_POPULATION
+
+P = default_params()  # the venue engines take their parameters explicitly
 
 D = dt.date(2022, 6, 13)
 
@@ -62,11 +64,11 @@ def test_leverage_mix_and_caps_by_date(params, bars):
     p = _pop("ftx", "BTC-PERP", params, bars)
     assert p.leverage.max() <= 20 and p.leverage.min() >= 1
     assert np.mean(p.leverage <= 5) > 0.8 and p.leverage.max() > 15
-    ftx.check_leverage(p.leverage, D)
+    ftx.check_leverage(p.leverage, D, params=P)
     old = _pop("ftx", "BTC-PERP", params, bars, date=dt.date(2021, 6, 1))
     assert old.leverage.max() > 20 and old.leverage.max() <= 101
     b = _pop("binance", "BTCUSDT", params, bars)
-    cap = binance.max_leverage("BTCUSDT", D, b.qty_coin * b.entry_price)
+    cap = binance.max_leverage("BTCUSDT", D, b.qty_coin * b.entry_price, params=P)
     assert np.all(b.leverage <= cap + 1e-9)
     scaled = _pop("binance", "BTCUSDT", params.with_overrides({"population.leverage_scale": 2.0}), bars)
     assert scaled.leverage.mean() > b.leverage.mean() * 1.3
@@ -74,13 +76,13 @@ def test_leverage_mix_and_caps_by_date(params, bars):
 
 def test_no_account_starts_past_its_trigger(params, bars):
     b = _pop("binance", "BTCUSDT", params, bars)
-    br = binance.brackets_for("BTCUSDT", D)
+    br = binance.brackets_for("BTCUSDT", D, params=P)
     assert not np.any(binance.is_liquidatable(b.side, b.qty_coin, b.entry_price, b.wallet_usd, 22_000.0, br))
     assert b.meta["n_topped_up"] > 0  # entries at 30k with high leverage had to be topped up
     f = _pop("ftx", "BTC-PERP", params, bars)
     tav, mf = ftx.account_tav_mf(f.side, f.qty_coin, f.entry_price, 22_000.0, f.wallet_usd,
                                  f.collateral_value_usd(params=params))
-    _, mmf, _ = ftx.margin_thresholds(f.account_leverage, 0.002, f.qty_coin)
+    _, mmf, _ = ftx.margin_thresholds(f.account_leverage, 0.002, f.qty_coin, params=P)
     assert np.all(mf >= mmf - 1e-12)
 
 
@@ -88,7 +90,7 @@ def test_ftx_collateral_mix(params, bars):
     f = _pop("ftx", "BTC-PERP", params, bars)
     assert set(f.collateral) == {"BTC", "ETH", "FTT", "SOL"}
     margin = f.qty_coin * f.entry_price / f.leverage
-    w, _, fac = ftx.collateral_weights("FTT")
+    w, _, fac = ftx.collateral_weights("FTT", params=P)
     v = np.asarray(ftx.collateral_value(f.collateral["FTT"], 25.0, w, fac))
     # FTT share 10% of the margin at its weighted value (top-ups go to the USD balance only)
     assert v == pytest.approx(0.1 * margin, rel=1e-9)
@@ -179,12 +181,12 @@ def test_large_positions_respect_size_imf_and_start_solvent(bars):
     f = make_population("ftx", "BTC-PERP", oi_usd=5e9, entry_bars=bars, date=D, params=p,
                         rng=np.random.default_rng(3), start_price=22_000.0)
     assert f.qty_coin.max() > 5_000
-    imf, mmf, _ = ftx.margin_thresholds(f.account_leverage, 0.002, f.qty_coin)
+    imf, mmf, _ = ftx.margin_thresholds(f.account_leverage, 0.002, f.qty_coin, params=P)
     assert np.all(f.leverage <= 1 / (0.002 * np.sqrt(f.qty_coin)) + 1e-9)
     _, mf = ftx.account_tav_mf(f.side, f.qty_coin, f.entry_price, 22_000.0, f.wallet_usd,
                                f.collateral_value_usd(params=p))
     assert np.all(mf >= mmf - 1e-12)
     b = make_population("binance", "BTCUSDT", oi_usd=5e9, entry_bars=bars, date=D, params=p,
                         rng=np.random.default_rng(3), start_price=22_000.0)
-    br = binance.brackets_for("BTCUSDT", D)
+    br = binance.brackets_for("BTCUSDT", D, params=P)
     assert not np.any(binance.is_liquidatable(b.side, b.qty_coin, b.entry_price, b.wallet_usd, 22_000.0, br))

@@ -12,6 +12,8 @@ from backtest.population.book import held_values
 from backtest.scenarios import load_scenarios
 from backtest.series_loader import SeriesLoader
 
+P = default_params()  # the venue engines take their parameters explicitly
+
 DAY = 86400
 T0 = 1_650_000_000 - 1_650_000_000 % DAY   # a UTC midnight
 
@@ -290,7 +292,7 @@ def test_per_real_account_reproduces_the_book_triggers():
     start, end = T0 + 30 * DAY, T0 + 35 * DAY
     pop = book(bars, [T0 + DAY], [10_000.0], start, end, n=500)
     real = per_real_account(pop)
-    br = binance.brackets_for("BTCUSDT", pop.date)
+    br = binance.brackets_for("BTCUSDT", pop.date, params=P)
     lp = np.asarray(binance.liquidation_price(real.side, real.qty_coin, real.entry_price, real.wallet_usd, br), float)
     trig = pop.meta["trigger"]
     ok = trig[pop.side == 1] > 0

@@ -95,7 +95,7 @@ def test_reference_venue_stands_in_and_is_recorded(sc):
     cat = FakeCatalog({("binance", "perp", "BTCUSDT", "1h"): make_bars("2022-09-01", "2022-11-01", "1h")},
                       oi={("binance", "BTCUSDT"): {"ts": pd.Timestamp("2022-10-23", tz="UTC"), "oi_base": 161041.0,
                                                    "oi_usd": None, "source": "coinalyze"}})
-    sds, problems = load_window_series(SeriesLoader(cat, sc), w, ("ftx", "binance"), ("BTC",))
+    sds, problems = load_window_series(SeriesLoader(cat, sc, params=default_params()), w, ("ftx", "binance"), ("BTC",))
     assert problems == []
     f, b = sds[("ftx", "BTC")], sds[("binance", "BTC")]
     assert f.price_source == "substituted: binance perp BTCUSDT" and b.price_source == "own"
@@ -112,13 +112,14 @@ def test_reference_venue_stands_in_and_is_recorded(sc):
 def test_missing_everything_names_window_venue_market(sc):
     w = sc.window("2022-05")
     cat = FakeCatalog({("binance", "perp", "BTCUSDT", "1h"): make_bars("2022-04-01", "2022-06-01", "1h")})
-    sds, problems = load_window_series(SeriesLoader(cat, sc), w, ("ftx", "binance"), ("BTC", "ETH"))
+    sds, problems = load_window_series(SeriesLoader(cat, sc, params=default_params()), w, ("ftx", "binance"),
+                                       ("BTC", "ETH"))
     assert set(sds) == {("ftx", "BTC"), ("binance", "BTC")}
     assert len(problems) == 2
     for venue, p in zip(("ftx", "binance"), problems, strict=True):
         assert "window 2022-05" in p and f"venue {venue}" in p and "market ETH" in p and "no usable bars" in p
     with pytest.raises(DataUnavailable, match="window 2022-05, venue binance, market ETH"):
-        SeriesLoader(cat, sc).choose_source(w, "binance", "ETH")
+        SeriesLoader(cat, sc, params=default_params()).choose_source(w, "binance", "ETH")
 
 
 def test_small_gaps_are_filled_and_reported(sc):
@@ -126,7 +127,7 @@ def test_small_gaps_are_filled_and_reported(sc):
     bars = make_bars("2022-09-01", "2022-11-01", "1h")
     bars = bars.drop(index=bars.index[(bars.ts >= "2022-10-25 03:00") & (bars.ts < "2022-10-25 06:00")])
     cat = FakeCatalog({("binance", "perp", "BTCUSDT", "1h"): bars})
-    sd = SeriesLoader(cat, sc).load(w, "binance", "BTC")
+    sd = SeriesLoader(cat, sc, params=default_params()).load(w, "binance", "BTC")
     assert len(sd.bars) == 96 and sd.rows == 93
     assert sd.gaps_pct == pytest.approx(100 * 3 / 96)
     assert any("3 of 96 1h bars missing" in n and "window 2022-10" in n for n in sd.notes)
@@ -138,7 +139,7 @@ def test_whole_year_runs_every_series_at_the_coarsest_common_timeframe(sc):
         ("binance", "perp", "BTCUSDT", "1h"): make_bars("2021-12-01", "2023-01-02", "1h"),
         ("ftx", "perp", "BTC-PERP", "1d"): make_bars("2021-12-01", "2023-01-02", "1d"),
     })
-    sds, problems = load_window_series(SeriesLoader(cat, sc), w, ("ftx", "binance"), ("BTC",))
+    sds, problems = load_window_series(SeriesLoader(cat, sc, params=default_params()), w, ("ftx", "binance"), ("BTC",))
     assert not problems
     assert {sd.timeframe for sd in sds.values()} == {"1d"}
     assert len(sds[("binance", "BTC")].bars) == 365 and sds[("binance", "BTC")].gaps_pct == 0
@@ -150,7 +151,7 @@ def test_partial_own_series_gives_way_to_the_reference(sc):
         ("binance", "perp", "BTCUSDT", "1h"): make_bars("2021-12-01", "2023-01-02", "1h"),
         ("ftx", "perp", "BTC-PERP", "1d"): make_bars("2021-12-01", "2022-08-13", "1d"),
     })
-    sds, _ = load_window_series(SeriesLoader(cat, sc), w, ("ftx", "binance"), ("BTC",))
+    sds, _ = load_window_series(SeriesLoader(cat, sc, params=default_params()), w, ("ftx", "binance"), ("BTC",))
     assert sds[("ftx", "BTC")].price_source.startswith("substituted")
     assert {sd.timeframe for sd in sds.values()} == {"1h"}
 
@@ -176,7 +177,7 @@ def test_finer_own_spot_bars_proxy_for_coarse_perp_bars(sc):
         ("ftx", "spot", "BTC/USD", "1h"): make_bars("2022-05-01", "2022-07-01", "1h", seed=1),
         ("binance", "perp", "BTCUSDT", "1h"): make_bars("2022-05-01", "2022-07-01", "1h", seed=2),
     })
-    loader = SeriesLoader(cat, sc)
+    loader = SeriesLoader(cat, sc, params=default_params())
     src, tf, _, _ = loader.choose_source(w, "ftx", "BTC")
     assert (src.venue, src.market, src.symbol, tf) == ("ftx", "spot", "BTC/USD", "1h")
     sd = loader.load(w, "ftx", "BTC")

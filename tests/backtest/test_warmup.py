@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from backtest.params import default_params
 from backtest.replay import PathInput, warmup
 
 
@@ -24,10 +25,11 @@ def test_path_input_owns_writable_arrays_of_one_dtype():
 
 
 def test_tiny_series_replays_on_both_venues():
+    p = default_params()
     for v in ("binance", "ftx"):
-        inp, pop, params, symbol, date = warmup.tiny_series(v)
+        inp, pop, params, symbol, date = warmup.tiny_series(v, p)
         assert len(pop) > 10 and inp.n_bars == 240 and (pop.open_s > pop.open_s.min()).any()
-    warmup.warm(["binance", "ftx"])
+    warmup.warm(["binance", "ftx"], p)
 
 
 def test_prefetch_is_off_with_the_switch_and_once_per_process(monkeypatch):

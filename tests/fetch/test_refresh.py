@@ -24,6 +24,7 @@ import pytest
 from fetch.lake import Lake, SeriesKey
 from fetch.refresh import EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, RunLock, load_config, run
 from fetch.sources.ccxt_source import RetryPolicy
+from tests.fetch.jobs import write_job
 from tests.fetch.servers.fapi import BarBook, FapiServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,21 +34,8 @@ KEY = SeriesKey("ohlcv", "binance", "perp", "BTCUSDT", "1m", "trade")
 
 def config(tmp_path: Path, url: str, *, start="2022-11-01", end="2022-11-05", symbols=("BTCUSDT",),
            extra: str = "") -> Path:
-    syms = ", ".join(f'"{s}"' for s in symbols)
-    p = tmp_path / "refresh.toml"
-    p.write_text(textwrap.dedent(f"""
-        [[job]]
-        name = "btc-1m"
-        source = "ccxt"
-        exchange = "binanceusdm"
-        dataset = "ohlcv"
-        symbols = [{syms}]
-        timeframes = ["1m"]
-        start = "{start}"
-        end = "{end}"
-        api_url = "{url}"
-        """) + extra)
-    return p
+    return write_job(tmp_path / "refresh.toml", name="btc-1m", source="ccxt", exchange="binanceusdm", dataset="ohlcv",
+                     symbols=list(symbols), timeframes=["1m"], start=start, end=end, api_url=url, extra=extra)
 
 
 def fx(sleeps=None) -> Fetchers:
@@ -236,17 +224,15 @@ def test_exit_codes_temporary_vs_needs_a_person(fapi, tmp_path, sleeps, capsys):
     assert "unknown symbol 'NOPEUSDT'" in err
     assert len(lake_rows(tmp_path / "l2")) == 1440  # the good symbol still filled
 
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[[job]]\nsource = "ccxt"\ndataset = "ohlcv"\nsymbols = ["BTCUSDT"]\nstart = "2022-11-01"\n'
-                   'colour = "red"\n')
+    bad = write_job(tmp_path / "bad.toml", source="ccxt", dataset="ohlcv", symbols=["BTCUSDT"], start="2022-11-01",
+                    colour="red")
     assert run(bad, str(tmp_path / "l3")) == EXIT_PERSON
     assert "unknown key(s) ['colour']" in capsys.readouterr().err
 
 
 def test_publication_lag_and_open_end(fapi, tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[[job]]\nsource = "ccxt"\ndataset = "ohlcv"\nsymbols = ["BTCUSDT"]\n'
-                   f'timeframes = ["1m"]\nstart = "2022-11-04"\napi_url = "{fapi.url}"\n')
+    cfg = write_job(tmp_path / "c.toml", source="ccxt", dataset="ohlcv", symbols=["BTCUSDT"], timeframes=["1m"],
+                    start="2022-11-04", api_url=fapi.url)
     lake = tmp_path / "lake"
     now = datetime(2022, 11, 5, 12, 0, 30, tzinfo=timezone.utc)
     assert run(cfg, str(lake), now=now, fetchers=fx()) == EXIT_OK

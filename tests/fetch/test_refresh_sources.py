@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import date, datetime, timezone
 
 import pandas as pd
@@ -12,6 +11,7 @@ from backtest.console import main as liqreplay
 from fetch.lake import Lake, SeriesKey
 from fetch.refresh import EXIT_OK, EXIT_PERSON, EXIT_TEMPFAIL, Fetchers, run
 from fetch.sources.ccxt_source import RetryPolicy
+from tests.fetch.jobs import write_job
 
 FAST = RetryPolicy(attempts=2, base_s=0.01, cap_s=0.02)
 UTC = timezone.utc
@@ -28,18 +28,8 @@ def rows(root, key=KEY) -> pd.DataFrame:
 
 
 def vision_job(tmp_path, url, *, extra="", start="2022-11-01"):
-    p = tmp_path / "v.toml"
-    p.write_text(textwrap.dedent(f"""
-        [[job]]
-        name = "arch"
-        source = "binance_vision"
-        dataset = "ohlcv"
-        symbols = ["BTCUSDT"]
-        timeframes = ["1m"]
-        start = "{start}"
-        api_url = "{url}"
-        """) + extra)
-    return p
+    return write_job(tmp_path / "v.toml", name="arch", source="binance_vision", dataset="ohlcv", symbols=["BTCUSDT"],
+                     timeframes=["1m"], start=start, api_url=url, extra=extra)
 
 
 def test_archive_daily_lag_respected(vision, book, tmp_path):
@@ -102,18 +92,9 @@ def test_tardis_job_skipped_without_key_and_run_with_one(tardis_server, tmp_path
     tardis_server.put("ftx", "liquidations", date(2022, 11, 8), "BTC-PERP",
                       "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
                       "ftx,BTC-PERP,1667865600100000,1667865600200000,1,sell,20000,0.5\n")
-    cfg = tmp_path / "t.toml"
-    cfg.write_text(textwrap.dedent(f"""
-        [[job]]
-        source = "tardis"
-        exchange = "ftx"
-        dataset = "liquidations"
-        symbols = ["BTC-PERP"]
-        start = "2022-11-08"
-        end = "2022-11-09"
-        api_url = "{tardis_server.url}/v1"
-        requires_env = "TARDIS_API_KEY"
-        """))
+    cfg = write_job(tmp_path / "t.toml", source="tardis", exchange="ftx", dataset="liquidations", symbols=["BTC-PERP"],
+                    start="2022-11-08", end="2022-11-09", api_url=f"{tardis_server.url}/v1",
+                    requires_env="TARDIS_API_KEY")
     lake = tmp_path / "lake"
     monkeypatch.delenv("TARDIS_API_KEY", raising=False)
     assert run(cfg, str(lake), fetchers=fx()) == EXIT_OK
@@ -162,9 +143,8 @@ def test_rest_open_interest_older_than_a_month_is_not_marked_complete(tmp_path):
     from tests.fetch.servers.fapi import BarBook, FapiServer
 
     with FapiServer(BarBook().add_synthetic("BTCUSDT", "2022-11-01", "2022-11-03")) as srv:
-        cfg = tmp_path / "oi.toml"
-        cfg.write_text(f'[[job]]\nsource = "ccxt"\ndataset = "open_interest"\nsymbols = ["BTCUSDT"]\n'
-                       f'timeframes = ["5m"]\nstart = "2022-10-01"\nend = "2022-10-02"\napi_url = "{srv.url}"\n')
+        cfg = write_job(tmp_path / "oi.toml", source="ccxt", dataset="open_interest", symbols=["BTCUSDT"],
+                        timeframes=["5m"], start="2022-10-01", end="2022-10-02", api_url=srv.url)
         lake = tmp_path / "lake"
         assert run(cfg, str(lake), fetchers=fx()) == EXIT_PERSON
         s = json.loads((lake / "_refresh" / "summary.json").read_text())

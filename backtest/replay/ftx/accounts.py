@@ -139,25 +139,24 @@ def close_out(S, i):
 
 
 def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: int) -> np.ndarray:
-    g = lambda k: float(params.get(k))   # noqa: E731
+    f, ex = params.ftx, params.execution
     C = np.zeros(NC_CONST)
     C[C_IMF_F] = ftx.imf_factor_for(symbol, params)
-    C[C_MMF_FLOOR], C[C_MMF_RATIO] = g("ftx.mmf_floor"), g("ftx.mmf_imf_ratio")
-    C[C_ACMF_RATIO], C[C_ACMF_OFF] = g("ftx.acmf_ratio"), g("ftx.acmf_offset")
+    C[C_MMF_FLOOR], C[C_MMF_RATIO] = f.mmf_floor, f.mmf_imf_ratio
+    C[C_ACMF_RATIO], C[C_ACMF_OFF] = f.acmf_ratio, f.acmf_offset
     C[C_BUDGET] = ftx.step1_budget_usd(inp.adv_usd, params)
-    C[C_ETA], C[C_FEE], C[C_MAXSLIP] = g("execution.eta.ftx"), g("execution.taker_fee.ftx"), g("execution.max_slippage")
-    C[C_TOPN] = int(params.get("ftx.overflow_top_n"))
-    C[C_CAPMIN], C[C_CAPHOUR] = g("ftx.blp.capacity_per_minute_usd"), g("ftx.blp.capacity_per_hour_usd")
-    C[C_PROB], C[C_S1FRAC], C[C_S1MIN] = g("ftx.step1.probability"), g("ftx.step1.fraction"), g("ftx.step1.min_usd")
-    C[C_JLO], C[C_JHI] = g("ftx.step1.jitter_low"), g("ftx.step1.jitter_high")
-    C[C_OLO], C[C_OHI] = g("ftx.step1.offset_bp_low"), g("ftx.step1.offset_bp_high")
-    C[C_S2MIN], C[C_NEGSHARE], C[C_ZPW] = g("ftx.step2.min_usd"), g("ftx.negative_equity_blp_share"), \
-        g("ftx.blp_price_zp_weight")
+    C[C_ETA], C[C_FEE], C[C_MAXSLIP] = ex.eta["ftx"], ex.taker_fee["ftx"], ex.max_slippage
+    C[C_TOPN] = f.overflow_top_n
+    C[C_CAPMIN], C[C_CAPHOUR] = f.blp.capacity_per_minute_usd, f.blp.capacity_per_hour_usd
+    C[C_PROB], C[C_S1FRAC], C[C_S1MIN] = f.step1.probability, f.step1.fraction, f.step1.min_usd
+    C[C_JLO], C[C_JHI] = f.step1.jitter_low, f.step1.jitter_high
+    C[C_OLO], C[C_OHI] = f.step1.offset_bp_low, f.step1.offset_bp_high
+    C[C_S2MIN], C[C_NEGSHARE], C[C_ZPW] = f.step2.min_usd, f.negative_equity_blp_share, f.blp_price_zp_weight
     if not 0.0 <= C[C_NEGSHARE] <= 1.0:
         raise ValueError("ftx.negative_equity_blp_share must be in [0, 1]")
     C[C_SIGMA], C[C_BM], C[C_TICK] = inp.sigma_1m, inp.bar_minutes, inp.tick_s
     C[C_DET] = 1.0 if deterministic else 0.0
-    C[C_FUND0] = g("ftx.insurance_fund_start_usd")
+    C[C_FUND0] = f.insurance_fund_start_usd
     C[C_NC] = n_other
     imp = execution.impact_settings(params, "ftx")
     C[C_MO] = 1.0 if imp["metaorders"] else 0.0

@@ -193,7 +193,7 @@ def hedge_slippage(t_fill, side_taken, q_usd, hp, hb, params: Params, eta: float
     out = np.empty(n)
     out[order] = execution.metaorder_slippages(f(t_fill), f(-np.asarray(side_taken, float)), f(q_usd),
                                                f(np.asarray(hp.volume_quote, float)[hb]), f(sig), float(eta),
-                                               float(hp.bar_minutes), float(params.get("impact.bucket_s")),
+                                               float(hp.bar_minutes), params.impact.bucket_s,
                                                float(max_slip))
     return out
 
@@ -204,11 +204,9 @@ def blp_book(lots: dict, inp, hedge, params: Params, bar_coll: np.ndarray) -> di
     takeovers. Parts: discount side*q*(mark - price); move until hedged side*h*q*(fill - mark);
     hedge cost (impact + fee); unhedged mark-to-market side*(1-h)*q*(end - mark) plus the
     hedged part's tracking side*h*q*(end - hedge end); collateral haircut gain and sale costs."""
-    lat = float(params.get("ftx.blp.hedge_latency_s"))
-    h = float(params.get("ftx.blp.hedge_ratio"))
-    fee = float(params.get("execution.taker_fee.binance"))
-    eta = float(params.get("execution.eta.binance"))
-    max_slip = float(params.get("execution.max_slippage"))
+    lat, h = params.ftx.blp.hedge_latency_s, params.ftx.blp.hedge_ratio
+    fee, eta = params.execution.taker_fee["binance"], params.execution.eta["binance"]
+    max_slip = params.execution.max_slippage
     t, s, q, tp, mk = (lots[k] for k in ("t_s", "side", "qty", "price", "mark"))
     t_fill = t + lat
     hf, he, hp = _hedge_prices(inp, hedge, t, t_fill, mk)

@@ -8,15 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.params import load_params
+from backtest.params import default_params, load_params
 from backtest.venues import binance
+
+P = default_params()  # the venue engines take their parameters explicitly
 
 NOV = dt.date(2022, 11, 9)
 
 
 @pytest.fixture(scope="module")
 def btc():
-    return binance.brackets_for("BTCUSDT", NOV)
+    return binance.brackets_for("BTCUSDT", NOV, params=P)
 
 
 def test_btc_may_nov_table_cum_matches_model(btc):
@@ -28,10 +30,10 @@ def test_btc_may_nov_table_cum_matches_model(btc):
 
 
 def test_btc_feb05_variant_and_january_choice():
-    feb = binance.brackets_for("BTCUSDT", dt.date(2022, 3, 1))
+    feb = binance.brackets_for("BTCUSDT", dt.date(2022, 3, 1), params=P)
     assert feb.cum.tolist() == pytest.approx(
         [0, 50, 1_300, 16_300, 203_800, 2_203_800, 4_703_800, 9_703_800, 49_703_800, 199_703_800])
-    jan_default = binance.brackets_for("BTCUSDT", dt.date(2022, 1, 22))
+    jan_default = binance.brackets_for("BTCUSDT", dt.date(2022, 1, 22), params=P)
     assert jan_default.cum.tolist() == feb.cum.tolist()
     p = load_params(overrides={"binance.brackets.btcusdt_jan2022_table": "2022-05"})
     jan_may = binance.brackets_for("BTCUSDT", dt.date(2022, 1, 22), p)
@@ -42,16 +44,16 @@ def test_btc_feb05_variant_and_january_choice():
 
 
 def test_eth_tables_by_date():
-    feb = binance.brackets_for("ETHUSDT", dt.date(2022, 5, 10))
+    feb = binance.brackets_for("ETHUSDT", dt.date(2022, 5, 10), params=P)
     assert feb.cum.tolist() == pytest.approx(
         [0, 15, 365, 5_365, 50_365, 250_365, 500_365, 1_000_365, 5_000_365, 42_500_365])
-    aug = binance.brackets_for("ETHUSDT", dt.date(2022, 10, 25))
+    aug = binance.brackets_for("ETHUSDT", dt.date(2022, 10, 25), params=P)
     assert aug.cum.tolist() == pytest.approx(
         [0, 150, 1_025, 11_025, 161_025, 661_025, 1_161_025, 2_161_025, 10_161_025, 47_661_025])
 
 
 def test_generic_fallback_and_error():
-    g = binance.brackets_for("SOLUSDT", NOV)
+    g = binance.brackets_for("SOLUSDT", NOV, params=P)
     assert "generic" in g.source and g.mmr[0] == pytest.approx(0.01)
     p = load_params(overrides={"binance.brackets.generic_fallback": False})
     with pytest.raises(binance.BracketError, match="SOLUSDT"):
@@ -96,7 +98,7 @@ def test_cross_terms_shift_lp(btc):
 @given(side=st.sampled_from([1, -1]), qty=st.floats(0.01, 20_000), ep=st.floats(100, 100_000),
        lev=st.floats(1.05, 125))
 def test_mm_equals_margin_balance_at_lp(side, qty, ep, lev):
-    br = binance.brackets_for("BTCUSDT", NOV)
+    br = binance.brackets_for("BTCUSDT", NOV, params=P)
     wb = qty * ep / lev
     lp = binance.liquidation_price(side, qty, ep, wb, br)
     if lp == 0.0:
@@ -111,7 +113,7 @@ def test_mm_equals_margin_balance_at_lp(side, qty, ep, lev):
 @given(side=st.sampled_from([1, -1]), qty=st.floats(0.01, 5_000), ep=st.floats(1_000, 80_000),
        w1=st.floats(0.01, 0.9), w2=st.floats(0.01, 0.9))
 def test_lp_monotone_in_wallet(side, qty, ep, w1, w2):
-    br = binance.brackets_for("BTCUSDT", NOV)
+    br = binance.brackets_for("BTCUSDT", NOV, params=P)
     lo, hi = sorted((w1, w2))
     lp_lo = binance.liquidation_price(side, qty, ep, lo * qty * ep, br)
     lp_hi = binance.liquidation_price(side, qty, ep, hi * qty * ep, br)
@@ -173,12 +175,12 @@ def test_reported_mask_one_per_second_last():
 
 
 def test_leverage_caps_by_date():
-    assert binance.max_leverage("BTCUSDT", dt.date(2021, 7, 26)) == 125
-    assert binance.max_leverage("BTCUSDT", dt.date(2021, 7, 27)) == 20
-    assert binance.max_leverage("BTCUSDT", NOV, 15e6) == 10  # bracket 5
-    binance.check_leverage("BTCUSDT", NOV, 20, 5_000)
+    assert binance.max_leverage("BTCUSDT", dt.date(2021, 7, 26), params=P) == 125
+    assert binance.max_leverage("BTCUSDT", dt.date(2021, 7, 27), params=P) == 20
+    assert binance.max_leverage("BTCUSDT", NOV, 15e6, params=P) == 10  # bracket 5
+    binance.check_leverage("BTCUSDT", NOV, 20, 5_000, params=P)
     with pytest.raises(binance.LeverageError, match="above Binance's cap"):
-        binance.check_leverage("BTCUSDT", NOV, 25, 5_000)
+        binance.check_leverage("BTCUSDT", NOV, 25, 5_000, params=P)
 
 
 @pytest.mark.parametrize("call", [
@@ -195,7 +197,7 @@ def test_bad_input_raises(btc, call):
 
 
 def test_partial_liquidation_parameter(btc):
-    assert binance.liquidation_qty(100.0, 20_000, btc) == 100.0  # default: the whole position
+    assert binance.liquidation_qty(100.0, 20_000, btc, params=P) == 100.0  # default: the whole position
     p = load_params(overrides={"binance.partial_liquidation": True})
     # 2M notional is tier 4: reduced to the tier-3 cap (1M) -> 50 BTC sent
     assert binance.liquidation_qty(100.0, 20_000, btc, p) == pytest.approx(50.0)

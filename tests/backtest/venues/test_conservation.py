@@ -126,7 +126,7 @@ def test_ftx_engine_conserves_money_on_every_event():
         tav = usd + coll + book.pos[:n] * m
         with np.errstate(divide="ignore", invalid="ignore"):
             mf = np.where(qty > 0, tav / (qty * m), np.inf)
-        imf, mmf, acmf = ftx.margin_thresholds(pop.account_leverage, fac, qty)
+        imf, mmf, acmf = ftx.margin_thresholds(pop.account_leverage, fac, qty, params=params)
         st = np.where(active, ftx.state(mf, imf, mmf, acmf), ftx.NORMAL)
         # ---- step 1
         idx = np.flatnonzero(st == ftx.STEP1)
@@ -136,7 +136,7 @@ def test_ftx_engine_conserves_money_on_every_event():
                 if q <= 0:
                     continue
                 slip = ex.sqrt_impact(q * m, 2e6, 0.002, 1.0)
-                fill = ftx.step1_fill_price(side[i], m, slip, params, rng=rng)
+                fill = ftx.step1_fill_price(side[i], m, slip, params=params, rng=rng)
                 out = ftx.step1_outcome(side[i], q, m, fill, 0.0007)
                 before = book.wealth(m, prices)
                 book.trade(i, -side[i] * q, fill)

@@ -8,19 +8,21 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from backtest.params import load_params
+from backtest.params import default_params, load_params
 from backtest.venues import ftx
+
+P = default_params()  # the venue engines take their parameters explicitly
 
 
 def test_thresholds_worked_examples():
-    imf, mmf, acmf = ftx.margin_thresholds(20, 0.002, 0.5)
+    imf, mmf, acmf = ftx.margin_thresholds(20, 0.002, 0.5, params=P)
     assert (imf, mmf, acmf) == pytest.approx((0.05, 0.03, 0.015))
-    imf, mmf, acmf = ftx.margin_thresholds(20, 0.002, 1_000)
+    imf, mmf, acmf = ftx.margin_thresholds(20, 0.002, 1_000, params=P)
     assert (round(imf * 100, 2), round(mmf * 100, 2), round(acmf * 100, 2)) == (6.32, 3.79, 1.90)
 
 
 def test_thresholds_vectorised():
-    imf, mmf, acmf = ftx.margin_thresholds(np.array([20.0, 20.0, 3.0]), 0.002, np.array([0.5, 1_000, 1.0]))
+    imf, mmf, acmf = ftx.margin_thresholds(np.array([20.0, 20.0, 3.0]), 0.002, np.array([0.5, 1_000, 1.0]), params=P)
     assert imf.shape == (3,)
     assert np.round(mmf, 4).tolist() == [0.03, 0.0379, 0.2]
     assert acmf[2] == pytest.approx(0.2 - 0.06)  # large MMF: MMF - 0.06 > MMF / 2
@@ -31,16 +33,16 @@ def test_thresholds_vectorised():
 def test_thresholds_ordered(lev, f, size):
     # the 2022 regime (cap 20x). Above 33.3x (only possible before 2021-07-25) the 3% MMF
     # floor exceeds 1/leverage: a known limit of the published formula (see report).
-    imf, mmf, acmf = ftx.margin_thresholds(lev, f, size, date=dt.date(2022, 6, 1))
+    imf, mmf, acmf = ftx.margin_thresholds(lev, f, size, date=dt.date(2022, 6, 1), params=P)
     assert 0 < acmf < mmf < imf
 
 
 def test_leverage_cap_by_date():
-    assert ftx.max_leverage(dt.date(2021, 7, 24)) == 101
-    assert ftx.max_leverage(dt.date(2021, 7, 25)) == 20
-    ftx.margin_thresholds(50, 0.002, 1, date=dt.date(2021, 7, 1))
+    assert ftx.max_leverage(dt.date(2021, 7, 24), params=P) == 101
+    assert ftx.max_leverage(dt.date(2021, 7, 25), params=P) == 20
+    ftx.margin_thresholds(50, 0.002, 1, date=dt.date(2021, 7, 1), params=P)
     with pytest.raises(ftx.LeverageError, match="above FTX's cap of 20x"):
-        ftx.margin_thresholds(50, 0.002, 1, date=dt.date(2022, 5, 10))
+        ftx.margin_thresholds(50, 0.002, 1, date=dt.date(2022, 5, 10), params=P)
 
 
 def test_collateral_worked_examples():
@@ -49,16 +51,16 @@ def test_collateral_worked_examples():
     assert round(ftx.effective_weight(100_000, 0.95, 0.0005), 4) == 0.9498
     assert round(ftx.effective_weight(10_000_000, 0.95, 0.0005), 3) == 0.426
     assert ftx.collateral_value(1.0, 20_000, 0.975, 0.002) == pytest.approx(19_500)
-    assert ftx.collateral_weights("USDT") == (1.0, 1.0, 0.0)
-    assert ftx.collateral_weights("FTT") == (0.95, 0.95, 0.0005)
+    assert ftx.collateral_weights("USDT", params=P) == (1.0, 1.0, 0.0)
+    assert ftx.collateral_weights("FTT", params=P) == (0.95, 0.95, 0.0005)
     with pytest.raises(ValueError, match="DOGE"):
-        ftx.collateral_weights("DOGE")
+        ftx.collateral_weights("DOGE", params=P)
 
 
 def test_zero_and_backstop_worked_examples():
     assert ftx.zero_price(1, 20_000, 0.012) == pytest.approx(19_760)
     assert ftx.backstop_price(1, 20_000, 0.012) == pytest.approx(19_840)
-    out = ftx.step2_takeover(1, 1.0, 20_000, 0.012, 0.015, 240.0)
+    out = ftx.step2_takeover(1, 1.0, 20_000, 0.012, 0.015, 240.0, params=P)
     per_coin = {k: out[k][0] / out["close_qty"][0] for k in ("user_loss_usd", "fund_delta_usd", "blp_discount_usd")}
     assert per_coin == pytest.approx({"user_loss_usd": 240, "fund_delta_usd": 80, "blp_discount_usd": 160})
     assert ftx.zero_price(1, 20_000, -0.01) == pytest.approx(20_200)
@@ -79,13 +81,13 @@ def test_negative_equity_split_parameter():
 
 
 def test_step2_fraction_and_minimum():
-    out = ftx.step2_takeover(1, 10.0, 20_000, 0.0075, 0.015, 1_500.0)
+    out = ftx.step2_takeover(1, 10.0, 20_000, 0.0075, 0.015, 1_500.0, params=P)
     assert out["close_qty"][0] == pytest.approx(5.0)  # f = 1 - 0.0075/0.015
-    out = ftx.step2_takeover(1, 10.0, 20_000, 0.01499, 0.015, 2_998.0)
+    out = ftx.step2_takeover(1, 10.0, 20_000, 0.01499, 0.015, 2_998.0, params=P)
     assert out["close_qty"][0] == pytest.approx(1_000 / 20_000)  # at least $1,000
-    out = ftx.step2_takeover(1, 0.01, 20_000, 0.01499, 0.015, 3.0)
+    out = ftx.step2_takeover(1, 0.01, 20_000, 0.01499, 0.015, 3.0, params=P)
     assert out["close_qty"][0] == pytest.approx(0.01)  # ... but not more than the position
-    out = ftx.step2_takeover(1, 10.0, 20_000, 0.02, 0.015, 4_000.0)
+    out = ftx.step2_takeover(1, 10.0, 20_000, 0.02, 0.015, 4_000.0, params=P)
     assert out["close_qty"][0] == 0.0
 
 
@@ -137,10 +139,10 @@ def test_price_at_margin_fraction_examples():
 
 def test_step1_deterministic_budget_and_min():
     pos = np.array([1.0, 10.0, 0.01])
-    qty, left = ftx.step1_order_qty(pos, 20_000.0, 1e9)
+    qty, left = ftx.step1_order_qty(pos, 20_000.0, 1e9, params=P)
     # 10% (at least $1000 = 0.05 BTC, capped by the position) times the firing probability 1/6
     assert qty.tolist() == pytest.approx([0.1 / 6, 1.0 / 6, 0.01 / 6])
-    qty, left = ftx.step1_order_qty(pos, 20_000.0, 3_000.0)
+    qty, left = ftx.step1_order_qty(pos, 20_000.0, 3_000.0, params=P)
     # budget served in index order: account 0 wants $2,000, account 1 gets the remaining $1,000
     assert qty.tolist() == pytest.approx([0.1 / 6, 0.05 / 6, 0.0])
     assert left == pytest.approx(3_000 - 3_000 / 6)
@@ -151,7 +153,7 @@ def test_step1_random_mode_respects_caps():
     pos = np.abs(rng.lognormal(0, 1, 200))
     fired = 0
     for _ in range(120):
-        qty, left = ftx.step1_order_qty(pos, 20_000.0, 50_000.0, rng=rng)
+        qty, left = ftx.step1_order_qty(pos, 20_000.0, 50_000.0, rng=rng, params=P)
         assert np.all(qty >= 0) and np.all(qty <= pos + 1e-12)
         assert (qty * 20_000).sum() <= 50_000 + 1e-6
         assert left == pytest.approx(50_000 - (qty * 20_000).sum())
@@ -160,7 +162,7 @@ def test_step1_random_mode_respects_caps():
 
 
 def test_step1_fill_and_outcome():
-    f = ftx.step1_fill_price(1, 20_000, 0.001)
+    f = ftx.step1_fill_price(1, 20_000, 0.001, params=P)
     assert f == pytest.approx(20_000 * (1 - 0.0003 - 0.001))
     out = ftx.step1_outcome(1, 1.0, 20_000, f, 0.0007)
     assert out["user_pnl_usd"] + out["fee_usd"] + out["market_usd"] == pytest.approx(0)
@@ -191,12 +193,12 @@ def test_collateral_transfer_and_exempt():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: ftx.margin_thresholds(0, 0.002, 1),
-    lambda: ftx.margin_thresholds(20, -0.1, 1),
+    lambda: ftx.margin_thresholds(0, 0.002, 1, params=P),
+    lambda: ftx.margin_thresholds(20, -0.1, 1, params=P),
     lambda: ftx.collateral_value(1.0, 0.0, 0.95, 0.002),
     lambda: ftx.zero_price(1, 0.0, 0.01),
-    lambda: ftx.step2_takeover(1, -1.0, 20_000, 0.01, 0.015, 10),
-    lambda: ftx.step1_order_qty(np.array([1.0]), 0.0, 1e6),
+    lambda: ftx.step2_takeover(1, -1.0, 20_000, 0.01, 0.015, 10, params=P),
+    lambda: ftx.step1_order_qty(np.array([1.0]), 0.0, 1e6, params=P),
     lambda: ftx.account_tav_mf(1, -1, 20_000, 20_000, 0, 0),
     lambda: ftx.backstop_price(0, 20_000, 0.01),
 ])
@@ -207,7 +209,8 @@ def test_bad_input_raises(call):
 
 def test_account_thresholds_notional_weighted():
     # a 20x BTC position ($3M) and a $1M position with IMF 10%, MMF 6%
-    imf, mmf, acmf = ftx.account_thresholds(np.array([3e6, -1e6]), np.array([0.05, 0.10]), np.array([0.03, 0.06]))
+    imf, mmf, acmf = ftx.account_thresholds(np.array([3e6, -1e6]), np.array([0.05, 0.10]), np.array([0.03, 0.06]),
+                                            params=P)
     assert (imf, mmf, acmf) == pytest.approx((0.0625, 0.0375, 0.01875))
     with pytest.raises(ValueError):
-        ftx.account_thresholds(np.array([0.0]), 0.05, 0.03)
+        ftx.account_thresholds(np.array([0.0]), 0.05, 0.03, params=P)

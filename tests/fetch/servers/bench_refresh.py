@@ -18,6 +18,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from fetch.refresh import Fetchers, run
+from tests.fetch.jobs import write_job
 from tests.fetch.servers.fapi import BarBook, FapiServer
 from tests.fetch.servers.vision import VisionServer
 
@@ -25,10 +26,8 @@ SHARED = Path(os.environ.get("LIQREPLAY_SEED_DATA", Path(__file__).resolve().par
 
 
 def _cfg(d: Path, source: str, url: str) -> Path:
-    p = d / f"{source}.toml"
-    p.write_text(f'[[job]]\nsource = "{source}"\ndataset = "ohlcv"\nsymbols = ["BTCUSDT"]\n'
-                 f'timeframes = ["1m"]\nstart = "2022-11-06"\nend = "2022-11-13"\napi_url = "{url}"\n')
-    return p
+    return write_job(d / f"{source}.toml", source=source, dataset="ohlcv", symbols=["BTCUSDT"], timeframes=["1m"],
+                     start="2022-11-06", end="2022-11-13", api_url=url)
 
 
 def main() -> None:
