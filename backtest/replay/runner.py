@@ -85,6 +85,8 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
            "accounts_simulated": int(len(pop)), "real_accounts": float(np.sum(pop.weight)),
            "path_mode": params.path_model.mode,
            "trigger_source": str(getattr(sd, "trigger_source", "trade bars"))}
+    if sd.venue == "binance":
+        row["reported_unresolved_share"] = unresolved_share(res.events, pop, params)
     if pop_kind == "v2":
         row["book_start"] = str(pop.meta.get("book_start", ""))
         # the book's own source: names the scale (FTX on Binance's path x ftx.oi_ratio_to_binance.<COIN>)
@@ -100,6 +102,20 @@ def run_series(sd, params: Params, seed: int, *, hedge=None, n_accounts: int | N
     oi = res.oi_daily if res.oi_daily is not None else oi_from_events(inp, pop, res.events)
     daily = daily_frame(ev, oi, inp.ts_s, key)
     return row, series, ev, daily
+
+
+def unresolved_share(events: pd.DataFrame, pop, params: Params) -> float:
+    """Share of the liquidated notional from simulated accounts that stand for more real orders
+    (count_weight) than `disclosure.bandwidth_real_orders`: the reported figure cannot resolve
+    their cells, which the throttle then spreads halfway to the neighbours: the reported figure
+    moves with --accounts once most of the notional is there (api.UNRESOLVED_WARN). 0 where
+    nothing was liquidated."""
+    if not len(events):
+        return 0.0
+    x = events["notional_usd"].to_numpy(float)
+    cw = np.asarray(pop.count_weight, float)[events["account"].to_numpy(np.int64)]
+    tot = float(x.sum())
+    return float(x[cw > params.disclosure.bandwidth_real_orders].sum() / tot) if tot > 0 else 0.0
 
 
 def oi_from_events(inp: PathInput, pop, events: pd.DataFrame) -> pd.DataFrame:

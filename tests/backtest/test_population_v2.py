@@ -412,15 +412,20 @@ def test_count_weight_is_the_expected_weight_given_the_notional():
 @pytest.mark.parametrize("window", ["2022-05", "2022-11"])
 def test_binance_reported_stable_between_20k_and_200k_accounts(lake, window):
     """Issue 8's check on the real data, calibrated defaults: a crash window's Binance BTC
-    reported notional at 20,000 and 200,000 simulated accounts within 15%."""
+    reported notional at 20,000 and 200,000 simulated accounts within 15%; at 2,000 the row
+    flags the figure as unresolved."""
     from backtest.catalog import Catalog
+    from backtest.api import UNRESOLVED_WARN
     from backtest.replay import run_series
     sc = load_scenarios()
     p = default_params()
     sd = SeriesLoader(Catalog(lake), sc, params=p).load(sc.window(window), "binance", "BTC")
-    rep = {}
-    for n in (20_000, 200_000):
-        ev = run_series(sd, p, 20221108, n_accounts=n)[2]
+    rep, unresolved = {}, {}
+    for n in (2_000, 20_000, 200_000):
+        row, _, ev, _ = run_series(sd, p, 20221108, n_accounts=n)
         rep[n] = float(ev["reported_usd"].sum())
+        unresolved[n] = row["reported_unresolved_share"]
     assert rep[200_000] > 0
     assert rep[20_000] == pytest.approx(rep[200_000], rel=0.15), rep
+    # the row says how much rests on cells the account count cannot resolve (api warns above UNRESOLVED_WARN)
+    assert unresolved[200_000] < unresolved[20_000] < UNRESOLVED_WARN < unresolved[2_000], unresolved
