@@ -48,7 +48,8 @@ RESULTS_VERSION = 3   # bump when a code change alters results: finished windows
 SERIES_ERRORS = (ValueError, KeyError, ZeroDivisionError, FloatingPointError)
 # a Binance series whose liquidated notional comes this much from accounts wider than the disclosure
 # bandwidth gets a warning (run_loaded): its reported figure moves with --accounts
-UNRESOLVED_WARN = 0.75   # measured: year 20k 0.78-0.85 (reported 1.5-1.8x the 200k figure), year 100k 0.65-0.72 (1.05-1.09x)
+# (measured: the year at 20k accounts 0.78-0.85, reported 1.5-1.8x the 200k figure; at 100k 0.65-0.72, 1.05-1.09x)
+UNRESOLVED_WARN = 0.75
 
 Progress = Callable[[dict], None]
 

@@ -414,8 +414,8 @@ def test_binance_reported_stable_between_20k_and_200k_accounts(lake, window):
     """Issue 8's check on the real data, calibrated defaults: a crash window's Binance BTC
     reported notional at 20,000 and 200,000 simulated accounts within 15%; at 2,000 the row
     flags the figure as unresolved."""
-    from backtest.catalog import Catalog
     from backtest.api import UNRESOLVED_WARN
+    from backtest.catalog import Catalog
     from backtest.replay import run_series
     sc = load_scenarios()
     p = default_params()
