@@ -189,6 +189,37 @@ def bridge_vertices(o, h, lw, c, n_ticks, key, bar_open_s, near_first_prob, time
 
 
 @njit(cache=True)
+def _bridge_walk(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter, vol_scale, w_out):
+    """The bridge's vertices (k1, k2, e1, e2) and its Brownian motion W[k] (W[0] = 0) for ticks
+    0..n-1 into w_out: every tick's draw, since W's end value sets the legs' chords."""
+    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
+    span = n - 1
+    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
+    s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
+    w = 0.0
+    w_out[0] = 0.0
+    for k in range(1, n):
+        w += s_tick * rng.normal(kn, k)
+        w_out[k] = w
+    return k1, k2, e1, e2
+
+
+@njit(cache=True)
+def _leg_price(k, wk, k1, k2, span, x0, x1, x2, x3, w1, w2, w3, lo_in, hi_in):
+    """Price at inner tick k (not a vertex): its leg's chord in log price plus (W[k] - W's chord
+    over the leg), clipped strictly inside the bar's range. W[0] = 0."""
+    if k < k1:
+        ka, kb, xa, xb, wa, wb = 0, k1, x0, x1, 0.0, w1
+    elif k < k2:
+        ka, kb, xa, xb, wa, wb = k1, k2, x1, x2, w1, w2
+    else:
+        ka, kb, xa, xb, wa, wb = k2, span, x2, x3, w2, w3
+    f = (k - ka) / (kb - ka)
+    x = xa + (xb - xa) * f + (wk - wa - f * (wb - wa))
+    return min(max(math.exp(x), lo_in), hi_in)
+
+
+@njit(cache=True)
 def fill_bar_path(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, out, vol_scale=1.0,
                   time_jitter=0.25):
     """Fill out[:n_ticks] with one bar's tick prices (module docstring). mode 0 (MODE_LINEAR)
@@ -203,34 +234,17 @@ def fill_bar_path(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, 
     if mode == MODE_LINEAR or n < 4 or not (hh > ll) or not (ll > 0.0):
         _fill_linear(o, h, lw, c, n, out)
         return
-    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
+    k1, k2, e1, e2 = _bridge_walk(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter, vol_scale, out)
     span = n - 1
-    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
-    s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
-    # pass 1: the Brownian motion W[k] (W[0] = 0) into out
-    w = 0.0
-    out[0] = 0.0
-    for k in range(1, n):
-        w += s_tick * rng.normal(kn, k)
-        out[k] = w
-    w0, w1, w2, w3 = 0.0, out[k1], out[k2], out[span]
     x0, x1, x2, x3 = math.log(o), math.log(e1), math.log(e2), math.log(c)
     band = _INSIDE * (hh - ll)
     lo_in, hi_in = ll + band, hh - band
+    w1, w2, w3 = out[k1], out[k2], out[span]
     # pass 2: per leg, chord in log price + (W - W's chord), clipped strictly inside
     for k in range(1, span):
         if k == k1 or k == k2:
             continue
-        if k < k1:
-            ka, kb, xa, xb, wa, wb = 0, k1, x0, x1, w0, w1
-        elif k < k2:
-            ka, kb, xa, xb, wa, wb = k1, k2, x1, x2, w1, w2
-        else:
-            ka, kb, xa, xb, wa, wb = k2, span, x2, x3, w2, w3
-        f = (k - ka) / (kb - ka)
-        x = xa + (xb - xa) * f + (out[k] - wa - f * (wb - wa))
-        p = math.exp(x)
-        out[k] = min(max(p, lo_in), hi_in)
+        out[k] = _leg_price(k, out[k], k1, k2, span, x0, x1, x2, x3, w1, w2, w3, lo_in, hi_in)
     out[0] = o
     out[span] = c
     out[k1] = e1
@@ -255,19 +269,12 @@ def bar_prices_at(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, 
         for j in range(m):
             out[j] = buf[ks[j]]
         return
-    k1, k2, e1, e2 = bridge_vertices(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter)
+    k1, k2, e1, e2 = _bridge_walk(o, hh, ll, c, n, key, bar_open_s, near_first_prob, time_jitter, vol_scale, buf)
     span = n - 1
-    kn = rng.make_key(key, bar_open_s, np.int64(_N), np.int64(0))
-    s_tick = vol_scale * math.log(hh / ll) * _PARKINSON / math.sqrt(span)
-    w = 0.0
-    buf[0] = 0.0
-    for k in range(1, n):
-        w += s_tick * rng.normal(kn, k)
-        buf[k] = w
-    w0, w1, w2, w3 = 0.0, buf[k1], buf[k2], buf[span]
     x0, x1, x2, x3 = math.log(o), math.log(e1), math.log(e2), math.log(c)
     band = _INSIDE * (hh - ll)
     lo_in, hi_in = ll + band, hh - band
+    w1, w2, w3 = buf[k1], buf[k2], buf[span]
     for j in range(m):
         k = ks[j]
         # fill_bar_path writes O, C, e1, e2 last, in that order: the later wins a shared tick
@@ -280,16 +287,7 @@ def bar_prices_at(o, h, lw, c, n_ticks, mode, key, bar_open_s, near_first_prob, 
         elif k == 0:
             out[j] = o
         else:
-            if k < k1:
-                ka, kb, xa, xb, wa, wb = 0, k1, x0, x1, w0, w1
-            elif k < k2:
-                ka, kb, xa, xb, wa, wb = k1, k2, x1, x2, w1, w2
-            else:
-                ka, kb, xa, xb, wa, wb = k2, span, x2, x3, w2, w3
-            f = (k - ka) / (kb - ka)
-            x = xa + (xb - xa) * f + (buf[k] - wa - f * (wb - wa))
-            p = math.exp(x)
-            out[j] = min(max(p, lo_in), hi_in)
+            out[j] = _leg_price(k, buf[k], k1, k2, span, x0, x1, x2, x3, w1, w2, w3, lo_in, hi_in)
 
 
 @njit(cache=True)
