@@ -28,6 +28,17 @@ def crash_bars(n_bars: int = 40, seed: int = 3, p0: float = 20000.0, crash=-0.01
                          "volume_quote": np.full(n_bars, 2e7)})
 
 
+def gap_down_bars() -> pd.DataFrame:
+    """crash_bars with a deeper crash and a 7% gap down at the open of a bar inside it: deficits a
+    small fund cannot pay (the ADL fixture)."""
+    bars = crash_bars(crash=-0.03)
+    i = len(bars) // 4 + 2
+    bars.loc[i, "open"] = bars.loc[i - 1, "close"] * 0.93
+    bars.loc[i, "low"] = min(bars.loc[i, "low"], bars.loc[i, "open"])
+    bars.loc[i, "high"] = max(bars.loc[i, "high"], bars.loc[i, "open"])
+    return bars
+
+
 def entry_bars(p0: float = 20000.0, seed: int = 4) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = 200

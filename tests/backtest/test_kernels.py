@@ -14,7 +14,7 @@ from backtest.population import NEVER, OPEN_ALWAYS
 from backtest.reference import reference_binance
 from backtest.replay import PathInput, run_binance
 from backtest.replay.recorder import BLP_PARTS, loss_accounting
-from tests.backtest._synth import DATE, crash_bars, setup
+from tests.backtest._synth import DATE, crash_bars, gap_down_bars, setup
 from tests.backtest.test_reference_parity import assert_same
 
 
@@ -119,11 +119,7 @@ def test_oi_daily_over_days_matches_the_oracle_and_the_population():
 
 def test_loss_accounting_traces_every_dollar_of_house_loss():
     # the ADL fixture: the fund pays deficits, is exhausted, then earns again
-    bars = crash_bars(crash=-0.03)
-    i = len(bars) // 4 + 2
-    bars.loc[i, "open"] = bars.loc[i - 1, "close"] * 0.93
-    bars.loc[i, "low"] = min(bars.loc[i, "low"], bars.loc[i, "open"])
-    bars.loc[i, "high"] = max(bars.loc[i, "high"], bars.loc[i, "open"])
+    bars = gap_down_bars()
     params, pop, inp, sym = setup("binance", 300, {"binance.insurance_fund_start_usd": 1000.0,
                                                    "population.leverage_scale": 2.0,
                                                    "population.exempt_account": True,

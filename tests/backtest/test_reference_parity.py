@@ -7,7 +7,7 @@ import pytest
 
 from backtest.reference import reference_binance, reference_ftx
 from backtest.replay import run_binance, run_ftx
-from tests.backtest._synth import DATE, crash_bars, setup, with_path
+from tests.backtest._synth import DATE, crash_bars, gap_down_bars, setup, with_path
 
 EVENT_COLS = ["t_s", "account", "side", "mechanism"]
 MONEY_COLS = ["qty_coin", "price", "notional_usd", "user_loss_usd", "fund_delta_usd"]
@@ -42,11 +42,7 @@ def test_binance_parity_with_funding():
 
 def test_binance_parity_fund_exhausted_adl():
     # a tiny fund, a gap-down bar and high leverage: deficits the fund cannot pay -> ADL
-    bars = crash_bars(crash=-0.03)
-    i = len(bars) // 4 + 2
-    bars.loc[i, "open"] = bars.loc[i - 1, "close"] * 0.93
-    bars.loc[i, "low"] = min(bars.loc[i, "low"], bars.loc[i, "open"])
-    bars.loc[i, "high"] = max(bars.loc[i, "high"], bars.loc[i, "open"])
+    bars = gap_down_bars()
     params, pop, inp, sym = setup("binance", 300, {"binance.insurance_fund_start_usd": 1000.0,
                                                    "population.leverage_scale": 2.0}, bars=bars)
     fast = run_binance(inp, pop, params, symbol=sym, date=DATE)
