@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fetch.cmdline import add_lake_option, non_negative_int, positive_int
+from fetch.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -49,10 +50,11 @@ def register(subparsers) -> None:
 
 
 def cmd_calibrate(args) -> int:
+    # pandas, pyarrow, numba, scipy: paid by `calibrate` only, not by `liqreplay --help`
     from backtest.calibrate import CalibrateOptions, calibrate
+    from backtest.catalog import Catalog
     from backtest.params import load_params
     from backtest.scenarios import load_scenarios
-    from fetch.errors import UserError
     from fetch.lake import resolve_lake
 
     if args.accounts < 2:
@@ -69,7 +71,6 @@ def cmd_calibrate(args) -> int:
     lake = resolve_lake(args.lake)
     if not Path(lake).exists():
         raise UserError(f"no lake at {lake}: run `liqreplay import ../shared/data` (or pass --lake DIR)")
-    from backtest.catalog import Catalog
     opts = CalibrateOptions(out=Path(args.out), params_path=args.params, params_out=args.params_out,
                             write_params=not args.no_write, oct25_out=args.oct25_out or None,
                             accounts=args.accounts, seed=args.seed, method=args.method, max_evals=args.max_evals,

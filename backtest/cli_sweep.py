@@ -16,7 +16,9 @@ workers (a printed figure, nothing kept).
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import numpy as np
 from backtest.cli import DEFAULT_SEED
 from backtest.fmt import money
 from fetch.cmdline import add_lake_option, non_negative_int, positive_int
+from fetch.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +112,8 @@ def quiet_dask() -> None:
 
 
 def cmd_sweep(args) -> int:
-    from backtest import sensitivity as S
+    from backtest import sensitivity as S  # scipy, SALib, Dask: paid by `sweep` only
     from backtest.sweep import run_sweep
-    from fetch.errors import UserError
 
     if not args.all and not args.window:
         raise UserError("say which windows: --window ID (repeatable) or --all")
@@ -160,10 +162,7 @@ def cmd_sweep(args) -> int:
 
 def _bench(args) -> int:
     """Samples per second at --accounts on the first window with 1 and 2 local workers."""
-    import shutil
-    import tempfile
-
-    from backtest.sweep import run_sweep
+    from backtest.sweep import run_sweep  # Dask: paid by `sweep --bench` only
     wins = ["all"] if args.all else args.window[:1]
     print(f"sweep bench: window {wins[0]}, {args.accounts} accounts per series, {args.samples} samples per run")
     for k in (1, 2):

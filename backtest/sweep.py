@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -247,7 +248,6 @@ def open_executor(*, workers: int | None = None, scheduler: str | None = None,
     if scheduler:
         return _Dask(scheduler=scheduler, workers=0, connect_timeout=connect_timeout, processes=processes)
     if workers is None:
-        import os
         workers = max(1, min(os.cpu_count() or 1, 8))
     if int(workers) <= 0:
         return _InProcess()
