@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backtest.calibrate_options import CalibrateOptions
 from fetch.cmdline import add_lake_option, non_negative_int, positive_int
 from fetch.errors import UserError
 
 
 def register(subparsers) -> None:
-    from backtest.calibrate import CalibrateOptions
     d = CalibrateOptions()
     p = subparsers.add_parser(
         "calibrate", help="fit the population to Coinalyze's daily liquidations and FTX's published totals",
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 def cmd_calibrate(args) -> int:
     # pandas, pyarrow, numba, scipy: paid by `calibrate` only, not by `liqreplay --help`
-    from backtest.calibrate import CalibrateOptions, calibrate
+    from backtest.calibrate import calibrate
     from backtest.catalog import Catalog
     from backtest.params import load_params
     from backtest.scenarios import load_scenarios

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from backtest.fmt import money
 from backtest.params import load_params
-from backtest.results import add_per_1b, load_results
 from fetch.cmdline import add_lake_option, non_negative_int, positive_int
 from fetch.errors import UserError
 from fetch.progress import progress_bar
@@ -125,6 +124,7 @@ class SeriesProgress:
 
 def cmd_run(args) -> int:
     from backtest.api import run_windows  # numba kernels, pandas: paid by `run` only
+    from backtest.results import load_results
 
     if not args.all and not args.window:
         raise UserError("say which windows: --window ID (repeatable) or --all")
@@ -166,7 +166,7 @@ def _print_summary(out: Path, wins, rows, wall) -> None:
         if w["status"] == "skipped":
             print(f"  {w['id']:<10} skipped: {w['reason']}")
             continue
-        for r in (add_per_1b(dict(x)) for x in rows if x["window"] == w["id"]):
+        for r in (x for x in rows if x["window"] == w["id"]):   # write_results added the per-$1B-OI fields
             print(f"  {w['id']:<10} {r['venue']:<8} {r['market']:<4} liquidated {money(r['liquidated_usd']):>9}"
                   f"  house loss {money(r['house_loss_usd']):>9} ({money(r['house_loss_usd_per_1b_oi'])}/$1B OI)"
                   f"  {r['timeframe']:>3} {r['price_source']}")
