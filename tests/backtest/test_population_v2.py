@@ -96,7 +96,9 @@ def test_opens_follow_oi_rise_and_prorata_on_fall():
 def test_liquidations_removed_by_builder_not_close_s():
     """A crash liquidates longs: the builder's expected liquidation removes them from its OI
     (new longs open to hold the target) but close_s is not set to it."""
-    p = default_params().with_overrides({"population.holding_days": 5.0, "population.warmup_days": 10.0})
+    # 6 h cohorts: t_after below is a step of the grid (the book holds the target exactly at steps)
+    p = default_params().with_overrides({"population.holding_days": 5.0, "population.warmup_days": 10.0,
+                                         "population.cohort_hours": 6.0})
     bars = flat_bars(40)
     k = int((T0 + 25 * DAY - bars.ts_s[0]) // 3600)
     low = bars.low.copy()
