@@ -40,6 +40,7 @@ from backtest.population.book import (
     _add_exempt,
     _real_accounts,
     _Store,
+    cohort_step_s,
     crossed_since,
     first_cross,
     held_values,
@@ -161,7 +162,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
     proportional to the side's opened notional x the chance an account of it survives to the
     window start (1 for cohorts in the window), at least one per side.
     """
-    dt_s = int(round(float(params.get("population.cohort_hours")) * 3600))
+    dt_s = cohort_step_s(float(params.get("population.cohort_hours")))   # the grid rule is shared, not under test
     tau_d = float(params.get("population.holding_days"))
     warm_d = float(params.get("population.warmup_days"))
     lookback_d = float(params.get("population.entry_lookback_days"))

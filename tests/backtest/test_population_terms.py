@@ -97,7 +97,9 @@ def wavy_bars(days, vol=0.03, seed=0):
 
 @pytest.mark.parametrize("venue,symbol,over", CASES)
 def test_book_equals_the_reference(venue, symbol, over):
+    # 6 h cohorts: the grid this fixture was built on (an entry drawn over 6 h of wavy bars can be crossed)
     p = default_params().with_overrides({"population.holding_days": 3.0, "population.warmup_days": 15.0,
+                                         "population.cohort_hours": 6.0,
                                          "population.exempt_account": venue == "ftx", **over})
     bars = wavy_bars(45)
     asof = T0 + DAY * np.arange(1, 45)
