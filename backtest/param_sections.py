@@ -210,6 +210,7 @@ class PathParams:
 
 @dataclass(frozen=True, slots=True)
 class PopulationParams:
+    accounts_reference_days: float
     binance_cross_extra_margin: float
     binance_isolated_share: float
     binance_legacy_share: float

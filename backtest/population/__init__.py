@@ -22,7 +22,7 @@ from backtest.population.accounts import (  # noqa: F401
     account_terms,
     make_population,
 )
-from backtest.population.book import BookBars, build_book, model_oi_coin  # noqa: F401
+from backtest.population.book import BookBars, book_start_s, build_book, density_accounts, model_oi_coin  # noqa: F401
 
 __all__ = ["Population", "make_population", "build_population", "model_oi_coin", "OPEN_ALWAYS", "NEVER",
            "oi_path_arrays", "expected_liquidations", "per_real_account"]
@@ -56,7 +56,9 @@ def build_population(sd, params: Params, seed: int, n_accounts: int | None = Non
     """The v2 book of one loaded series (backtest.series_loader.SeriesData): cohorts opened from
     the lake's OI path every `population.cohort_hours` over `population.warmup_days` before
     the window and through it (book.py). n_accounts (default `population.n_accounts`): the
-    expected number of simulated accounts in the book; each stands for `weight` real ones.
+    expected number of simulated accounts in the book (a Binance book longer than
+    `population.accounts_reference_days` gets proportionally more: book.density_accounts);
+    each stands for `weight` real ones.
     Draws are keyed by (seed, venue, market, window, account), so a book is reproducible."""
     n = int(params.population.n_accounts if n_accounts is None else n_accounts)
     asof, oi, src = oi_path_arrays(sd, params)
@@ -73,6 +75,9 @@ def build_population(sd, params: Params, seed: int, n_accounts: int | None = Non
     key = R.series_key(seed, R.POPULATION, sd.window.id, sd.venue, sd.coin)
     start_s = int(_epoch_s([sd.window.start])[0])
     end_s = int(_epoch_s([sd.window.end])[0])
+    first_oi = int(asof[np.isfinite(oi) & (oi > 0)].min()) if np.any(np.isfinite(oi) & (oi > 0)) else start_s
+    book_from = book_start_s(start_s, params.population.warmup_days, first_oi, int(bars.ts_s[0] + bars.dur_s[0]))
+    n = density_accounts(sd.venue, n, (end_s - book_from) / 86400.0, params)
     pop = build_book(sd.venue, sd.symbol, sd.coin, bars, oi_asof_s=asof, oi_coin=oi, window_start_s=start_s,
                      window_end_s=end_s, params=params, key=key, n_accounts=n,
                      collateral_prices=collateral_prices, long_share_asof_s=ls_asof, long_share=ls_val,

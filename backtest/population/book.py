@@ -257,6 +257,25 @@ class _Store:
         return self.a[k][:self.n]
 
 
+def book_start_s(window_start_s: int, warmup_days: float, first_oi_s: int, first_bar_end_s: int) -> int:
+    """When a book starts: `warmup_days` before the window, or later where the lake's OI path
+    or bars start later (the whole year starts at the first OI: no look-ahead)."""
+    return max(int(window_start_s - warmup_days * 86400), int(first_oi_s), int(first_bar_end_s))
+
+
+def density_accounts(venue: str, n_accounts: int, book_days: float, params: Params) -> int:
+    """Simulated accounts of a book spanning `book_days`. Binance's reported figure comes out of
+    the disclosure throttle, which needs each liquidated simulated account to stand for fewer
+    real orders than its bandwidth: a book longer than `population.accounts_reference_days`
+    (the longest crash window's, warm-up included) gets n_accounts x book_days / reference
+    accounts, so the whole year is as dense per day as a window. FTX reports nothing through
+    the throttle and its liquidated notional does not move with the count: it keeps n_accounts."""
+    ref = float(params.population.accounts_reference_days)
+    if venue != "binance" or not (ref > 0) or book_days <= ref:
+        return int(n_accounts)
+    return int(math.ceil(n_accounts * book_days / ref))
+
+
 def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s: np.ndarray,
                oi_coin: np.ndarray, window_start_s: int, window_end_s: int, params: Params, key: int,
                n_accounts: int, collateral_prices: dict[str, float] | None = None,
@@ -299,7 +318,7 @@ def build_book(venue: str, symbol: str, coin: str, bars: BookBars, *, oi_asof_s:
         raise ValueError("no open interest for the book")
     order = np.argsort(oi_asof_s, kind="stable")
     oi_asof_s, oi_coin = oi_asof_s[order], oi_coin[order]
-    book_from = max(int(window_start_s - warm_d * 86400), int(oi_asof_s[0]), int(bars.ts_s[0] + bars.dur_s[0]))
+    book_from = book_start_s(window_start_s, warm_d, int(oi_asof_s[0]), int(bars.ts_s[0] + bars.dur_s[0]))
     T = step_grid(book_from, window_end_s, dt_s)
     if len(T) == 0:
         raise ValueError("the open-interest path starts after the window ends")

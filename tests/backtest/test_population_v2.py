@@ -221,6 +221,13 @@ def test_year_book_tracks_lake_oi(lake, coin):
     assert sd.oi_path is not None and "first known 2022-01-03" in sd.oi_path_source
     pop = build_population(sd, p, seed=1, n_accounts=20000)
     assert pop.meta["book_start"].startswith("2022-01-03")
+    # the year's Binance book is as dense per day as a window's (population.accounts_reference_days)
+    span_d = (w.end - pd.Timestamp(pop.meta["book_start"])).total_seconds() / DAY
+    sparse = build_population(sd, p.with_overrides({"population.accounts_reference_days": 0.0}), seed=1,
+                              n_accounts=20000)
+    ratio, scale = len(pop) / len(sparse), span_d / p.population.accounts_reference_days
+    # (a bit below the scale: the sparse book holds at least one account per cohort side)
+    assert span_d > 300 and 0.75 * scale < ratio <= 1.02 * scale, (ratio, scale)
     # every day's end inside the window (Dec 31's end is the window's end: the book has no step there)
     days = pd.date_range("2022-01-04", "2022-12-31", freq="D", tz="UTC")
     t = ((days - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy().astype(np.int64)
@@ -235,6 +242,18 @@ def test_year_book_tracks_lake_oi(lake, coin):
     months = pd.to_datetime(liq[ok], unit="s").to_period("M")
     both = pd.DataFrame({"m": months, "s": pop.side[ok]}).groupby("m")["s"].nunique()
     assert (both == 2).sum() >= 6
+
+
+def test_density_accounts_scale_binance_books_longer_than_the_reference():
+    from backtest.population import density_accounts
+    ref = P.population.accounts_reference_days
+    assert density_accounts("binance", 1000, ref, P) == 1000            # a crash window's book
+    assert density_accounts("binance", 1000, ref / 2, P) == 1000        # never fewer
+    assert density_accounts("binance", 1000, 2 * ref, P) == 2000
+    assert density_accounts("binance", 1000, 364.0, P) == int(np.ceil(1000 * 364.0 / ref))
+    assert density_accounts("ftx", 1000, 364.0, P) == 1000             # FTX keeps n_accounts
+    off = P.with_overrides({"population.accounts_reference_days": 0.0})
+    assert density_accounts("binance", 1000, 364.0, off) == 1000
 
 
 def test_exempt_account_appended_outside_the_book():
