@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
+import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,13 +190,19 @@ def unpack_series_result(res) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.Data
 
 
 def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_accounts: int | None = None,
-               deterministic: bool = False, on_series: Callable[[str, str, str], None] | None = None) -> dict:
+               deterministic: bool = False, on_series: Callable[[str, str, str], None] | None = None,
+               run_order: Iterable[str] | None = None) -> dict:
     """Replay every loaded series of one window. Returns the window entry, rows, coverage,
-    series/events/daily frames and `failures` (one dict per series that raised)."""
+    series/events/daily frames and `failures` (one dict per series that raised), in the order
+    of `venues` x `coins` whatever `run_order` (the venues' order of running: a process that
+    starts with another venue than its neighbour compiles other kernels on a cold cache)."""
     w = lw.window
-    notes = list(lw.notes)
-    rows, series, events, daily, coverage, failures, ran = [], [], [], [], [], [], []
-    for v in venues:
+    venues = list(venues)
+    order = [v for v in (run_order or ()) if v in venues]
+    order += [v for v in venues if v not in order]
+    done: dict[tuple[str, str], tuple] = {}
+    failures = []
+    for v in order:
         for c in coins:
             sd = lw.series.get((v, c))
             if sd is None:
@@ -209,7 +218,7 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
             except SERIES_ERRORS as exc:
                 msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
                 log.warning(msg)
-                notes.append(msg)
+                done[(v, c)] = ([msg], None)
                 failures.append({"window": w.id, "venue": v, "market": c, "error": f"{type(exc).__name__}: {exc}"})
                 if on_series:
                     on_series(v, c, "failed")
@@ -220,23 +229,35 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
             elif v == "ftx":
                 src = hedge_sd.source
                 row["hedge_source"] = f"binance {src.market} {src.symbol} ({hedge_sd.timeframe})"
+            msgs = []
             if row.get("reported_unresolved_share", 0.0) > UNRESOLVED_WARN:
                 msg = (f"window {w.id}, binance {c}: {row['reported_unresolved_share']:.0%} of the liquidated notional "
                        f"comes from simulated accounts standing for more real orders than "
-                       f"disclosure.bandwidth_real_orders: the reported figure moves with --accounts; raise it "
-                       f"(the whole year needs 100,000)")
+                       f"disclosure.bandwidth_real_orders: the reported figure moves with --accounts; raise it")
                 log.warning(msg)
-                notes.append(msg)
+                msgs.append(msg)
+            cov = {"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
+                   "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source}
+            done[(v, c)] = (msgs, (row, se, ev, dy, cov))
+            if on_series:
+                on_series(v, c, "ran")
+    notes = list(lw.notes)
+    rows, series, events, daily, coverage, ran = [], [], [], [], [], []
+    for v in venues:
+        for c in coins:
+            msgs, res = done.get((v, c), ([], None))
+            notes += msgs
+            if res is None:
+                continue
+            row, se, ev, dy, cov = res
             rows.append(row)
             series.append(se)
             events.append(ev)
             if dy is not None:
                 daily.append(dy)
-            coverage.append({"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
-                             "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source})
+            coverage.append(cov)
             ran.append(f"{v} {c}")
-            if on_series:
-                on_series(v, c, "ran")
+    failures.sort(key=lambda f: (venues.index(f["venue"]), list(coins).index(f["market"])))
     status = "ran" if rows else "skipped"
     reason = "; ".join(lw.problems)
     if not rows and failures:
@@ -251,6 +272,59 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
              "status": status, "reason": reason, "series_ran": ran, "notes": notes}
     return {"window": entry, "rows": rows, "coverage": coverage, "failures": failures,
             "series": _concat(series), "events": _concat(events), "daily": _concat(daily) if daily else None}
+
+
+# --------------------------------------------------------------------------- windows in parallel
+MAX_AUTO_WORKERS = 4    # a whole-year part holds ~1 GB while it runs
+
+
+def resolve_workers(workers: int | None, n_windows: int) -> int:
+    """Processes for `n_windows` windows: `workers`, or one per core (at most MAX_AUTO_WORKERS);
+    never more than the windows, and 1 inside a daemonic process (a Dask or pool worker cannot
+    start its own)."""
+    if n_windows <= 1 or mp.current_process().daemon:
+        return 1
+    n = int(workers) if workers is not None else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    return max(1, min(n, n_windows))
+
+
+def _worker_init() -> None:
+    # the pool itself spreads the venues' first compiles (run_parallel's run_order): no prefetch child
+    os.environ["LIQREPLAY_PREFETCH"] = "0"
+
+
+def run_parallel(todo, loader, venues, coins, params: Params, seed: int, deterministic: bool, n_workers: int):
+    """Yield (window id, part) as each window finishes in a pool of `n_workers` processes. This
+    process loads each window (DuckDB) and submits it, the longest first (the whole year, then by
+    length); the second job runs its venues in reverse order, so that on a cold numba cache the
+    two processes compile different venues' kernels and then load each other's from the cache."""
+    order = sorted(todo, key=lambda w: (not getattr(w, "whole_year", False), -(w.end - w.start).total_seconds()))
+    ctx = mp.get_context("spawn")     # no fork of a process holding DuckDB's and numba's threads
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as ex:
+        futures = {}
+        try:
+            for i, w in enumerate(order):
+                lw = load_window(loader, w, venues, coins)
+                for p in lw.problems:
+                    log.warning("skipped: %s", p)
+                run_order = list(reversed(list(venues))) if i % 2 == 1 else None
+                futures[ex.submit(run_loaded, lw, venues, coins, params, seed, deterministic=deterministic,
+                                  run_order=run_order)] = w.id
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def series_statuses(part: dict, venues, coins):
+    """(venue, coin, "ran" | "failed" | "skipped") of a finished window part, in order."""
+    ran = set(part["window"].get("series_ran", []))
+    failed = {(f["venue"], f["market"]) for f in part.get("failures", [])}
+    for v in venues:
+        for c in coins:
+            yield v, c, "ran" if f"{v} {c}" in ran else ("failed" if (v, c) in failed else "skipped")
 
 
 def _concat(frames: list) -> pd.DataFrame:
@@ -294,16 +368,22 @@ def _save_part(parts: Path, wid: str, key: dict, part: dict) -> None:
 # --------------------------------------------------------------------------- the run
 def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, accounts: int | None = None,
                 venues=None, markets=None, out=None, resume: bool = True, on_progress: Progress | None = None,
-                scenarios=None, deterministic: bool = False, command: str | None = None) -> Results:
+                scenarios=None, deterministic: bool = False, command: str | None = None,
+                workers: int | None = 1) -> Results:
     """Replay `windows` (ids, Window objects or "all") on the lake's data and return the
     Results (as `backtest.results.load_results` returns them).
 
     `out`: the results directory (written, and resumed from `<out>/.parts`); None keeps
     nothing on disk. `on_progress(event)` gets one dict per series: kind ("series"), done,
     total, window, venue, market, status ("ran", "skipped", "failed", "resumed"), elapsed_s.
+    `workers`: processes replaying windows at once (None: one per core, at most
+    MAX_AUTO_WORKERS and one per window to run); each window's results are the same whatever
+    runs where (every draw is keyed by seed, window, venue and market).
     Raises UserError (one line) for bad inputs and NothingRan when no series ran.
     """
     params = as_params(params)
+    if workers is not None and int(workers) < 1:
+        raise UserError("--workers must be at least 1")
     if accounts is not None:
         if int(accounts) < 2:
             raise UserError("--accounts must be at least 2")
@@ -342,20 +422,34 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
 
     win_entries, rows, series, events, daily, coverage = [], [], [], [], [], []
     try:
+        done_parts: dict[str, dict] = {}
         for w in wins:
             part = _load_part(parts, w.id, resume_key) if resume else None
-            if part is None:
+            if part is not None:
+                log.info("window %s: reusing finished results in %s", w.id, parts)
+                done_parts[w.id] = part
+                for v in vs:
+                    for c in cs:
+                        emit(w.id, v, c, "resumed")
+        todo = [w for w in wins if w.id not in done_parts]
+        n_workers = resolve_workers(workers, len(todo))
+        if n_workers <= 1:
+            for w in todo:
                 lw = load_window(loader, w, vs, cs)
                 for p in lw.problems:
                     log.warning("skipped: %s", p)
                 part = run_loaded(lw, vs, cs, params, seed, deterministic=deterministic,
                                   on_series=lambda v, c, st, wid=w.id: emit(wid, v, c, st))
                 _save_part(parts, w.id, resume_key, part)
-            else:
-                log.info("window %s: reusing finished results in %s", w.id, parts)
-                for v in vs:
-                    for c in cs:
-                        emit(w.id, v, c, "resumed")
+                done_parts[w.id] = part
+        else:
+            for wid, part in run_parallel(todo, loader, vs, cs, params, seed, deterministic, n_workers):
+                _save_part(parts, wid, resume_key, part)
+                done_parts[wid] = part
+                for v, c, st in series_statuses(part, vs, cs):
+                    emit(wid, v, c, st)
+        for w in wins:
+            part = done_parts[w.id]
             win_entries.append(part["window"])
             if on_progress:
                 e = part["window"]

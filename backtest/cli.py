@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     add_lake_option(p)
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
     p.add_argument("--no-resume", action="store_true", help="recompute windows already in <out>/.parts")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="processes replaying windows at once (default: one per core, at most 4; results are the "
+                        "same whatever the count)")
     p.set_defaults(func=cmd_run)
 
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
@@ -137,7 +140,7 @@ def cmd_run(args) -> int:
         res = run_windows("all" if args.all else args.window, lake=args.lake, params=params,
                           seed=args.seed, accounts=args.accounts, venues=args.venue, markets=args.market, out=out,
                           resume=not args.no_resume, on_progress=prog, scenarios=args.scenarios,
-                          deterministic=bool(args.deterministic),
+                          deterministic=bool(args.deterministic), workers=args.workers,
                           command="liqreplay run " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []))
     finally:
         prog.close()
