@@ -1,8 +1,15 @@
-"""FTX accounts as structure-of-arrays: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
+"""FTX accounts as one row each of a float matrix: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
 
-`FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels; scalars shared by
-all accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts)
-live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
+`FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels. The per-account
+fields the kernels read and write live in one C-ordered float64 matrix `F` (n x NF, a row per
+account, columns F_*: the fields one MF evaluation reads share a cache line, and a kernel
+holds one array instead of fourteen: numba reference-counts every array of a tuple it passes
+to an inlined helper, which cost ~30% of the kernel's time with one array per field); the
+account's population index `aid`, its draw hash `hid` and its open/close times stay integer
+arrays. Side, the flags and the status are held as floats (+-1.0, 0.0/1.0, PENDING/OPEN/
+CLOSED): every value is exact, so the arithmetic is the same as on the integer fields. Scalars
+shared by all accounts of the market (fund, BLP capacity counters, overflow pools, accounting
+parts) live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
 module constant here. The kernel may hold the accounts in another order than the population
 (sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
 its index to the population's, and everything observable (draw keys, events, the order in
@@ -44,11 +51,17 @@ PENDING, OPEN, CLOSED = 0, 1, 2
 # ---- mechanisms (recorder.MECHS order)
 M_STEP1, M_STEP2, M_OVERFLOW = 0, 1, 2
 
+# ---- per-account columns of F[i, ...]: the first eight are what tav_mf / price_at_mf read
+(F_QTY, F_USD, F_CBAL, F_CW, F_SIDE, F_ENTRY, F_MMF, F_ACMF, F_LEV, F_WT, F_ALIVE, F_EXEMPT, F_STATUS,
+ F_LIQ) = range(14)
+NF = 16         # two 64-byte lines per row
+F_NAMES = ("qty", "usd", "cbal", "cw", "side", "entry", "mmf", "acmf", "lev", "wt", "alive", "exempt", "status",
+           "liq")
+
 FtxArrays = namedtuple("FtxArrays", [
-    "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
-    "status", "open_s", "close_s",
+    "F", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
-    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt",
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid",
     "mo_start", "mo_cum", "fb", "hid"])
 # metaorder rows of mo_start / mo_cum (execution.FLOW_*): 0 step-1 orders, 1 (unused here: the
 # BLP's hedges are priced after the run, blp.py), 2 same-coin collateral sales, 3 + k the other
@@ -83,30 +96,30 @@ def real_weight(pop) -> np.ndarray:
 
 
 @njit(inline="always", **NJ)
-def requalify(S, C, i):
+def requalify(F, C, i):
     """MMF/ACMF of account i from its current size (IMF depends on it), at one real account's
     size qty / wt."""
-    imf = max(1.0 / S.lev[i], C[C_IMF_F] * np.sqrt(abs(S.qty[i]) / S.wt[i]))
+    imf = max(1.0 / F[i, F_LEV], C[C_IMF_F] * np.sqrt(abs(F[i, F_QTY]) / F[i, F_WT]))
     mmf = max(C[C_MMF_FLOOR], C[C_MMF_RATIO] * imf)
-    S.mmf[i] = mmf
-    S.acmf[i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
+    F[i, F_MMF] = mmf
+    F[i, F_ACMF] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
 
 
 @njit(inline="always", **NJ)
-def tav_mf(S, i, price):
-    q = S.qty[i]
-    cv = S.cbal[i] * price * S.cw[i]
-    tav = S.usd[i] + cv + S.side[i] * q * (price - S.entry[i])
+def tav_mf(F, i, price):
+    q = F[i, F_QTY]
+    cv = F[i, F_CBAL] * price * F[i, F_CW]
+    tav = F[i, F_USD] + cv + F[i, F_SIDE] * q * (price - F[i, F_ENTRY])
     mf = tav / (q * price) if q > 0 else np.inf
     return tav, mf
 
 
 @njit(inline="always", **NJ)
-def price_at_mf(S, i, target):
+def price_at_mf(F, i, target):
     """Mark at which MF == target (nan: never at a positive price)."""
-    s, q = S.side[i], S.qty[i]
-    num = s * q * S.entry[i] - S.usd[i]
-    den = S.cbal[i] * S.cw[i] + s * q - target * q
+    s, q = F[i, F_SIDE], F[i, F_QTY]
+    num = s * q * F[i, F_ENTRY] - F[i, F_USD]
+    den = F[i, F_CBAL] * F[i, F_CW] + s * q - target * q
     m = num / den
     if np.isfinite(m) and m > 0 and q > 0:
         return m
@@ -114,28 +127,28 @@ def price_at_mf(S, i, target):
 
 
 @njit(inline="always", **NJ)
-def trig_dir(S, i):
+def trig_dir(F, i):
     """-1: MF falls when the price falls (long-like), +1: when it rises."""
-    return -1 if S.usd[i] - S.side[i] * S.qty[i] * S.entry[i] < 0 else 1
+    return -1 if F[i, F_USD] - F[i, F_SIDE] * F[i, F_QTY] * F[i, F_ENTRY] < 0 else 1
 
 
 @njit(inline="always", **NJ)
-def set_qty(S, i, q):
+def set_qty(F, Z, i, q):
     """Change account i's size, keeping the open-coin totals per side (daily OI) in step."""
-    d = q - S.qty[i]
-    if S.side[i] > 0:
-        S.Z[Z_QL] += d
+    d = q - F[i, F_QTY]
+    if F[i, F_SIDE] > 0:
+        Z[Z_QL] += d
     else:
-        S.Z[Z_QS] += d
-    S.qty[i] = q
+        Z[Z_QS] += d
+    F[i, F_QTY] = q
 
 
 @njit(inline="always", **NJ)
-def close_out(S, i):
-    if S.qty[i] <= 1e-12:
-        set_qty(S, i, 0.0)
-        S.alive[i] = False
-        S.liq[i] = True
+def close_out(F, Z, i):
+    if F[i, F_QTY] <= 1e-12:
+        set_qty(F, Z, i, 0.0)
+        F[i, F_ALIVE] = 0.0
+        F[i, F_LIQ] = 1.0
 
 
 def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: int) -> np.ndarray:

@@ -12,6 +12,11 @@ from backtest.replay.ftx.accounts import (
     C_CAPHOUR,
     C_CAPMIN,
     C_TOPN,
+    F_ALIVE,
+    F_ENTRY,
+    F_QTY,
+    F_SIDE,
+    F_USD,
     I_NCHG,
     I_POOL_NL,
     NJ,
@@ -46,7 +51,8 @@ def _pool(S, C, opp, need, use_pool):
     largest ones only, enough to serve `need` exactly as all of them would (sizes only shrink;
     an account opening later raises the outside maximum and forces a rebuild)."""
     slot = 0 if opp > 0 else 1
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[0]
     if use_pool:
         cnt = S.I[I_POOL_NL + slot]
         if cnt >= 0:
@@ -55,18 +61,18 @@ def _pool(S, C, opp, need, use_pool):
             tot = 0.0
             for j in range(cnt):
                 i = S.pool[slot, j]
-                if S.alive[i] and S.qty[i] > 0:
+                if F[i, F_ALIVE] != 0 and F[i, F_QTY] > 0:
                     S.pool[slot, m] = i
                     m += 1
-                    mn = min(mn, S.qty[i])
-                    tot += S.qty[i]
+                    mn = min(mn, F[i, F_QTY])
+                    tot += F[i, F_QTY]
             S.I[I_POOL_NL + slot] = m
             if m > 0 and mn >= S.Z[Z_POOL_OUT_L + slot] and tot >= need:
                 return S.pool[slot, :m].copy()
     cand = np.empty(n, np.int64)
     nc = 0
     for i in range(n):
-        if S.alive[i] and S.side[i] == opp and S.qty[i] > 0:
+        if F[i, F_ALIVE] != 0 and F[i, F_SIDE] == opp and F[i, F_QTY] > 0:
             cand[nc] = i
             nc += 1
     cand = cand[:nc].copy()
@@ -80,13 +86,13 @@ def _pool(S, C, opp, need, use_pool):
         else:
             qv = np.empty(nc)
             for j in range(nc):
-                qv[j] = -S.qty[cand[j]]
+                qv[j] = -F[cand[j], F_QTY]
             thr = -np.partition(qv, K - 1)[K - 1]          # the K-th largest size
             sel = np.empty(nc, np.int64)
             m = 0
             out_max = 0.0
             for j in range(nc):
-                q = S.qty[cand[j]]
+                q = F[cand[j], F_QTY]
                 if q >= thr:
                     sel[m] = cand[j]
                     m += 1
@@ -95,7 +101,7 @@ def _pool(S, C, opp, need, use_pool):
             idx = sel[:m].copy()
         tot = 0.0
         for i in idx:
-            tot += S.qty[i]
+            tot += F[i, F_QTY]
         if idx.shape[0] == nc or tot >= need * 1.5:
             break
         K *= 4
@@ -110,16 +116,17 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
     """Close `qty` coins of a side's overflow at its mean BLP price against the top-n largest
     opposing accounts, pro rata (ftx.overflow_allocate); they go on the changed list."""
     opp = -side
+    F, aid = S.F, S.aid
     cand = _pool(S, C, opp, qty, use_pool)
     if cand.shape[0] == 0:
         return
     aids = np.empty(cand.shape[0], np.int64)
     for j in range(cand.shape[0]):
-        aids[j] = S.aid[cand[j]]
+        aids[j] = aid[cand[j]]
     cand = cand[np.argsort(aids, kind="mergesort")]      # ties go to the lower account id
     qv = np.empty(cand.shape[0])
     for j in range(cand.shape[0]):
-        qv[j] = -S.qty[cand[j]]
+        qv[j] = -F[cand[j], F_QTY]
     order = np.argsort(qv, kind="mergesort")             # largest first, ties by index
     top_n = int(C[C_TOPN])
     remaining = qty
@@ -130,30 +137,30 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
         end = min(start + top_n, order.shape[0])
         total = 0.0
         for j in range(start, end):
-            total += S.qty[cand[order[j]]]
+            total += F[cand[order[j]], F_QTY]
         if remaining >= total:
             for j in range(start, end):
-                take[order[j]] = S.qty[cand[order[j]]]
+                take[order[j]] = F[cand[order[j]], F_QTY]
             remaining -= total
         else:
             r = remaining / total
             for j in range(start, end):
-                take[order[j]] = S.qty[cand[order[j]]] * r
+                take[order[j]] = F[cand[order[j]], F_QTY] * r
             remaining = 0.0
     for j in range(cand.shape[0]):
         q = take[j]
         if q <= 0:
             continue
         o = cand[j]
-        so = S.side[o]
-        S.usd[o] += so * q * (price_close - S.entry[o])
-        set_qty(S, o, S.qty[o] - q)
+        so = F[o, F_SIDE]
+        F[o, F_USD] += so * q * (price_close - F[o, F_ENTRY])
+        set_qty(F, S.Z, o, F[o, F_QTY] - q)
         S.Z[Z_COUNTERPARTY] += so * q * (price_close - mark)
         S.chg[S.I[I_NCHG]] = o
         S.I[I_NCHG] += 1
-        close_out(S, o)
-        if S.qty[o] > 0:
-            requalify(S, C, o)
+        close_out(F, S.Z, o)
+        if F[o, F_QTY] > 0:
+            requalify(F, C, o)
 
 
 # ---------------------------------------------------------------------------------------

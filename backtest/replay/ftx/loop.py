@@ -22,7 +22,24 @@ from numba import njit
 
 from backtest.execution import feedback_offset
 from backtest.paths import fill_bar_path
-from backtest.replay.ftx.accounts import C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf, trig_dir
+from backtest.replay.ftx.accounts import (
+    C_DECAY,
+    C_DET,
+    C_FB,
+    C_TICK,
+    F_ACMF,
+    F_ALIVE,
+    F_EXEMPT,
+    F_MMF,
+    F_QTY,
+    F_STATUS,
+    I_FBN,
+    NJ,
+    OPEN,
+    price_at_mf,
+    tav_mf,
+    trig_dir,
+)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
@@ -84,14 +101,14 @@ def _arg_min(t, size):
 
 
 @njit(inline="always", **NJ)
-def _key(S, i):
+def _key(F, i):
     """(direction, trigger) of account i; direction 0 = in no tree."""
-    if not S.alive[i] or S.exempt[i] or S.qty[i] <= 0 or S.status[i] != OPEN:
+    if F[i, F_ALIVE] == 0 or F[i, F_EXEMPT] != 0 or F[i, F_QTY] <= 0 or F[i, F_STATUS] != OPEN:
         return 0, np.nan
-    tr = price_at_mf(S, i, S.mmf[i])
+    tr = price_at_mf(F, i, F[i, F_MMF])
     if not (tr > 0):
         return 0, np.nan
-    return trig_dir(S, i), tr
+    return trig_dir(F, i), tr
 
 
 # (the helpers that take the Book or the account arrays are inlined: a call with a tuple of
@@ -202,11 +219,11 @@ def _take(B, price, in_act, newb, nn):
 
 
 @njit(inline="always", **NJ)
-def _put(S, B, i):
+def _put(F, B, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
     _off_trees(B, i)
     B.ver[i] += 1
-    d, tr = _key(S, i)
+    d, tr = _key(F, i)
     if d == -1:
         B.where[i] = 1
         _hpush(B, 0, tr, i, B.ver[i])
@@ -234,9 +251,9 @@ def _drop(B, i):
 
 
 @njit(**NJ)
-def _build(S, B, in_act):
+def _build(F, B, in_act):
     """Every account outside the active set into the big trees (heaps emptied)."""
-    n = S.qty.shape[0]
+    n = F.shape[0]
     size = B.tl.shape[0] // 2
     B.tl[:] = -np.inf
     B.ts[:] = np.inf
@@ -245,7 +262,7 @@ def _build(S, B, in_act):
         B.where[i] = 2
         if in_act[i]:
             continue
-        d, tr = _key(S, i)
+        d, tr = _key(F, i)
         if d == -1:
             B.tl[size + i] = tr
             B.where[i] = 0
@@ -258,12 +275,12 @@ def _build(S, B, in_act):
 
 
 @njit(inline="always", **NJ)
-def _cache(S, act, x, a_up, a_dn, a_dir):
+def _cache(F, act, x, a_up, a_dn, a_dir):
     """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
     i = act[x]
-    a_up[x] = price_at_mf(S, i, S.mmf[i])
-    a_dn[x] = price_at_mf(S, i, S.acmf[i])
-    a_dir[x] = trig_dir(S, i)
+    a_up[x] = price_at_mf(F, i, F[i, F_MMF])
+    a_dn[x] = price_at_mf(F, i, F[i, F_ACMF])
+    a_dir[x] = trig_dir(F, i)
 
 
 @njit(**NJ)
@@ -314,12 +331,13 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     after the tick only the new and the filled accounts are evaluated. Keeps qb exact
     (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
     in step 2, qb still valid, done)."""
+    F = S.F
     nnew = 0
     for x in range(nact):
         if not a_ok[x]:
             i = act[x]
-            tav, mf = tav_mf(S, i, price)
-            if not (mf < S.mmf[i] and mf >= S.acmf[i]):
+            tav, mf = tav_mf(F, i, price)
+            if not (mf < F[i, F_MMF] and mf >= F[i, F_ACMF]):
                 return nact, False, False, False
             nnew += 1
     any2 = False
@@ -344,19 +362,19 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
                 rebound = True
         keep = False
-        if S.qty[i] > 0:
-            tav, mf = tav_mf(S, i, price)
-            if mf < S.acmf[i]:
+        if F[i, F_QTY] > 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[i, F_ACMF]:
                 any2 = True
-            if mf < S.mmf[i]:
+            if mf < F[i, F_MMF]:
                 keep = True
         if keep:
-            _cache(S, act, x, a_up, a_dn, a_dir)
+            _cache(F, act, x, a_up, a_dn, a_dir)
             a_ok[x] = True
             valid = _bound(a_up, a_dn, a_dir, x, qb) and valid
         else:
             in_act[i] = False
-            _put(S, B, i)
+            _put(F, B, i)
             gone += 1
     if gone or rebound:
         qb[0], qb[1] = -np.inf, np.inf
@@ -388,6 +406,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
     nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
     with valid non-nan thresholds)."""
+    F, I, chg = S.F, S.I, S.chg
     s1 = np.empty(nact, np.int64)
     p1 = np.empty(nact, np.int64)
     s2 = np.empty(nact, np.int64)
@@ -408,13 +427,13 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         if sure[x]:
             cls[x] = 1
         else:
-            tav, mf = tav_mf(S, i, price)
-            if mf < S.mmf[i]:
-                cls[x] = 1 if mf >= S.acmf[i] else 2
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[i, F_MMF]:
+                cls[x] = 1 if mf >= F[i, F_ACMF] else 2
                 if cls[x] == 2:
                     s2[n2] = i
                     mf2[n2] = mf
-                    ac2[n2] = S.acmf[i]
+                    ac2[n2] = F[i, F_ACMF]
                     n2 += 1
         if cls[x] == 1:
             s1[n1] = i
@@ -422,8 +441,8 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             n1 += 1
     if n2:
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
-        for y in range(S.I[0]):
-            dirty[S.chg[y]] = True
+        for y in range(I[0]):
+            dirty[chg[y]] = True
     filled = np.zeros(nact, np.bool_)
     if n1:
         j = abs_tick(t, C[C_TICK])
@@ -441,11 +460,11 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         keep = True
         if not sure[x] or cls[x] != 1 or filled[x] or dirty[i]:
             keep = False
-            if S.qty[i] > 0:
-                tav, mf = tav_mf(S, i, price)
-                if mf < S.acmf[i]:
+            if F[i, F_QTY] > 0:
+                tav, mf = tav_mf(F, i, price)
+                if mf < F[i, F_ACMF]:
                     any2 = True
-                if mf < S.mmf[i]:
+                if mf < F[i, F_MMF]:
                     keep = True
         if keep:
             act[m] = i
@@ -454,18 +473,18 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
                 a_dn[m] = a_dn[x]
                 a_dir[m] = a_dir[x]
             else:
-                _cache(S, act, m, a_up, a_dn, a_dir)
+                _cache(F, act, m, a_up, a_dn, a_dir)
             a_ok[m] = True
             valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
         else:
             in_act[i] = False
-            _put(S, B, i)
-    for y in range(S.I[0]):
-        i = S.chg[y]
+            _put(F, B, i)
+    for y in range(I[0]):
+        i = chg[y]
         dirty[i] = False
         if not in_act[i]:
-            _put(S, B, i)
+            _put(F, B, i)
     return m, any2, valid
 
 
@@ -474,7 +493,8 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                hidx, open_order, close_order):
     """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
     ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[0]
     fb_on = C[C_FB] > 0
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
@@ -491,7 +511,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
              hk=np.empty((2, cap)), ha=np.empty((2, cap), np.int64), hv=np.empty((2, cap), np.int64),
              hn=np.zeros(2, np.int64))
     in_act = np.zeros(n, np.bool_)
-    _build(S, B, in_act)
+    _build(F, B, in_act)
     act = np.empty(n, np.int64)
     a_up = np.empty(n)
     a_dn = np.empty(n)
@@ -543,14 +563,14 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 a_ok[:nact] = False                      # active accounts' thresholds moved
                 qv = False
             if nch * 4 > n:
-                _build(S, B, in_act)
+                _build(F, B, in_act)
                 mark[:] = False
             elif nch:
                 for i in range(n):
                     if mark[i]:
                         mark[i] = False
                         if not in_act[i]:
-                            _put(S, B, i)
+                            _put(F, B, i)
         if fb_on:
             fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
             moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
@@ -568,8 +588,8 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 removed = False
                 for x in range(nbuf):
                     i = buf[x]
-                    if S.status[i] == OPEN:
-                        _put(S, B, i)
+                    if F[i, F_STATUS] == OPEN:
+                        _put(F, B, i)
                     else:
                         _drop(B, i)
                         if in_act[i]:
@@ -681,7 +701,8 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
     opposing accounts."""
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[0]
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
@@ -707,9 +728,9 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             open_close(S, C, t, price, open_order, close_order, buf)
             m = 0
             for i in range(n):
-                if S.alive[i] and not S.exempt[i] and S.status[i] == OPEN:
-                    tav, mf = tav_mf(S, i, price)
-                    if mf < S.mmf[i]:
+                if F[i, F_ALIVE] != 0 and F[i, F_EXEMPT] == 0 and F[i, F_STATUS] == OPEN:
+                    tav, mf = tav_mf(F, i, price)
+                    if mf < F[i, F_MMF]:
                         sel[m] = i
                         m += 1
             if m:

@@ -62,14 +62,23 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     I = np.zeros(A.NI, np.int64)  # noqa: E741 (the int state vector, as Z is the float one: FtxArrays.I)
     I[A.I_POOL_NL] = I[A.I_POOL_NS] = -1
     nb = inp.n_bars
-    S = A.FtxArrays(side=side, qty=qty, entry=pop.entry_price.astype(float).copy(), usd=usd, cbal=cbal, cw=cw,
-                    lev=lev, mmf=np.zeros(n), acmf=np.zeros(n), alive=alive.astype(np.bool_),
-                    liq=np.zeros(n, np.bool_), exempt=pop.exempt.astype(np.bool_), status=status,
-                    open_s=open_s, close_s=close_s, obal=obal, ow=ow, oval=oval, oprice=oprice,
+    F = np.zeros((n, A.NF))
+    F[:, A.F_SIDE] = side
+    F[:, A.F_QTY] = qty
+    F[:, A.F_ENTRY] = pop.entry_price
+    F[:, A.F_USD] = usd
+    F[:, A.F_CBAL] = cbal
+    F[:, A.F_CW] = cw
+    F[:, A.F_LEV] = lev
+    F[:, A.F_WT] = wt
+    F[:, A.F_ALIVE] = alive
+    F[:, A.F_EXEMPT] = pop.exempt.astype(np.bool_)
+    F[:, A.F_STATUS] = status
+    S = A.FtxArrays(F=F, open_s=open_s, close_s=close_s, obal=obal, ow=ow, oval=oval, oprice=oprice,
                     ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt,
+                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64),
                     mo_start=np.full((A.MO_OTHER + len(coins), 2), -np.inf),
                     mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1),
                     hid=A.counter_hashes(np.arange(n, dtype=np.int64)))
@@ -78,8 +87,8 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
             raise ftx.LeverageError("leverage must be a positive finite number")
         imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
         mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
-        S.mmf[:] = mmf
-        S.acmf[:] = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
+        F[:, A.F_MMF] = mmf
+        F[:, A.F_ACMF] = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
     pend = np.nonzero(status == A.PENDING)[0]
     open_order = pend[np.argsort(open_s[pend], kind="stable")].astype(np.int64)
     cl = np.nonzero((status != A.CLOSED) & (close_s < np.iinfo(np.int64).max // 4))[0]
@@ -91,10 +100,11 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
 
 
 def _permuted(S, holders):
+    side, qty, entry, usd = (S.F[:, c] for c in (A.F_SIDE, A.F_QTY, A.F_ENTRY, A.F_USD))
     with np.errstate(divide="ignore", invalid="ignore"):
-        trig = (S.side * S.qty * S.entry - S.usd) / (S.cbal * S.cw + S.side * S.qty - S.mmf * S.qty)
+        trig = (side * qty * entry - usd) / (S.F[:, A.F_CBAL] * S.F[:, A.F_CW] + side * qty - S.F[:, A.F_MMF] * qty)
     trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
-    d = np.where(S.usd - S.side * S.qty * S.entry < 0, -1, 1)
+    d = np.where(usd - side * qty * entry < 0, -1, 1)
     # long-like accounts by descending trigger, short-like by ascending: a move takes accounts
     # from the trees in ascending index, so they join the end of the kernel's sorted active set
     order = np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
@@ -109,7 +119,7 @@ def _permuted(S, holders):
         elif name == "aid":
             fields[name] = order
         else:
-            fields[name] = np.ascontiguousarray(v[order])
+            fields[name] = np.take(v, order, axis=0)
     P = type(S)(**fields)
     ptr, idx = [0], []
     for c in range(P.obal.shape[0]):
@@ -117,11 +127,12 @@ def _permuted(S, holders):
         idx.append(h)
         ptr.append(ptr[-1] + h.size)
     holders = (np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64))
-    pend = np.nonzero(P.status == A.PENDING)[0]
+    status = P.F[:, A.F_STATUS]
+    pend = np.nonzero(status == A.PENDING)[0]
     open_order = pend[np.argsort(P.open_s[pend], kind="stable")].astype(np.int64)
-    cl = np.nonzero((P.status != A.CLOSED) & (P.close_s < np.iinfo(np.int64).max // 4))[0]
+    cl = np.nonzero((status != A.CLOSED) & (P.close_s < np.iinfo(np.int64).max // 4))[0]
     close_order = cl[np.argsort(P.close_s[cl], kind="stable")].astype(np.int64)
-    assert n == P.qty.size
+    assert n == P.F.shape[0]
     return P, open_order, close_order, holders
 
 
@@ -135,8 +146,10 @@ class FtxState:
             out = np.empty_like(v)
             out[S.aid] = v
             return out
-        self.qty, self.usd, self.liquidated = orig(S.qty), orig(S.usd), orig(S.liq)
-        self.exempt = S.exempt
+        F = S.F
+        self.qty, self.usd = orig(F[:, A.F_QTY]), orig(F[:, A.F_USD])
+        self.liquidated = orig(F[:, A.F_LIQ] != 0)
+        self.exempt = F[:, A.F_EXEMPT] != 0
         self.fund = float(S.Z[A.Z_FUND])
         self.fund_start = float(C[A.C_FUND0])
         self.fund_min = float(S.Z[A.Z_FUND_MIN])
@@ -154,12 +167,13 @@ class FtxState:
         return self.book["_by_bar"]
 
     def exempt_deficit(self) -> float:
-        S = self.S
-        ex = np.nonzero(S.exempt & (S.qty > 0) & (S.status == A.OPEN))[0]
+        F = self.S.F
+        ex = np.nonzero(self.exempt & (F[:, A.F_QTY] > 0) & (F[:, A.F_STATUS] == A.OPEN))[0]
         if ex.size == 0:
             return 0.0
         p = self.inp.close[-1]
-        tav = S.usd[ex] + S.cbal[ex] * p * S.cw[ex] + S.side[ex] * S.qty[ex] * (p - S.entry[ex])
+        R = F[ex]
+        tav = R[:, A.F_USD] + R[:, A.F_CBAL] * p * R[:, A.F_CW] + R[:, A.F_SIDE] * R[:, A.F_QTY] * (p - R[:, A.F_ENTRY])
         return float(np.maximum(-tav, 0.0).sum())
 
     def extra_totals(self) -> dict:
