@@ -49,8 +49,10 @@ from backtest.replay.ftx.accounts import (
     F_USD,
     F_WT,
     I_FBN,
+    I_FIRED,
     I_PC,
     I_PO,
+    I_S1SUM,
     K_MARKET,
     K_SEED,
     M_OVERFLOW,
@@ -153,6 +155,8 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
     budget = C[C_BUDGET]
     cum = 0.0
     F, aid, hid, Z = S.F, S.aid, S.hid, S.Z        # locals: no reference counting per use
+    S.I[I_FIRED] += 1
+    S.I[I_S1SUM] += n1
     if det:
         aids = np.empty(n1, np.int64)
         for x in range(n1):

@@ -34,6 +34,7 @@ from backtest.replay.ftx.accounts import (
     F_QTY,
     F_STATUS,
     I_FBN,
+    I_SURE,
     NJ,
     OPEN,
     price_at_mf,
@@ -406,7 +407,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
     nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
     with valid non-nan thresholds)."""
-    F, I, chg = S.F, S.I, S.chg
+    F, ints, chg = S.F, S.I, S.chg
     s1 = np.empty(nact, np.int64)
     p1 = np.empty(nact, np.int64)
     s2 = np.empty(nact, np.int64)
@@ -441,7 +442,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             n1 += 1
     if n2:
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
-        for y in range(I[0]):
+        for y in range(ints[0]):
             dirty[chg[y]] = True
     filled = np.zeros(nact, np.bool_)
     if n1:
@@ -480,7 +481,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         else:
             in_act[i] = False
             _put(F, B, i)
-    for y in range(I[0]):
+    for y in range(ints[0]):
         i = chg[y]
         dirty[i] = False
         if not in_act[i]:
@@ -634,6 +635,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                                                  bv, bs, in_act, B, qb)
                 if done:
                     nact, qv = m2, qv2
+                    S.I[I_SURE] += 1
             if not done:
                 nact, any2, qv = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
                                             bs, in_act, dirty, B, qb)
@@ -660,7 +662,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
         b += 1
-    return _to_array(evs, 11), _to_array(lots, 8)
+    return _to_columns(evs, 11), _to_array(lots, 8)
 
 
 @njit(**NJ)
@@ -682,6 +684,17 @@ def event_order(t, a):
             for x in range(e - s):
                 out[s + x] = s + o[x]
         s = e
+    return out
+
+
+@njit(**NJ)
+def _to_columns(lst, w):
+    """The events as w rows of len(lst) (each column contiguous for the Python side)."""
+    out = np.empty((w, len(lst)))
+    for r in range(len(lst)):
+        row = lst[r]
+        for c in range(w):
+            out[c, r] = row[c]
     return out
 
 
@@ -743,4 +756,4 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_fund[b] = S.Z[0]
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
-    return _to_array(evs, 11), _to_array(lots, 8)
+    return _to_columns(evs, 11), _to_array(lots, 8)

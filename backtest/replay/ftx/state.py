@@ -62,78 +62,62 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     I = np.zeros(A.NI, np.int64)  # noqa: E741 (the int state vector, as Z is the float one: FtxArrays.I)
     I[A.I_POOL_NL] = I[A.I_POOL_NS] = -1
     nb = inp.n_bars
-    F = np.zeros((n, A.NF))
-    F[:, A.F_SIDE] = side
-    F[:, A.F_QTY] = qty
-    F[:, A.F_ENTRY] = pop.entry_price
-    F[:, A.F_USD] = usd
-    F[:, A.F_CBAL] = cbal
-    F[:, A.F_CW] = cw
-    F[:, A.F_LEV] = lev
-    F[:, A.F_WT] = wt
-    F[:, A.F_ALIVE] = alive
-    F[:, A.F_EXEMPT] = pop.exempt.astype(np.bool_)
-    F[:, A.F_STATUS] = status
-    S = A.FtxArrays(F=F, open_s=open_s, close_s=close_s, obal=obal, ow=ow, oval=oval, oprice=oprice,
-                    ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
+    if n and (np.any(~np.isfinite(lev)) or np.any(lev <= 0)):
+        raise ftx.LeverageError("leverage must be a positive finite number")
+    imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
+    mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
+    acmf = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
+    entry = np.asarray(pop.entry_price, float)
+    order = _trigger_order(side, qty, entry, usd, cbal, cw, mmf) if permute and n > 1 else None
+
+    def perm(v):            # per-account array in the kernel's order
+        return v if order is None else np.take(v, order, axis=-1)
+
+    F = np.empty((n, A.NF))                          # every row written once, in the kernel's order
+    cols = {A.F_QTY: qty, A.F_USD: usd, A.F_CBAL: cbal, A.F_CW: cw, A.F_SIDE: side, A.F_ENTRY: entry,
+            A.F_MMF: mmf, A.F_ACMF: acmf, A.F_LEV: lev, A.F_WT: wt, A.F_ALIVE: alive,
+            A.F_EXEMPT: np.asarray(pop.exempt, np.bool_), A.F_STATUS: status}
+    for c in range(A.NF):
+        F[:, c] = perm(cols[c]) if c in cols else 0.0
+    aid = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64)
+    S = A.FtxArrays(F=F, open_s=perm(open_s), close_s=perm(close_s), obal=perm(obal), ow=perm(ow), oval=perm(oval),
+                    oprice=oprice, ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64),
+                    bar_qs=np.full(nb, np.nan), aid=aid,
                     mo_start=np.full((A.MO_OTHER + len(coins), 2), -np.inf),
                     mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1),
-                    hid=A.counter_hashes(np.arange(n, dtype=np.int64)))
-    if n:
-        if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
-            raise ftx.LeverageError("leverage must be a positive finite number")
-        imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
-        mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
-        F[:, A.F_MMF] = mmf
-        F[:, A.F_ACMF] = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
+                    hid=A.counter_hashes(aid))
+    if order is not None:
+        holders = _holders(S.obal)
+    status = F[:, A.F_STATUS]
     pend = np.nonzero(status == A.PENDING)[0]
-    open_order = pend[np.argsort(open_s[pend], kind="stable")].astype(np.int64)
-    cl = np.nonzero((status != A.CLOSED) & (close_s < np.iinfo(np.int64).max // 4))[0]
-    close_order = cl[np.argsort(close_s[cl], kind="stable")].astype(np.int64)
-    if permute and n > 1:
-        S, open_order, close_order, holders = _permuted(S, holders)
+    open_order = pend[np.argsort(S.open_s[pend], kind="stable")].astype(np.int64)
+    cl = np.nonzero((status != A.CLOSED) & (S.close_s < np.iinfo(np.int64).max // 4))[0]
+    close_order = cl[np.argsort(S.close_s[cl], kind="stable")].astype(np.int64)
     K = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, crng.name_id("ftx", symbol.upper())], dtype=np.uint64)
     return S, C, K, rv, holders, open_order, close_order
 
 
-def _permuted(S, holders):
-    side, qty, entry, usd = (S.F[:, c] for c in (A.F_SIDE, A.F_QTY, A.F_ENTRY, A.F_USD))
+def _trigger_order(side, qty, entry, usd, cbal, cw, mmf):
+    """The kernel's account order: long-like accounts by descending trigger, short-like by
+    ascending (a move takes accounts from the trees in ascending index, so they join the end
+    of the kernel's sorted active set); accounts without a trigger last in their group."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        trig = (side * qty * entry - usd) / (S.F[:, A.F_CBAL] * S.F[:, A.F_CW] + side * qty - S.F[:, A.F_MMF] * qty)
+        trig = (side * qty * entry - usd) / (cbal * cw + side * qty - mmf * qty)
     trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
     d = np.where(usd - side * qty * entry < 0, -1, 1)
-    # long-like accounts by descending trigger, short-like by ascending: a move takes accounts
-    # from the trees in ascending index, so they join the end of the kernel's sorted active set
-    order = np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
-    n = order.size
-    fields = {}
-    for name, v in S._asdict().items():
-        if name in ("Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "oprice", "ovol", "ohas",
-                    "osig", "obm", "mo_start", "mo_cum", "fb"):
-            fields[name] = v
-        elif name in ("obal", "ow", "oval"):
-            fields[name] = np.ascontiguousarray(v[:, order])
-        elif name == "aid":
-            fields[name] = order
-        else:
-            fields[name] = np.take(v, order, axis=0)
-    P = type(S)(**fields)
+    return np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
+
+
+def _holders(obal):
+    """Holders of each other coin (CSR: ptr, index) in the kernel's order."""
     ptr, idx = [0], []
-    for c in range(P.obal.shape[0]):
-        h = np.nonzero(P.obal[c] != 0)[0]
+    for c in range(obal.shape[0]):
+        h = np.nonzero(obal[c] != 0)[0]
         idx.append(h)
         ptr.append(ptr[-1] + h.size)
-    holders = (np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64))
-    status = P.F[:, A.F_STATUS]
-    pend = np.nonzero(status == A.PENDING)[0]
-    open_order = pend[np.argsort(P.open_s[pend], kind="stable")].astype(np.int64)
-    cl = np.nonzero((status != A.CLOSED) & (P.close_s < np.iinfo(np.int64).max // 4))[0]
-    close_order = cl[np.argsort(P.close_s[cl], kind="stable")].astype(np.int64)
-    assert n == P.F.shape[0]
-    return P, open_order, close_order, holders
+    return np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64)
 
 
 class FtxState:
@@ -209,9 +193,10 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
-    if len(ev) > 1 and np.all(np.diff(ev[:, 0]) >= 0):     # time order within the kernel: sort each tick only
-        ev = ev[event_order(ev[:, 0], ev[:, 1])]
-    cols = dict(zip(EV_COLS, ev.T, strict=True)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
+    n_ev = ev.shape[1]                                   # ev: one row per column (EV_COLS)
+    if n_ev > 1 and np.all(np.diff(ev[0]) >= 0):         # time order within the kernel: sort each tick only
+        ev = np.take(ev, event_order(ev[0], ev[1]), axis=1)
+    cols = dict(zip(EV_COLS, ev, strict=True)) if n_ev else {c: np.zeros(0) for c in EV_COLS}
     dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
     for c in EV_COLS[:-1]:
         rec.ev[c] = [np.asarray(cols[c]).astype(dtypes.get(c, np.float64))]
