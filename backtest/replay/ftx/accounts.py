@@ -44,7 +44,7 @@ NZ = 19
 # ---- int scalars I[...]
 (I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR, I_FBN, I_SURE, I_FIRED,
  I_S1SUM) = range(13)
-NI = 13     # I_TICKS .. I_S1SUM (and I_INCR: bars visited) are counters for profiling only
+NI = 16     # I_TICKS .. I_S1SUM (and I_INCR: bars visited) are counters for profiling only
 # ---- keys K[...] (uint64): seed, market id
 K_SEED, K_MARKET = 0, 1
 # ---- account status

@@ -15,8 +15,6 @@ nothing. Cost grows with bars + events, not bars x accounts.
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 from numba import njit
 
@@ -44,7 +42,6 @@ from backtest.replay.ftx.accounts import (
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
-Book = namedtuple("Book", "tl ts where ver hk ha hv hn")
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
 
@@ -112,106 +109,124 @@ def _key(F, i):
     return trig_dir(F, i), tr
 
 
-# (the helpers that take the Book or the account arrays are inlined: a call with a tuple of
-# arrays costs a reference-count increment and decrement per array)
-# ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
-# with lazy deletion (an entry counts only while its version is the account's and the account
-# is in a heap); the big trees hold each account's first trigger only, so the churn of
-# accounts going in and out of step 1 stays in cache-sized heaps
+# ---- re-inserted accounts: two max-heaps (longs keyed by trigger, shorts by -trigger) with
+# lazy deletion (an entry counts only while its version is the account's and the account is in
+# a heap); the big trees hold each account's first trigger only, so the churn of accounts going
+# in and out of step 1 stays in the heaps. H[sd, j] = (key, account, version) (one cache line
+# per heap level); hn = (entries of heap 0, of heap 1, soft capacity 0, soft capacity 1): a
+# heap that reaches its soft capacity drops its stale entries, and its capacity becomes twice
+# the live ones (at least HEAP_MIN), so stale entries never outnumber live ones by much.
+# The book is passed as its arrays, never as a tuple: numba reference-counts every array of a
+# tuple handed to an inlined helper, once per call.
+HEAP_MIN = 4096
+
+
 @njit(inline="always", **NJ)
-def _hsift_down(hk, ha, hv, sd, j, n):
-    key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
+def _hsift_down(H, sd, j, n):
+    key, a, v = H[sd, j, 0], H[sd, j, 1], H[sd, j, 2]
     while True:
         c = 2 * j + 1
         if c >= n:
             break
-        if c + 1 < n and hk[sd, c + 1] > hk[sd, c]:
+        if c + 1 < n and H[sd, c + 1, 0] > H[sd, c, 0]:
             c += 1
-        if hk[sd, c] <= key:
+        if H[sd, c, 0] <= key:
             break
-        hk[sd, j], ha[sd, j], hv[sd, j] = hk[sd, c], ha[sd, c], hv[sd, c]
+        H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = H[sd, c, 0], H[sd, c, 1], H[sd, c, 2]
         j = c
-    hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
+    H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = key, a, v
 
 
 @njit(inline="always", **NJ)
-def _hpop(B, sd):
-    n = B.hn[sd] - 1
-    B.hn[sd] = n
+def _hpop(H, hn, sd):
+    n = hn[sd] - 1
+    hn[sd] = n
     if n > 0:
-        B.hk[sd, 0], B.ha[sd, 0], B.hv[sd, 0] = B.hk[sd, n], B.ha[sd, n], B.hv[sd, n]
-        _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
+        H[sd, 0, 0], H[sd, 0, 1], H[sd, 0, 2] = H[sd, n, 0], H[sd, n, 1], H[sd, n, 2]
+        _hsift_down(H, sd, 0, n)
 
 
 @njit(inline="always", **NJ)
-def _hpush(B, sd, key, a, v):
-    if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
-        m = 0
-        for j in range(B.hn[sd]):
-            x = B.ha[sd, j]
-            if B.hv[sd, j] == B.ver[x] and B.where[x] == 1:
-                B.hk[sd, m], B.ha[sd, m], B.hv[sd, m] = B.hk[sd, j], B.ha[sd, j], B.hv[sd, j]
-                m += 1
-        B.hn[sd] = m
-        for j in range(m // 2 - 1, -1, -1):
-            _hsift_down(B.hk, B.ha, B.hv, sd, j, m)
-    j = B.hn[sd]
-    B.hn[sd] = j + 1
+def _stale(H, sd, j, ver, where):
+    x = np.int64(H[sd, j, 1])
+    return H[sd, j, 2] != ver[x] or where[x] != 1
+
+
+@njit(**NJ)
+def _hcompact(H, hn, ver, where, sd):
+    """Drop heap sd's stale entries, re-heapify, set its soft capacity."""
+    m = 0
+    for j in range(hn[sd]):
+        if not _stale(H, sd, j, ver, where):
+            H[sd, m, 0], H[sd, m, 1], H[sd, m, 2] = H[sd, j, 0], H[sd, j, 1], H[sd, j, 2]
+            m += 1
+    hn[sd] = m
+    for j in range(m // 2 - 1, -1, -1):
+        _hsift_down(H, sd, j, m)
+    hn[2 + sd] = min(H.shape[1], max(2 * m, HEAP_MIN))
+
+
+@njit(inline="always", **NJ)
+def _hpush(H, hn, ver, where, sd, key, a, v):
+    if hn[sd] >= hn[2 + sd]:
+        _hcompact(H, hn, ver, where, sd)
+    j = hn[sd]
+    hn[sd] = j + 1
     while j > 0:
         p = (j - 1) // 2
-        if B.hk[sd, p] >= key:
+        if H[sd, p, 0] >= key:
             break
-        B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = B.hk[sd, p], B.ha[sd, p], B.hv[sd, p]
+        H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = H[sd, p, 0], H[sd, p, 1], H[sd, p, 2]
         j = p
-    B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
+    H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = key, float(a), float(v)
 
 
 @njit(inline="always", **NJ)
-def _ltop(B):
+def _ltop(tl, H, hn, ver, where):
     """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
-    while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
-        _hpop(B, 0)
-    v = B.tl[1]
-    if B.hn[0] > 0 and B.hk[0, 0] > v:
-        v = B.hk[0, 0]
+    while hn[0] > 0 and _stale(H, 0, 0, ver, where):
+        _hpop(H, hn, 0)
+    v = tl[1]
+    if hn[0] > 0 and H[0, 0, 0] > v:
+        v = H[0, 0, 0]
     return v
 
 
 @njit(inline="always", **NJ)
-def _stop(B):
+def _stop(ts, H, hn, ver, where):
     """Lowest live short-like trigger (inf if none)."""
-    while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
-        _hpop(B, 1)
-    v = B.ts[1]
-    if B.hn[1] > 0 and -B.hk[1, 0] < v:
-        v = -B.hk[1, 0]
+    while hn[1] > 0 and _stale(H, 1, 0, ver, where):
+        _hpop(H, hn, 1)
+    v = ts[1]
+    if hn[1] > 0 and -H[1, 0, 0] < v:
+        v = -H[1, 0, 0]
     return v
 
 
 @njit(**NJ)
-def _take(B, price, in_act, newb, nn):
+def _take(tl, ts, where, ver, H, hn, price, in_act, newb, nn):
     """Accounts whose trigger the price reaches leave the book for the active set."""
-    size = B.tl.shape[0] // 2
-    while _ltop(B) * (1 + EPS) >= price:
-        if B.hn[0] > 0 and B.hk[0, 0] > B.tl[1]:
-            i = B.ha[0, 0]
-            _hpop(B, 0)
+    size = tl.shape[0] // 2
+    while _ltop(tl, H, hn, ver, where) * (1 + EPS) >= price:
+        if hn[0] > 0 and H[0, 0, 0] > tl[1]:
+            i = np.int64(H[0, 0, 1])
+            _hpop(H, hn, 0)
         else:
-            i = _arg_max(B.tl, size)
-            _upd_max(B.tl, size, i, -np.inf)
-        B.where[i] = 2
+            i = _arg_max(tl, size)
+            _upd_max(tl, size, i, -np.inf)
+        where[i] = 2
         if not in_act[i]:
             in_act[i] = True
             newb[nn] = i
             nn += 1
-    while _stop(B) * (1 - EPS) <= price:
-        if B.hn[1] > 0 and -B.hk[1, 0] < B.ts[1]:
-            i = B.ha[1, 0]
-            _hpop(B, 1)
+    while _stop(ts, H, hn, ver, where) * (1 - EPS) <= price:
+        if hn[1] > 0 and -H[1, 0, 0] < ts[1]:
+            i = np.int64(H[1, 0, 1])
+            _hpop(H, hn, 1)
         else:
-            i = _arg_min(B.ts, size)
-            _upd_min(B.ts, size, i, np.inf)
-        B.where[i] = 2
+            i = _arg_min(ts, size)
+            _upd_min(ts, size, i, np.inf)
+        where[i] = 2
         if not in_act[i]:
             in_act[i] = True
             newb[nn] = i
@@ -220,59 +235,59 @@ def _take(B, price, in_act, newb, nn):
 
 
 @njit(inline="always", **NJ)
-def _put(F, B, i):
+def _put(F, tl, ts, where, ver, H, hn, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
-    _off_trees(B, i)
-    B.ver[i] += 1
+    _off_trees(tl, ts, where, i)
+    ver[i] += 1
     d, tr = _key(F, i)
     if d == -1:
-        B.where[i] = 1
-        _hpush(B, 0, tr, i, B.ver[i])
+        where[i] = 1
+        _hpush(H, hn, ver, where, 0, tr, i, ver[i])
     elif d == 1:
-        B.where[i] = 1
-        _hpush(B, 1, -tr, i, B.ver[i])
+        where[i] = 1
+        _hpush(H, hn, ver, where, 1, -tr, i, ver[i])
     else:
-        B.where[i] = 2
+        where[i] = 2
 
 
 @njit(inline="always", **NJ)
-def _off_trees(B, i):
+def _off_trees(tl, ts, where, i):
     """Keep the big trees exact (their roots are read without checks): clear i's leaf."""
-    if B.where[i] == 0:
-        size = B.tl.shape[0] // 2
-        _upd_max(B.tl, size, i, -np.inf)
-        _upd_min(B.ts, size, i, np.inf)
+    if where[i] == 0:
+        size = tl.shape[0] // 2
+        _upd_max(tl, size, i, -np.inf)
+        _upd_min(ts, size, i, np.inf)
 
 
 @njit(inline="always", **NJ)
-def _drop(B, i):
-    _off_trees(B, i)
-    B.ver[i] += 1
-    B.where[i] = 2
+def _drop(tl, ts, where, ver, i):
+    _off_trees(tl, ts, where, i)
+    ver[i] += 1
+    where[i] = 2
 
 
 @njit(**NJ)
-def _build(F, B, in_act):
+def _build(F, tl, ts, where, hn, in_act):
     """Every account outside the active set into the big trees (heaps emptied)."""
     n = F.shape[0]
-    size = B.tl.shape[0] // 2
-    B.tl[:] = -np.inf
-    B.ts[:] = np.inf
-    B.hn[:] = 0
+    size = tl.shape[0] // 2
+    tl[:] = -np.inf
+    ts[:] = np.inf
+    hn[0] = hn[1] = 0
     for i in range(n):
-        B.where[i] = 2
+        where[i] = 2
         if in_act[i]:
             continue
         d, tr = _key(F, i)
         if d == -1:
-            B.tl[size + i] = tr
-            B.where[i] = 0
+            tl[size + i] = tr
+            where[i] = 0
         elif d == 1:
-            B.ts[size + i] = tr
-            B.where[i] = 0
+            ts[size + i] = tr
+            where[i] = 0
     for p in range(size - 1, 0, -1):
-        B.tl[p] = max(B.tl[2 * p], B.tl[2 * p + 1])
-        B.ts[p] = min(B.ts[2 * p], B.ts[2 * p + 1])
+        tl[p] = max(tl[2 * p], tl[2 * p + 1])
+        ts[p] = min(ts[2 * p], ts[2 * p + 1])
 
 
 @njit(inline="always", **NJ)
@@ -323,7 +338,8 @@ def _bound(a_up, a_dn, a_dir, x, qb):
 
 
 @njit(**NJ)
-def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, B, qb):
+def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, F, tl, ts, where,
+               ver, H, hn, qb):
     """_fast_tick when every slot with valid cached thresholds (a_ok) is known to be in step 1
     at this price (the raw quiet bounds qb are exact over them, none nan, and the price is
     strictly inside): only the new slots (a_ok False, just taken from the trees) are
@@ -332,7 +348,6 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     after the tick only the new and the filled accounts are evaluated. Keeps qb exact
     (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
     in step 2, qb still valid, done)."""
-    F = S.F
     nnew = 0
     for x in range(nact):
         if not a_ok[x]:
@@ -375,7 +390,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             valid = _bound(a_up, a_dn, a_dir, x, qb) and valid
         else:
             in_act[i] = False
-            _put(F, B, i)
+            _put(F, tl, ts, where, ver, H, hn, i)
             gone += 1
     if gone or rebound:
         qb[0], qb[1] = -np.inf, np.inf
@@ -399,7 +414,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
 
 @njit(**NJ)
 def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, dirty,
-               B, qb):
+               F, tl, ts, where, ver, H, hn, qb):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
     step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
@@ -407,7 +422,7 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
     nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
     with valid non-nan thresholds)."""
-    F, ints, chg = S.F, S.I, S.chg
+    ints, chg = S.I, S.chg
     s1 = np.empty(nact, np.int64)
     p1 = np.empty(nact, np.int64)
     s2 = np.empty(nact, np.int64)
@@ -480,12 +495,12 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             m += 1
         else:
             in_act[i] = False
-            _put(F, B, i)
+            _put(F, tl, ts, where, ver, H, hn, i)
     for y in range(ints[0]):
         i = chg[y]
         dirty[i] = False
         if not in_act[i]:
-            _put(F, B, i)
+            _put(F, tl, ts, where, ver, H, hn, i)
     return m, any2, valid
 
 
@@ -508,11 +523,15 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     while size < max(n, 1):
         size *= 2
     cap = 2 * n + 64
-    B = Book(tl=np.empty(2 * size), ts=np.empty(2 * size), where=np.full(n, 2, np.int8), ver=np.zeros(n, np.int64),
-             hk=np.empty((2, cap)), ha=np.empty((2, cap), np.int64), hv=np.empty((2, cap), np.int64),
-             hn=np.zeros(2, np.int64))
+    # the book: trees, where each account is (0 tree, 1 heap, 2 neither), versions, heaps
+    tl = np.empty(2 * size)
+    ts = np.empty(2 * size)
+    where = np.full(n, 2, np.int8)
+    ver = np.zeros(n, np.int64)
+    H = np.empty((2, cap, 3))
+    hn = np.array([0, 0, min(cap, HEAP_MIN), min(cap, HEAP_MIN)], np.int64)
     in_act = np.zeros(n, np.bool_)
-    _build(F, B, in_act)
+    _build(F, tl, ts, where, hn, in_act)
     act = np.empty(n, np.int64)
     a_up = np.empty(n)
     a_dn = np.empty(n)
@@ -541,7 +560,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     b = 0
     while b < nb:
         if nact == 0:
-            lt_top, st_top = _ltop(B), _stop(B)
+            lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
             while b < nb:
                 if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
                     break
@@ -564,14 +583,14 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 a_ok[:nact] = False                      # active accounts' thresholds moved
                 qv = False
             if nch * 4 > n:
-                _build(F, B, in_act)
+                _build(F, tl, ts, where, hn, in_act)
                 mark[:] = False
             elif nch:
                 for i in range(n):
                     if mark[i]:
                         mark[i] = False
                         if not in_act[i]:
-                            _put(F, B, i)
+                            _put(F, tl, ts, where, ver, H, hn, i)
         if fb_on:
             fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
             moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
@@ -590,9 +609,9 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 for x in range(nbuf):
                     i = buf[x]
                     if F[i, F_STATUS] == OPEN:
-                        _put(F, B, i)
+                        _put(F, tl, ts, where, ver, H, hn, i)
                     else:
-                        _drop(B, i)
+                        _drop(tl, ts, where, ver, i)
                         if in_act[i]:
                             in_act[i] = False
                             removed = True
@@ -609,10 +628,10 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                             m += 1
                     nact = m
             # accounts the price reaches leave the book
-            nn = _take(B, price, in_act, newb, 0)
+            nn = _take(tl, ts, where, ver, H, hn, price, in_act, newb, 0)
             if nact == 0 and nn == 0:
                 k += 1
-                lt_top, st_top = _ltop(B), _stop(B)
+                lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
                 while k < n_ticks:
                     p = prices[k]
                     if p <= lt_top * (1 + EPS) or p >= st_top * (1 - EPS) or nxt_oc <= ts_s[b] + k * tick_s:
@@ -632,13 +651,13 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             done = False
             if qv and not det and nact > 0 and qb[0] * (1 + EPS) < price < qb[1] * (1 - EPS):
                 m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price,
-                                                 bv, bs, in_act, B, qb)
+                                                 bv, bs, in_act, F, tl, ts, where, ver, H, hn, qb)
                 if done:
                     nact, qv = m2, qv2
                     S.I[I_SURE] += 1
             if not done:
                 nact, any2, qv = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
-                                            bs, in_act, dirty, B, qb)
+                                            bs, in_act, dirty, F, tl, ts, where, ver, H, hn, qb)
             k += 1
             if fb_on and S.I[I_FBN] != nfb:
                 moved_ticks(S, C, raw, prices, ts_s[b], tick_s, k, n_ticks)
@@ -647,7 +666,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                     lo_h, hi_h = qb[0] * (1 + EPS), qb[1] * (1 - EPS)
                 else:
                     lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
-                lt_top, st_top = _ltop(B), _stop(B)
+                lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
                 lo_h = max(lo_h, lt_top * (1 + EPS))
                 hi_h = min(hi_h, st_top * (1 - EPS))
                 while k < n_ticks:
