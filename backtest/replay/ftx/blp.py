@@ -123,7 +123,7 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
     aids = np.empty(cand.shape[0], np.int64)
     for j in range(cand.shape[0]):
         aids[j] = aid[cand[j]]
-    cand = cand[np.argsort(aids, kind="mergesort")]      # ties go to the lower account id
+    cand = cand[np.argsort(aids)]                        # ties go to the lower account id (unique keys)
     qv = np.empty(cand.shape[0])
     for j in range(cand.shape[0]):
         qv[j] = -F[cand[j], F_QTY]

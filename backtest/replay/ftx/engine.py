@@ -161,7 +161,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         aids = np.empty(n1, np.int64)
         for x in range(n1):
             aids[x] = aid[s1[x]]
-        for x in np.argsort(aids, kind="mergesort"):
+        for x in np.argsort(aids):              # (unique keys: any sort gives this order)
             q, cum = _s1_take(F, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
             qs[x] = q
             if cum >= budget:
@@ -195,7 +195,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
                 bu = np.empty(m)
                 for y in range(m):
                     bu[y] = u[cand[y]]
-                order = np.argsort(bu, kind="mergesort")
+                order = np.argsort(bu)             # (equal draws are ordered next)
                 _ties_by_index(bu, order, cand, s1)
                 for o in order:
                     x = cand[o]
@@ -229,7 +229,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         aid1 = np.empty(nf, np.int64)
         for y in range(nf):
             aid1[y] = aid[s1[fill_order[y]]] if mo else s1[fill_order[y]]
-        fill_order = fill_order[np.argsort(aid1, kind="mergesort")]
+        fill_order = fill_order[np.argsort(aid1)]              # (unique keys)
     mo_start, mo_cum, fb = S.mo_start, S.mo_cum, S.fb
     for xx in range(nf):
         x = fill_order[xx]
@@ -265,7 +265,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     aids = np.empty(n2, np.int64)
     for x in range(n2):
         aids[x] = aid[s2[x]]
-    o = np.argsort(aids, kind="mergesort")           # BLP capacity is served in account order
+    o = np.argsort(aids)                             # BLP capacity is served in account order (unique)
     s2 = s2[:n2][o]
     mf2 = mf2[:n2][o]
     ac2 = ac2[:n2][o]

@@ -338,18 +338,18 @@ def _bound(a_up, a_dn, a_dir, x, qb):
 
 
 @njit(**NJ)
-def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, F, tl, ts, where,
-               ver, H, hn, qb):
+def _sure_tick(S, C, K, evs, lots, act, nact, x0, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, F, tl, ts,
+               where, ver, H, hn, qb):
     """_fast_tick when every slot with valid cached thresholds (a_ok) is known to be in step 1
     at this price (the raw quiet bounds qb are exact over them, none nan, and the price is
-    strictly inside): only the new slots (a_ok False, just taken from the trees) are
-    evaluated, and if one of them is not in step 1 nothing is done (returns done=False: the
-    caller runs _fast_tick). Otherwise there is no step 2, s1 is the active set itself, and
-    after the tick only the new and the filled accounts are evaluated. Keeps qb exact
-    (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
-    in step 2, qb still valid, done)."""
+    strictly inside): only the new slots (x0.., a_ok False, just taken from the trees: every
+    older slot has valid thresholds, as each tick leaves them valid) are evaluated, and if one
+    of them is not in step 1 nothing is done (returns done=False: the caller runs _fast_tick).
+    Otherwise there is no step 2, s1 is the active set itself, and after the tick only the new
+    and the filled accounts are evaluated. Keeps qb exact (recomputed when a filled slot was
+    binding or one leaves). Returns (new nact, any account in step 2, qb still valid, done)."""
     nnew = 0
-    for x in range(nact):
+    for x in range(x0, nact):
         if not a_ok[x]:
             i = act[x]
             tav, mf = tav_mf(F, i, price)
@@ -368,7 +368,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         qs = np.zeros(0)
     rebound = False
     gone = 0
-    for x in range(nact):
+    for x in range(0 if fired else x0, nact):      # unfired: only the new slots can change
         new = not a_ok[x]
         if not new and not (fired and qs[x] > 0):
             continue
@@ -650,8 +650,8 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             nfb = S.I[I_FBN]
             done = False
             if qv and not det and nact > 0 and qb[0] * (1 + EPS) < price < qb[1] * (1 - EPS):
-                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price,
-                                                 bv, bs, in_act, F, tl, ts, where, ver, H, hn, qb)
+                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, nact - nn, a_up, a_dn, a_dir, a_ok, b,
+                                                 t, price, bv, bs, in_act, F, tl, ts, where, ver, H, hn, qb)
                 if done:
                     nact, qv = m2, qv2
                     S.I[I_SURE] += 1
