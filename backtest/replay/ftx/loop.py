@@ -707,6 +707,37 @@ def event_order(t, a):
 
 
 @njit(**NJ)
+def event_columns(ev):
+    """The kernel's events (11 rows: t_s, account, side, mechanism, qty_coin, price, mark_price,
+    notional_usd, user_loss_usd, fund_delta_usd, bar) as typed columns in (time, account) order
+    (event_order; left as they are if not in time order): float64 but account and bar int64,
+    side and mechanism int8 (what numpy's astype gives: the values are small integers)."""
+    n = ev.shape[1]
+    srt = True
+    for r in range(1, n):
+        if ev[0, r] < ev[0, r - 1]:
+            srt = False
+            break
+    o = event_order(ev[0], ev[1]) if srt and n > 1 else np.arange(n)
+    t = np.empty(n)
+    acc = np.empty(n, np.int64)
+    side = np.empty(n, np.int8)
+    mech = np.empty(n, np.int8)
+    fl = np.empty((6, n))
+    bar = np.empty(n, np.int64)
+    for r in range(n):
+        k = o[r]
+        t[r] = ev[0, k]
+        acc[r] = np.int64(ev[1, k])
+        side[r] = np.int8(ev[2, k])
+        mech[r] = np.int8(ev[3, k])
+        for c in range(6):
+            fl[c, r] = ev[4 + c, k]
+        bar[r] = np.int64(ev[10, k])
+    return t, acc, side, mech, fl, bar
+
+
+@njit(**NJ)
 def _to_columns(lst, w):
     """The events as w rows of len(lst) (each column contiguous for the Python side)."""
     out = np.empty((w, len(lst)))

@@ -18,7 +18,7 @@ from backtest.population import Population
 from backtest.replay.ftx import accounts as A
 from backtest.replay.ftx.blp import LOT_COLS, blp_book
 from backtest.replay.ftx.collateral import other_collateral
-from backtest.replay.ftx.loop import event_order, run_kernel, run_oracle
+from backtest.replay.ftx.loop import event_columns, run_kernel, run_oracle
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import MECHS, Recorder, SeriesResult, _finish
 from backtest.venues import ftx
@@ -193,15 +193,13 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
-    n_ev = ev.shape[1]                                   # ev: one row per column (EV_COLS)
-    if n_ev > 1 and np.all(np.diff(ev[0]) >= 0):         # time order within the kernel: sort each tick only
-        ev = np.take(ev, event_order(ev[0], ev[1]), axis=1)
-    cols = dict(zip(EV_COLS, ev, strict=True)) if n_ev else {c: np.zeros(0) for c in EV_COLS}
-    dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
+    # ev: one row per column (EV_COLS), in time order within the kernel: each tick's run sorted
+    # by account, the columns typed, in one compiled pass
+    t, acc, side, mech8, fl, bar = event_columns(ev)
+    cols = dict(zip(EV_COLS, (t, acc, side, mech8, *fl, bar), strict=True))
     for c in EV_COLS[:-1]:
-        rec.ev[c] = [np.asarray(cols[c]).astype(dtypes.get(c, np.float64))]
-    bar = np.asarray(cols["bar"]).astype(np.int64)
-    mech = np.asarray(cols["mechanism"]).astype(np.int64)
+        rec.ev[c] = [cols[c]]
+    mech = mech8.astype(np.int64)
     for mi, m in enumerate(MECHS):
         sel = mech == mi
         if sel.any():
