@@ -423,35 +423,39 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
     with valid non-nan thresholds)."""
     ints, chg = S.I, S.chg
-    s1 = np.empty(nact, np.int64)
-    p1 = np.empty(nact, np.int64)
+    j = abs_tick(t, C[C_TICK])
+    fired = fires(C, K, j)              # (a pure function of the tick: asked before step 2)
+    s1 = np.empty(nact if fired else 0, np.int64)
+    p1 = np.empty(nact if fired else 0, np.int64)
     s2 = np.empty(nact, np.int64)
     mf2 = np.empty(nact)
     ac2 = np.empty(nact)
-    cls = np.zeros(nact, np.int8)      # 0 none, 1 step 1, 2 step 2
-    sure = np.zeros(nact, np.bool_)
+    st = np.empty(nact, np.int8)        # 0 none, 1 step 1, 2 step 2, 3 sure step 1 (not evaluated), 4 filled
     n1 = np.int64(0)
     n2 = np.int64(0)
     for x in range(nact):
         i = act[x]
+        cx = 0
         if a_ok[x]:
             up, dn = a_up[x], a_dn[x]
             if a_dir[x] == -1:
-                sure[x] = dn * (1 + EPS) < price < up * (1 - EPS)
-            else:
-                sure[x] = up * (1 + EPS) < price < dn * (1 - EPS)
-        if sure[x]:
-            cls[x] = 1
-        else:
+                if dn * (1 + EPS) < price < up * (1 - EPS):
+                    cx = 3
+            elif up * (1 + EPS) < price < dn * (1 - EPS):
+                cx = 3
+        if cx == 0:
             tav, mf = tav_mf(F, i, price)
             if mf < F[i, F_MMF]:
-                cls[x] = 1 if mf >= F[i, F_ACMF] else 2
-                if cls[x] == 2:
+                if mf >= F[i, F_ACMF]:
+                    cx = 1
+                else:
+                    cx = 2
                     s2[n2] = i
                     mf2[n2] = mf
                     ac2[n2] = F[i, F_ACMF]
                     n2 += 1
-        if cls[x] == 1:
+        st[x] = cx
+        if fired and (cx == 1 or cx == 3):
             s1[n1] = i
             p1[n1] = x
             n1 += 1
@@ -459,37 +463,38 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
         for y in range(ints[0]):
             dirty[chg[y]] = True
-    filled = np.zeros(nact, np.bool_)
+    anyd = ints[0] > 0                  # overflow-hit accounts this tick (dirty)
     if n1:
-        j = abs_tick(t, C[C_TICK])
-        if fires(C, K, j):
-            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
-            for y in range(n1):
-                if qs[y] > 0:
-                    filled[p1[y]] = True
+        qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
+        for y in range(n1):
+            if qs[y] > 0:
+                st[p1[y]] = 4
     any2 = False
     m = 0
     qb[0], qb[1] = -np.inf, np.inf
     valid = True
     for x in range(nact):
         i = act[x]
-        keep = True
-        if not sure[x] or cls[x] != 1 or filled[x] or dirty[i]:
-            keep = False
-            if F[i, F_QTY] > 0:
-                tav, mf = tav_mf(F, i, price)
-                if mf < F[i, F_ACMF]:
-                    any2 = True
-                if mf < F[i, F_MMF]:
-                    keep = True
-        if keep:
-            act[m] = i
-            if sure[x] and not (filled[x] or dirty[i]):
+        if st[x] == 3 and not (anyd and dirty[i]):      # unchanged, in step 1: thresholds kept
+            if m != x:
+                act[m] = i
                 a_up[m] = a_up[x]
                 a_dn[m] = a_dn[x]
                 a_dir[m] = a_dir[x]
-            else:
-                _cache(F, act, m, a_up, a_dn, a_dir)
+                a_ok[m] = True
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
+            m += 1
+            continue
+        keep = False
+        if F[i, F_QTY] > 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[i, F_ACMF]:
+                any2 = True
+            if mf < F[i, F_MMF]:
+                keep = True
+        if keep:
+            act[m] = i
+            _cache(F, act, m, a_up, a_dn, a_dir)
             a_ok[m] = True
             valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
