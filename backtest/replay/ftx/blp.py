@@ -46,6 +46,36 @@ def capacity_room(S, C, t_s):
 
 
 @njit(**NJ)
+def _kth_smallest(a, k):
+    """np.partition(a, k)[k] (a is reordered): quickselect with three-way partitions (equal
+    values are common among sizes). Written out because numba's np.partition costs ~10 s of
+    compilation on a cold cache; the value is the same order statistic."""
+    lo, hi = 0, a.shape[0] - 1
+    while lo < hi:
+        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]
+        p = max(min(x, y), min(max(x, y), z))          # median of three
+        lt, i, gt = lo, lo, hi
+        while i <= gt:
+            v = a[i]
+            if v < p:
+                a[i], a[lt] = a[lt], v
+                lt += 1
+                i += 1
+            elif v > p:
+                a[i], a[gt] = a[gt], v
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return p
+    return a[k]
+
+
+@njit(**NJ)
 def _pool(S, C, opp, need, use_pool):
     """Opposing accounts (side opp) eligible for overflow, ascending index. With use_pool: the
     largest ones only, enough to serve `need` exactly as all of them would (sizes only shrink;
@@ -87,7 +117,7 @@ def _pool(S, C, opp, need, use_pool):
             qv = np.empty(nc)
             for j in range(nc):
                 qv[j] = -F[cand[j], F_QTY]
-            thr = -np.partition(qv, K - 1)[K - 1]          # the K-th largest size
+            thr = -_kth_smallest(qv, K - 1)                # the K-th largest size
             sel = np.empty(nc, np.int64)
             m = 0
             out_max = 0.0
@@ -105,7 +135,8 @@ def _pool(S, C, opp, need, use_pool):
         if idx.shape[0] == nc or tot >= need * 1.5:
             break
         K *= 4
-    S.pool[slot, :idx.shape[0]] = idx
+    for q in range(idx.shape[0]):                      # (a loop: a slice assignment compiles numba's
+        S.pool[slot, q] = idx[q]                       # shape-mismatch error formatting, ~10 s cold)
     S.I[I_POOL_NL + slot] = idx.shape[0]
     S.Z[Z_POOL_OUT_L + slot] = out_max
     return idx.copy()
