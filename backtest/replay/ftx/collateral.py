@@ -83,9 +83,10 @@ def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, Colla
 
 
 @njit(**NJ)
-def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark):
+def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark, chl):
     """Apply the collateral steps scheduled at `bar` (from rv index `ptr`): the holders' folded
-    value moves to the new price. Sets mark[i] for changed accounts; returns (new ptr, count)."""
+    value moves to the new price. Sets mark[i] for changed accounts and lists them in chl;
+    returns (new ptr, count)."""
     nchg = 0
     F, obal, ow, oval = S.F, S.obal, S.ow, S.oval
     while ptr < rv_bar.shape[0] and rv_bar[ptr] < bar:
@@ -104,6 +105,7 @@ def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark):
             oval[c, i] = new
             if not mark[i]:
                 mark[i] = True
+                chl[nchg] = i
                 nchg += 1
         ptr += 1
     return ptr, nchg

@@ -290,6 +290,48 @@ def _build(F, tl, ts, where, hn, in_act):
         ts[p] = min(ts[2 * p], ts[2 * p + 1])
 
 
+@njit(**NJ)
+def _rekey(F, tl, ts, where, ver, in_act, mark, chl, nch):
+    """The accounts chl[:nch], whose collateral was revalued (their triggers moved), back into
+    the big trees with fresh triggers (any heap entry of theirs goes stale), as _build would
+    put them, without recomputing every other account's: the trees' inner nodes are refreshed
+    once bottom-up when many leaves changed, else leaf by leaf. Clears their marks."""
+    size = tl.shape[0] // 2
+    bulk = nch * 16 > size              # a leaf update walks ~log2(size) levels of both trees
+    for y in range(nch):
+        i = chl[y]
+        mark[i] = False
+        if in_act[i]:
+            continue
+        ver[i] += 1
+        if where[i] == 0:
+            if bulk:
+                tl[size + i] = -np.inf
+                ts[size + i] = np.inf
+            else:
+                _upd_max(tl, size, i, -np.inf)
+                _upd_min(ts, size, i, np.inf)
+        d, tr = _key(F, i)
+        if d == -1:
+            where[i] = 0
+            if bulk:
+                tl[size + i] = tr
+            else:
+                _upd_max(tl, size, i, tr)
+        elif d == 1:
+            where[i] = 0
+            if bulk:
+                ts[size + i] = tr
+            else:
+                _upd_min(ts, size, i, tr)
+        else:
+            where[i] = 2
+    if bulk:
+        for p in range(size - 1, 0, -1):
+            tl[p] = max(tl[2 * p], tl[2 * p + 1])
+            ts[p] = min(ts[2 * p], ts[2 * p + 1])
+
+
 @njit(inline="always", **NJ)
 def _cache(F, act, x, a_up, a_dn, a_dir):
     """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
@@ -583,19 +625,11 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             if b >= nb:
                 break
         if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
-            rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+            rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark, buf)
             if nch:
                 a_ok[:nact] = False                      # active accounts' thresholds moved
                 qv = False
-            if nch * 4 > n:
-                _build(F, tl, ts, where, hn, in_act)
-                mark[:] = False
-            elif nch:
-                for i in range(n):
-                    if mark[i]:
-                        mark[i] = False
-                        if not in_act[i]:
-                            _put(F, tl, ts, where, ver, H, hn, i)
+                _rekey(F, tl, ts, where, ver, in_act, mark, buf, nch)
         if fb_on:
             fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
             moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
@@ -784,7 +818,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     sel = np.empty(n, np.int64)
     rvp = np.int64(0)
     for b in range(nb):
-        rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+        rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark, sel)
         mark[:] = False
         fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
         fb_on = C[C_FB] > 0
