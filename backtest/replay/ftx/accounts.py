@@ -1,22 +1,17 @@
-"""FTX accounts as one row each of a float matrix: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
+"""FTX accounts as one float matrix: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
 
 `FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels. The per-account
-fields the kernels read and write live in one C-ordered float64 matrix `F` (n x NF, a row per
-account, columns F_*: the fields one MF evaluation reads share a cache line, and a kernel
-holds one array instead of fourteen: numba reference-counts every array of a tuple it passes
-to an inlined helper, which cost ~30% of the kernel's time with one array per field); the
-account's population index `aid`, its draw hash `hid` and its open/close times stay integer
-arrays. Side, the flags and the status are held as floats (+-1.0, 0.0/1.0, PENDING/OPEN/
-CLOSED): every value is exact, so the arithmetic is the same as on the integer fields. Scalars
-shared by all accounts of the market (fund, BLP capacity counters, overflow pools, accounting
-parts) live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
-module constant here. The kernel may hold the accounts in another order than the population
-(sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
-its index to the population's, and everything observable (draw keys, events, the order in
-which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror
-backtest/venues/ftx.py operation for
-operation (margin_thresholds, account_tav_mf, price_at_margin_fraction).
-"""
+fields the kernels read and write live in one C-ordered float64 matrix `F` (NF x n: a
+contiguous row per field, F[F_QTY, i] ...): a kernel holds one array instead of fourteen
+(numba reference-counts every array of a tuple it passes to an inlined helper, which cost ~30%
+of the kernel's time with one array per field), while the passes over every account (trigger
+book rebuilds, collateral revaluations) still stream one field at a time. The account's
+population index `aid`, its draw hash `hid` and its open/close times stay integer arrays.
+Side, the flags and the status are held as floats (+-1.0, 0.0/1.0, PENDING/OPEN/CLOSED): every
+value is exact, so the arithmetic is the same as on the integer fields. Scalars shared by all
+accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts) live in
+the float vector `Z` and the int vector `I`, constants in `C`; every index is a module constant
+here."""
 from __future__ import annotations
 
 from collections import namedtuple
@@ -52,10 +47,10 @@ PENDING, OPEN, CLOSED = 0, 1, 2
 # ---- mechanisms (recorder.MECHS order)
 M_STEP1, M_STEP2, M_OVERFLOW = 0, 1, 2
 
-# ---- per-account columns of F[i, ...]: the first eight are what tav_mf / price_at_mf read
+# ---- per-account columns of F[..., i]: the first eight are what tav_mf / price_at_mf read
 (F_QTY, F_USD, F_CBAL, F_CW, F_SIDE, F_ENTRY, F_MMF, F_ACMF, F_LEV, F_WT, F_ALIVE, F_EXEMPT, F_STATUS,
  F_LIQ) = range(14)
-NF = 16         # two 64-byte lines per row
+NF = 14
 F_NAMES = ("qty", "usd", "cbal", "cw", "side", "entry", "mmf", "acmf", "lev", "wt", "alive", "exempt", "status",
            "liq")
 
@@ -100,17 +95,17 @@ def real_weight(pop) -> np.ndarray:
 def requalify(F, C, i):
     """MMF/ACMF of account i from its current size (IMF depends on it), at one real account's
     size qty / wt."""
-    imf = max(1.0 / F[i, F_LEV], C[C_IMF_F] * np.sqrt(abs(F[i, F_QTY]) / F[i, F_WT]))
+    imf = max(1.0 / F[F_LEV, i], C[C_IMF_F] * np.sqrt(abs(F[F_QTY, i]) / F[F_WT, i]))
     mmf = max(C[C_MMF_FLOOR], C[C_MMF_RATIO] * imf)
-    F[i, F_MMF] = mmf
-    F[i, F_ACMF] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
+    F[F_MMF, i] = mmf
+    F[F_ACMF, i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
 
 
 @njit(inline="always", **NJ)
 def tav_mf(F, i, price):
-    q = F[i, F_QTY]
-    cv = F[i, F_CBAL] * price * F[i, F_CW]
-    tav = F[i, F_USD] + cv + F[i, F_SIDE] * q * (price - F[i, F_ENTRY])
+    q = F[F_QTY, i]
+    cv = F[F_CBAL, i] * price * F[F_CW, i]
+    tav = F[F_USD, i] + cv + F[F_SIDE, i] * q * (price - F[F_ENTRY, i])
     mf = tav / (q * price) if q > 0 else np.inf
     return tav, mf
 
@@ -118,9 +113,9 @@ def tav_mf(F, i, price):
 @njit(inline="always", **NJ)
 def price_at_mf(F, i, target):
     """Mark at which MF == target (nan: never at a positive price)."""
-    s, q = F[i, F_SIDE], F[i, F_QTY]
-    num = s * q * F[i, F_ENTRY] - F[i, F_USD]
-    den = F[i, F_CBAL] * F[i, F_CW] + s * q - target * q
+    s, q = F[F_SIDE, i], F[F_QTY, i]
+    num = s * q * F[F_ENTRY, i] - F[F_USD, i]
+    den = F[F_CBAL, i] * F[F_CW, i] + s * q - target * q
     m = num / den
     if np.isfinite(m) and m > 0 and q > 0:
         return m
@@ -130,26 +125,26 @@ def price_at_mf(F, i, target):
 @njit(inline="always", **NJ)
 def trig_dir(F, i):
     """-1: MF falls when the price falls (long-like), +1: when it rises."""
-    return -1 if F[i, F_USD] - F[i, F_SIDE] * F[i, F_QTY] * F[i, F_ENTRY] < 0 else 1
+    return -1 if F[F_USD, i] - F[F_SIDE, i] * F[F_QTY, i] * F[F_ENTRY, i] < 0 else 1
 
 
 @njit(inline="always", **NJ)
 def set_qty(F, Z, i, q):
     """Change account i's size, keeping the open-coin totals per side (daily OI) in step."""
-    d = q - F[i, F_QTY]
-    if F[i, F_SIDE] > 0:
+    d = q - F[F_QTY, i]
+    if F[F_SIDE, i] > 0:
         Z[Z_QL] += d
     else:
         Z[Z_QS] += d
-    F[i, F_QTY] = q
+    F[F_QTY, i] = q
 
 
 @njit(inline="always", **NJ)
 def close_out(F, Z, i):
-    if F[i, F_QTY] <= 1e-12:
+    if F[F_QTY, i] <= 1e-12:
         set_qty(F, Z, i, 0.0)
-        F[i, F_ALIVE] = 0.0
-        F[i, F_LIQ] = 1.0
+        F[F_ALIVE, i] = 0.0
+        F[F_LIQ, i] = 1.0
 
 
 def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: int) -> np.ndarray:

@@ -82,7 +82,7 @@ def _pool(S, C, opp, need, use_pool):
     an account opening later raises the outside maximum and forces a rebuild)."""
     slot = 0 if opp > 0 else 1
     F = S.F
-    n = F.shape[0]
+    n = F.shape[1]
     if use_pool:
         cnt = S.I[I_POOL_NL + slot]
         if cnt >= 0:
@@ -91,18 +91,18 @@ def _pool(S, C, opp, need, use_pool):
             tot = 0.0
             for j in range(cnt):
                 i = S.pool[slot, j]
-                if F[i, F_ALIVE] != 0 and F[i, F_QTY] > 0:
+                if F[F_ALIVE, i] != 0 and F[F_QTY, i] > 0:
                     S.pool[slot, m] = i
                     m += 1
-                    mn = min(mn, F[i, F_QTY])
-                    tot += F[i, F_QTY]
+                    mn = min(mn, F[F_QTY, i])
+                    tot += F[F_QTY, i]
             S.I[I_POOL_NL + slot] = m
             if m > 0 and mn >= S.Z[Z_POOL_OUT_L + slot] and tot >= need:
                 return S.pool[slot, :m].copy()
     cand = np.empty(n, np.int64)
     nc = 0
     for i in range(n):
-        if F[i, F_ALIVE] != 0 and F[i, F_SIDE] == opp and F[i, F_QTY] > 0:
+        if F[F_ALIVE, i] != 0 and F[F_SIDE, i] == opp and F[F_QTY, i] > 0:
             cand[nc] = i
             nc += 1
     cand = cand[:nc].copy()
@@ -116,13 +116,13 @@ def _pool(S, C, opp, need, use_pool):
         else:
             qv = np.empty(nc)
             for j in range(nc):
-                qv[j] = -F[cand[j], F_QTY]
+                qv[j] = -F[F_QTY, cand[j]]
             thr = -_kth_smallest(qv, K - 1)                # the K-th largest size
             sel = np.empty(nc, np.int64)
             m = 0
             out_max = 0.0
             for j in range(nc):
-                q = F[cand[j], F_QTY]
+                q = F[F_QTY, cand[j]]
                 if q >= thr:
                     sel[m] = cand[j]
                     m += 1
@@ -131,7 +131,7 @@ def _pool(S, C, opp, need, use_pool):
             idx = sel[:m].copy()
         tot = 0.0
         for i in idx:
-            tot += F[i, F_QTY]
+            tot += F[F_QTY, i]
         if idx.shape[0] == nc or tot >= need * 1.5:
             break
         K *= 4
@@ -157,7 +157,7 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
     cand = cand[np.argsort(aids)]                        # ties go to the lower account id (unique keys)
     qv = np.empty(cand.shape[0])
     for j in range(cand.shape[0]):
-        qv[j] = -F[cand[j], F_QTY]
+        qv[j] = -F[F_QTY, cand[j]]
     order = np.argsort(qv, kind="mergesort")             # largest first, ties by index
     top_n = int(C[C_TOPN])
     remaining = qty
@@ -168,29 +168,29 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
         end = min(start + top_n, order.shape[0])
         total = 0.0
         for j in range(start, end):
-            total += F[cand[order[j]], F_QTY]
+            total += F[F_QTY, cand[order[j]]]
         if remaining >= total:
             for j in range(start, end):
-                take[order[j]] = F[cand[order[j]], F_QTY]
+                take[order[j]] = F[F_QTY, cand[order[j]]]
             remaining -= total
         else:
             r = remaining / total
             for j in range(start, end):
-                take[order[j]] = F[cand[order[j]], F_QTY] * r
+                take[order[j]] = F[F_QTY, cand[order[j]]] * r
             remaining = 0.0
     for j in range(cand.shape[0]):
         q = take[j]
         if q <= 0:
             continue
         o = cand[j]
-        so = F[o, F_SIDE]
-        F[o, F_USD] += so * q * (price_close - F[o, F_ENTRY])
-        set_qty(F, S.Z, o, F[o, F_QTY] - q)
+        so = F[F_SIDE, o]
+        F[F_USD, o] += so * q * (price_close - F[F_ENTRY, o])
+        set_qty(F, S.Z, o, F[F_QTY, o] - q)
         S.Z[Z_COUNTERPARTY] += so * q * (price_close - mark)
         S.chg[S.I[I_NCHG]] = o
         S.I[I_NCHG] += 1
         close_out(F, S.Z, o)
-        if F[o, F_QTY] > 0:
+        if F[F_QTY, o] > 0:
             requalify(F, C, o)
 
 

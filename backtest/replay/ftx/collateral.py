@@ -101,7 +101,7 @@ def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark, ch
         for h in range(hptr[c], hptr[c + 1]):
             i = hidx[h]
             new = obal[c, i] * p * ow[c, i]
-            F[i, F_USD] += new - oval[c, i]
+            F[F_USD, i] += new - oval[c, i]
             oval[c, i] = new
             if not mark[i]:
                 mark[i] = True
@@ -142,11 +142,11 @@ def transfer(S, C, i, cf, price, bar_vol, bar_sig, bar, t_s):
     hair = 0.0
     cost = 0.0
     F = S.F
-    c = F[i, F_CBAL] * cf                    # same coin, at the market's price
-    pays = c * price * F[i, F_CW]
+    c = F[F_CBAL, i] * cf                    # same coin, at the market's price
+    pays = c * price * F[F_CW, i]
     g = c * price - pays
-    F[i, F_USD] += pays
-    F[i, F_CBAL] -= c
+    F[F_USD, i] += pays
+    F[F_CBAL, i] -= c
     if c > 0:
         hair += g
         cost += sale_cost(S, FLOW_COLLATERAL, t_s, c, price, bar_vol, bar_sig, C, C[C_BM])
@@ -162,7 +162,7 @@ def transfer(S, C, i, cf, price, bar_vol, bar_sig, bar, t_s):
         pays = cq * op * w
         nb = bal - cq
         new = nb * op * w
-        F[i, F_USD] += pays - (S.oval[k, i] - new)
+        F[F_USD, i] += pays - (S.oval[k, i] - new)
         S.oval[k, i] = new
         S.obal[k, i] = nb
         if S.ohas[k] > 0:

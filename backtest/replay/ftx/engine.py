@@ -113,8 +113,8 @@ def _fund(S, C, delta, gross_in, gross_out, t_s):
 @njit(inline="always", **NJ)
 def _s1_take(F, C, i, jit, price, budget, cum, scale):
     """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
-    pos = abs(F[i, F_QTY])
-    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * F[i, F_WT] / price, pos))    # the minimum per real account
+    pos = abs(F[F_QTY, i])
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * F[F_WT, i] / price, pos))    # the minimum per real account
     want = min(base * jit, pos)
     wu = want * price
     cum += wu
@@ -235,7 +235,7 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         x = fill_order[xx]
         q = qs[x]
         i = s1[x]
-        s = F[i, F_SIDE]
+        s = F[F_SIDE, i]
         if mo:
             slip = metaorder_slippage(mo_start, mo_cum, FLOW_LIQUIDATION, -s, t_s, q * price, bar_vol, bar_sig,
                                       C[C_ETA], C[C_BM], C[C_BUCKET], C[C_MAXSLIP])
@@ -249,10 +249,10 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         fill = max(price * (1.0 - s * (off + slip)), 0.0)
         fee = q * fill * C[C_FEE]
         user_pnl = s * q * (fill - price) - fee
-        F[i, F_USD] += s * q * (fill - F[i, F_ENTRY]) - fee
-        set_qty(F, Z, i, F[i, F_QTY] - q)
+        F[F_USD, i] += s * q * (fill - F[F_ENTRY, i]) - fee
+        set_qty(F, Z, i, F[F_QTY, i] - q)
         close_out(F, Z, i)
-        if F[i, F_QTY] > 0:
+        if F[F_QTY, i] > 0:
             requalify(F, C, i)
         evs.append((t_s, float(aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
                     float(bar)))
@@ -279,13 +279,13 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     m = 0
     for x in range(n2):
         i = s2[x]
-        q = F[i, F_QTY]
-        s = F[i, F_SIDE]
+        q = F[F_QTY, i]
+        s = F[F_SIDE, i]
         mf, ac = mf2[x], ac2[x]
         frac = 1.0 if mf < 0 else (1.0 - mf / ac if mf < ac else 0.0)
         if frac <= 0:
             continue
-        close = min(max(frac * q, min(C[C_S2MIN] * F[i, F_WT] / price, q)), q)   # the minimum per real account
+        close = min(max(frac * q, min(C[C_S2MIN] * F[F_WT, i] / price, q)), q)   # the minimum per real account
         if close <= 0:
             continue
         z = price * (1.0 - s * mf)
@@ -303,11 +303,11 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     fsum = fin = fout = 0.0
     for x in range(m):
         i = a[x]
-        F[i, F_USD] += F[i, F_SIDE] * cq[x] * (zp[x] - F[i, F_ENTRY])
+        F[F_USD, i] += F[F_SIDE, i] * cq[x] * (zp[x] - F[F_ENTRY, i])
         hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar_sig, bar, t_s)
         hair[x] = hx
         cost[x] = cx
-        set_qty(F, Z, i, F[i, F_QTY] - cq[x])
+        set_qty(F, Z, i, F[F_QTY, i] - cq[x])
         fsum += fd[x]
         if fd[x] > 0:
             fin += fd[x]
@@ -329,7 +329,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     Z[Z_USED_HOUR] += used
     for x in range(m):
         i = a[x]
-        s = F[i, F_SIDE]
+        s = F[F_SIDE, i]
         if tq[x] > 0:
             w = tq[x] / cq[x]
             Z[Z_TAKEOVER] += tq[x] * price
@@ -342,7 +342,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
         oq = cq[x] - tq[x]
         if oq > 0:
             i = a[x]
-            s = F[i, F_SIDE]
+            s = F[F_SIDE, i]
             w = oq / cq[x]
             evs.append((t_s, float(aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
                         ul[x] * w, fd[x] * w, float(bar)))
@@ -359,7 +359,7 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     for x in range(m):
         i = a[x]
         close_out(F, Z, i)
-        if F[i, F_QTY] > 0:
+        if F[F_QTY, i] > 0:
             requalify(F, C, i)
 
 
@@ -378,15 +378,15 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_p
     for x in range(nsel):
         i = sel[x]
         tav, mf = tav_mf(F, i, price)
-        if mf >= F[i, F_MMF]:
+        if mf >= F[F_MMF, i]:
             continue
-        if mf >= F[i, F_ACMF]:
+        if mf >= F[F_ACMF, i]:
             s1[n1] = i
             n1 += 1
         else:
             s2[n2] = i
             mf2[n2] = mf
-            ac2[n2] = F[i, F_ACMF]
+            ac2[n2] = F[F_ACMF, i]
             n2 += 1
     if n2:
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool)
@@ -399,11 +399,11 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_p
     any2 = False
     for x in range(nsel):
         i = sel[x]
-        if F[i, F_QTY] > 0:
+        if F[F_QTY, i] > 0:
             tav, mf = tav_mf(F, i, price)
-            if mf < F[i, F_ACMF]:
+            if mf < F[F_ACMF, i]:
                 any2 = True
-            if mf < F[i, F_MMF]:
+            if mf < F[F_MMF, i]:
                 out[no] = i
                 no += 1
     return out[:no], any2
@@ -420,28 +420,28 @@ def open_close(S, C, t, price, open_order, close_order, buf):
     while po < open_order.shape[0] and S.open_s[open_order[po]] <= t:
         i = open_order[po]
         po += 1
-        if F[i, F_STATUS] != 0:
+        if F[F_STATUS, i] != 0:
             continue
-        F[i, F_STATUS] = OPEN
-        if F[i, F_QTY] > 0:
-            F[i, F_ALIVE] = 1.0
-            q = F[i, F_QTY]
-            F[i, F_QTY] = 0.0
+        F[F_STATUS, i] = OPEN
+        if F[F_QTY, i] > 0:
+            F[F_ALIVE, i] = 1.0
+            q = F[F_QTY, i]
+            F[F_QTY, i] = 0.0
             set_qty(F, Z, i, q)
-            slot = 0 if F[i, F_SIDE] > 0 else 1
+            slot = 0 if F[F_SIDE, i] > 0 else 1
             Z[Z_POOL_OUT_L + slot] = max(Z[Z_POOL_OUT_L + slot], q)
         buf[nb] = i
         nb += 1
     while pc < close_order.shape[0] and S.close_s[close_order[pc]] <= t:
         i = close_order[pc]
         pc += 1
-        if F[i, F_STATUS] != OPEN:
+        if F[F_STATUS, i] != OPEN:
             continue
-        F[i, F_STATUS] = CLOSED
-        if F[i, F_ALIVE] != 0 and F[i, F_QTY] > 0:
-            F[i, F_USD] += F[i, F_SIDE] * F[i, F_QTY] * (price - F[i, F_ENTRY])
+        F[F_STATUS, i] = CLOSED
+        if F[F_ALIVE, i] != 0 and F[F_QTY, i] > 0:
+            F[F_USD, i] += F[F_SIDE, i] * F[F_QTY, i] * (price - F[F_ENTRY, i])
             set_qty(F, Z, i, 0.0)
-        F[i, F_ALIVE] = 0.0
+        F[F_ALIVE, i] = 0.0
         buf[nb] = i
         nb += 1
     S.I[I_PO] = po

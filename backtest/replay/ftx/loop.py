@@ -101,9 +101,9 @@ def _arg_min(t, size):
 @njit(inline="always", **NJ)
 def _key(F, i):
     """(direction, trigger) of account i; direction 0 = in no tree."""
-    if F[i, F_ALIVE] == 0 or F[i, F_EXEMPT] != 0 or F[i, F_QTY] <= 0 or F[i, F_STATUS] != OPEN:
+    if F[F_ALIVE, i] == 0 or F[F_EXEMPT, i] != 0 or F[F_QTY, i] <= 0 or F[F_STATUS, i] != OPEN:
         return 0, np.nan
-    tr = price_at_mf(F, i, F[i, F_MMF])
+    tr = price_at_mf(F, i, F[F_MMF, i])
     if not (tr > 0):
         return 0, np.nan
     return trig_dir(F, i), tr
@@ -269,7 +269,7 @@ def _drop(tl, ts, where, ver, i):
 @njit(**NJ)
 def _build(F, tl, ts, where, hn, in_act):
     """Every account outside the active set into the big trees (heaps emptied)."""
-    n = F.shape[0]
+    n = F.shape[1]
     size = tl.shape[0] // 2
     tl[:] = -np.inf
     ts[:] = np.inf
@@ -297,35 +297,25 @@ def _rekey(F, tl, ts, where, ver, in_act, mark, chl, nch):
     put them, without recomputing every other account's: the trees' inner nodes are refreshed
     once bottom-up when many leaves changed, else leaf by leaf. Clears their marks."""
     size = tl.shape[0] // 2
-    bulk = nch * 16 > size              # a leaf update walks ~log2(size) levels of both trees
+    bulk = nch * 64 > size              # a leaf update walks ~log2(size) levels at random
     for y in range(nch):
         i = chl[y]
         mark[i] = False
         if in_act[i]:
             continue
         ver[i] += 1
-        if where[i] == 0:
-            if bulk:
-                tl[size + i] = -np.inf
-                ts[size + i] = np.inf
-            else:
-                _upd_max(tl, size, i, -np.inf)
-                _upd_min(ts, size, i, np.inf)
         d, tr = _key(F, i)
-        if d == -1:
-            where[i] = 0
-            if bulk:
-                tl[size + i] = tr
-            else:
-                _upd_max(tl, size, i, tr)
-        elif d == 1:
-            where[i] = 0
-            if bulk:
-                ts[size + i] = tr
-            else:
-                _upd_min(ts, size, i, tr)
+        lv = tr if d == -1 else -np.inf          # i's new leaves
+        sv = tr if d == 1 else np.inf
+        where[i] = 0 if d != 0 else 2
+        if bulk:
+            tl[size + i] = lv
+            ts[size + i] = sv
         else:
-            where[i] = 2
+            if tl[size + i] != lv:
+                _upd_max(tl, size, i, lv)
+            if ts[size + i] != sv:
+                _upd_min(ts, size, i, sv)
     if bulk:
         for p in range(size - 1, 0, -1):
             tl[p] = max(tl[2 * p], tl[2 * p + 1])
@@ -336,8 +326,8 @@ def _rekey(F, tl, ts, where, ver, in_act, mark, chl, nch):
 def _cache(F, act, x, a_up, a_dn, a_dir):
     """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
     i = act[x]
-    a_up[x] = price_at_mf(F, i, F[i, F_MMF])
-    a_dn[x] = price_at_mf(F, i, F[i, F_ACMF])
+    a_up[x] = price_at_mf(F, i, F[F_MMF, i])
+    a_dn[x] = price_at_mf(F, i, F[F_ACMF, i])
     a_dir[x] = trig_dir(F, i)
 
 
@@ -395,7 +385,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, x0, a_up, a_dn, a_dir, a_ok, bar, 
         if not a_ok[x]:
             i = act[x]
             tav, mf = tav_mf(F, i, price)
-            if not (mf < F[i, F_MMF] and mf >= F[i, F_ACMF]):
+            if not (mf < F[F_MMF, i] and mf >= F[F_ACMF, i]):
                 return nact, False, False, False
             nnew += 1
     any2 = False
@@ -420,11 +410,11 @@ def _sure_tick(S, C, K, evs, lots, act, nact, x0, a_up, a_dn, a_dir, a_ok, bar, 
             if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
                 rebound = True
         keep = False
-        if F[i, F_QTY] > 0:
+        if F[F_QTY, i] > 0:
             tav, mf = tav_mf(F, i, price)
-            if mf < F[i, F_ACMF]:
+            if mf < F[F_ACMF, i]:
                 any2 = True
-            if mf < F[i, F_MMF]:
+            if mf < F[F_MMF, i]:
                 keep = True
         if keep:
             _cache(F, act, x, a_up, a_dn, a_dir)
@@ -487,14 +477,14 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
                 cx = 3
         if cx == 0:
             tav, mf = tav_mf(F, i, price)
-            if mf < F[i, F_MMF]:
-                if mf >= F[i, F_ACMF]:
+            if mf < F[F_MMF, i]:
+                if mf >= F[F_ACMF, i]:
                     cx = 1
                 else:
                     cx = 2
                     s2[n2] = i
                     mf2[n2] = mf
-                    ac2[n2] = F[i, F_ACMF]
+                    ac2[n2] = F[F_ACMF, i]
                     n2 += 1
         st[x] = cx
         if fired and (cx == 1 or cx == 3):
@@ -528,11 +518,11 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             m += 1
             continue
         keep = False
-        if F[i, F_QTY] > 0:
+        if F[F_QTY, i] > 0:
             tav, mf = tav_mf(F, i, price)
-            if mf < F[i, F_ACMF]:
+            if mf < F[F_ACMF, i]:
                 any2 = True
-            if mf < F[i, F_MMF]:
+            if mf < F[F_MMF, i]:
                 keep = True
         if keep:
             act[m] = i
@@ -557,7 +547,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
     ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
     F = S.F
-    n = F.shape[0]
+    n = F.shape[1]
     fb_on = C[C_FB] > 0
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
@@ -647,7 +637,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 removed = False
                 for x in range(nbuf):
                     i = buf[x]
-                    if F[i, F_STATUS] == OPEN:
+                    if F[F_STATUS, i] == OPEN:
                         _put(F, tl, ts, where, ver, H, hn, i)
                     else:
                         _drop(tl, ts, where, ver, i)
@@ -804,7 +794,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
     opposing accounts."""
     F = S.F
-    n = F.shape[0]
+    n = F.shape[1]
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
@@ -830,9 +820,9 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             open_close(S, C, t, price, open_order, close_order, buf)
             m = 0
             for i in range(n):
-                if F[i, F_ALIVE] != 0 and F[i, F_EXEMPT] == 0 and F[i, F_STATUS] == OPEN:
+                if F[F_ALIVE, i] != 0 and F[F_EXEMPT, i] == 0 and F[F_STATUS, i] == OPEN:
                     tav, mf = tav_mf(F, i, price)
-                    if mf < F[i, F_MMF]:
+                    if mf < F[F_MMF, i]:
                         sel[m] = i
                         m += 1
             if m:

@@ -73,12 +73,12 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     def perm(v):            # per-account array in the kernel's order
         return v if order is None else np.take(v, order, axis=-1)
 
-    F = np.empty((n, A.NF))                          # every row written once, in the kernel's order
+    F = np.empty((A.NF, n))                          # one contiguous row per field, in the kernel's order
     cols = {A.F_QTY: qty, A.F_USD: usd, A.F_CBAL: cbal, A.F_CW: cw, A.F_SIDE: side, A.F_ENTRY: entry,
             A.F_MMF: mmf, A.F_ACMF: acmf, A.F_LEV: lev, A.F_WT: wt, A.F_ALIVE: alive,
             A.F_EXEMPT: np.asarray(pop.exempt, np.bool_), A.F_STATUS: status}
     for c in range(A.NF):
-        F[:, c] = perm(cols[c]) if c in cols else 0.0
+        F[c] = perm(cols[c]) if c in cols else 0.0
     aid = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64)
     S = A.FtxArrays(F=F, open_s=perm(open_s), close_s=perm(close_s), obal=perm(obal), ow=perm(ow), oval=perm(oval),
                     oprice=oprice, ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
@@ -90,7 +90,7 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
                     hid=A.counter_hashes(aid))
     if order is not None:
         holders = _holders(S.obal)
-    status = F[:, A.F_STATUS]
+    status = F[A.F_STATUS, :]
     pend = np.nonzero(status == A.PENDING)[0]
     open_order = pend[np.argsort(S.open_s[pend], kind="stable")].astype(np.int64)
     cl = np.nonzero((status != A.CLOSED) & (S.close_s < np.iinfo(np.int64).max // 4))[0]
@@ -131,9 +131,9 @@ class FtxState:
             out[S.aid] = v
             return out
         F = S.F
-        self.qty, self.usd = orig(F[:, A.F_QTY]), orig(F[:, A.F_USD])
-        self.liquidated = orig(F[:, A.F_LIQ] != 0)
-        self.exempt = F[:, A.F_EXEMPT] != 0
+        self.qty, self.usd = orig(F[A.F_QTY, :]), orig(F[A.F_USD, :])
+        self.liquidated = orig(F[A.F_LIQ, :] != 0)
+        self.exempt = F[A.F_EXEMPT, :] != 0
         self.fund = float(S.Z[A.Z_FUND])
         self.fund_start = float(C[A.C_FUND0])
         self.fund_min = float(S.Z[A.Z_FUND_MIN])
@@ -152,12 +152,12 @@ class FtxState:
 
     def exempt_deficit(self) -> float:
         F = self.S.F
-        ex = np.nonzero(self.exempt & (F[:, A.F_QTY] > 0) & (F[:, A.F_STATUS] == A.OPEN))[0]
+        ex = np.nonzero(self.exempt & (F[A.F_QTY, :] > 0) & (F[A.F_STATUS, :] == A.OPEN))[0]
         if ex.size == 0:
             return 0.0
         p = self.inp.close[-1]
-        R = F[ex]
-        tav = R[:, A.F_USD] + R[:, A.F_CBAL] * p * R[:, A.F_CW] + R[:, A.F_SIDE] * R[:, A.F_QTY] * (p - R[:, A.F_ENTRY])
+        R = F[:, ex]
+        tav = R[A.F_USD] + R[A.F_CBAL] * p * R[A.F_CW] + R[A.F_SIDE] * R[A.F_QTY] * (p - R[A.F_ENTRY])
         return float(np.maximum(-tav, 0.0).sum())
 
     def extra_totals(self) -> dict:
