@@ -344,8 +344,11 @@ def _grow_events(ef, ei, n_ev):
     cap = max(64, 2 * ef.shape[0])
     ef2 = np.empty((cap, ef.shape[1]))
     ei2 = np.empty((cap, ei.shape[1]), np.int64)
-    ef2[:n_ev] = ef[:n_ev]
-    ei2[:n_ev] = ei[:n_ev]
+    for r in range(n_ev):       # (loops: a slice assignment compiles numba's shape-error formatting)
+        for c in range(ef.shape[1]):
+            ef2[r, c] = ef[r, c]
+        for c in range(ei.shape[1]):
+            ei2[r, c] = ei[r, c]
     return ef2, ei2
 
 

@@ -183,3 +183,18 @@ def test_price_at_time_reads_the_ticks_the_kernel_walks(path):
     want = np.array([inp.bar_ticks(bb)[kk] for bb, kk in zip(b, k, strict=True)])
     np.testing.assert_array_equal(inp.price_at_time(t), want)
     np.testing.assert_array_equal(inp.price_at_time(inp.ts_s + inp.bar_seconds - 1e-6), inp.close)
+
+
+def test_overflow_pool_order_statistic_matches_numpy_partition():
+    """The overflow pool's K-th largest size (blp._kth_smallest, written out instead of
+    np.partition to save compile time) is numpy's order statistic, ties and repeats included."""
+    from backtest.replay.ftx.blp import _kth_smallest
+    rng = np.random.default_rng(5)
+    for trial in range(400):
+        n = int(rng.integers(1, 400))
+        if trial % 2:       # few distinct values: long runs of equal sizes
+            a = rng.choice(rng.normal(size=int(rng.integers(1, 12))), n)
+        else:
+            a = rng.lognormal(size=n)
+        k = int(rng.integers(0, n))
+        assert _kth_smallest(a.copy(), k) == np.partition(a.copy(), k)[k]

@@ -1,15 +1,17 @@
-"""FTX accounts as structure-of-arrays: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
+"""FTX accounts as one float matrix: margin thresholds, TAV/MF, trigger prices (MODEL.md 3.1-3.3).
 
-`FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels; scalars shared by
-all accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts)
-live in the float vector `Z` and the int vector `I`, constants in `C`; every index is a
-module constant here. The kernel may hold the accounts in another order than the population
-(sorted by trigger so that accounts liquidated together sit together in memory); `aid` maps
-its index to the population's, and everything observable (draw keys, events, the order in
-which accounts share the step-1 budget and BLP capacity, overflow ties) uses `aid`. The njit helpers mirror
-backtest/venues/ftx.py operation for
-operation (margin_thresholds, account_tav_mf, price_at_margin_fraction).
-"""
+`FtxArrays` is a namedtuple of numpy arrays handed to the compiled kernels. The per-account
+fields the kernels read and write live in one C-ordered float64 matrix `F` (NF x n: a
+contiguous row per field, F[F_QTY, i] ...): a kernel holds one array instead of fourteen
+(numba reference-counts every array of a tuple it passes to an inlined helper, which cost ~30%
+of the kernel's time with one array per field), while the passes over every account (trigger
+book rebuilds, collateral revaluations) still stream one field at a time. The account's
+population index `aid`, its draw hash `hid` and its open/close times stay integer arrays.
+Side, the flags and the status are held as floats (+-1.0, 0.0/1.0, PENDING/OPEN/CLOSED): every
+value is exact, so the arithmetic is the same as on the integer fields. Scalars shared by all
+accounts of the market (fund, BLP capacity counters, overflow pools, accounting parts) live in
+the float vector `Z` and the int vector `I`, constants in `C`; every index is a module constant
+here."""
 from __future__ import annotations
 
 from collections import namedtuple
@@ -35,8 +37,9 @@ NC_CONST = 34
  Z_POOL_OUT_L, Z_POOL_OUT_S) = range(19)
 NZ = 19
 # ---- int scalars I[...]
-(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR, I_FBN) = range(10)
-NI = 10
+(I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR, I_FBN, I_SURE, I_FIRED,
+ I_S1SUM) = range(13)
+NI = 16     # I_TICKS .. I_S1SUM (and I_INCR: bars visited) are counters for profiling only
 # ---- keys K[...] (uint64): seed, market id
 K_SEED, K_MARKET = 0, 1
 # ---- account status
@@ -44,11 +47,17 @@ PENDING, OPEN, CLOSED = 0, 1, 2
 # ---- mechanisms (recorder.MECHS order)
 M_STEP1, M_STEP2, M_OVERFLOW = 0, 1, 2
 
+# ---- per-account columns of F[..., i]: the first eight are what tav_mf / price_at_mf read
+(F_QTY, F_USD, F_CBAL, F_CW, F_SIDE, F_ENTRY, F_MMF, F_ACMF, F_LEV, F_WT, F_ALIVE, F_EXEMPT, F_STATUS,
+ F_LIQ) = range(14)
+NF = 14
+F_NAMES = ("qty", "usd", "cbal", "cw", "side", "entry", "mmf", "acmf", "lev", "wt", "alive", "exempt", "status",
+           "liq")
+
 FtxArrays = namedtuple("FtxArrays", [
-    "side", "qty", "entry", "usd", "cbal", "cw", "lev", "mmf", "acmf", "alive", "liq", "exempt",
-    "status", "open_s", "close_s",
+    "F", "open_s", "close_s",
     "obal", "ow", "oval", "oprice", "ovol", "ohas", "osig", "obm",
-    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid", "wt",
+    "Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "aid",
     "mo_start", "mo_cum", "fb", "hid"])
 # metaorder rows of mo_start / mo_cum (execution.FLOW_*): 0 step-1 orders, 1 (unused here: the
 # BLP's hedges are priced after the run, blp.py), 2 same-coin collateral sales, 3 + k the other
@@ -83,30 +92,30 @@ def real_weight(pop) -> np.ndarray:
 
 
 @njit(inline="always", **NJ)
-def requalify(S, C, i):
+def requalify(F, C, i):
     """MMF/ACMF of account i from its current size (IMF depends on it), at one real account's
     size qty / wt."""
-    imf = max(1.0 / S.lev[i], C[C_IMF_F] * np.sqrt(abs(S.qty[i]) / S.wt[i]))
+    imf = max(1.0 / F[F_LEV, i], C[C_IMF_F] * np.sqrt(abs(F[F_QTY, i]) / F[F_WT, i]))
     mmf = max(C[C_MMF_FLOOR], C[C_MMF_RATIO] * imf)
-    S.mmf[i] = mmf
-    S.acmf[i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
+    F[F_MMF, i] = mmf
+    F[F_ACMF, i] = max(mmf * C[C_ACMF_RATIO], mmf - C[C_ACMF_OFF])
 
 
 @njit(inline="always", **NJ)
-def tav_mf(S, i, price):
-    q = S.qty[i]
-    cv = S.cbal[i] * price * S.cw[i]
-    tav = S.usd[i] + cv + S.side[i] * q * (price - S.entry[i])
+def tav_mf(F, i, price):
+    q = F[F_QTY, i]
+    cv = F[F_CBAL, i] * price * F[F_CW, i]
+    tav = F[F_USD, i] + cv + F[F_SIDE, i] * q * (price - F[F_ENTRY, i])
     mf = tav / (q * price) if q > 0 else np.inf
     return tav, mf
 
 
 @njit(inline="always", **NJ)
-def price_at_mf(S, i, target):
+def price_at_mf(F, i, target):
     """Mark at which MF == target (nan: never at a positive price)."""
-    s, q = S.side[i], S.qty[i]
-    num = s * q * S.entry[i] - S.usd[i]
-    den = S.cbal[i] * S.cw[i] + s * q - target * q
+    s, q = F[F_SIDE, i], F[F_QTY, i]
+    num = s * q * F[F_ENTRY, i] - F[F_USD, i]
+    den = F[F_CBAL, i] * F[F_CW, i] + s * q - target * q
     m = num / den
     if np.isfinite(m) and m > 0 and q > 0:
         return m
@@ -114,28 +123,28 @@ def price_at_mf(S, i, target):
 
 
 @njit(inline="always", **NJ)
-def trig_dir(S, i):
+def trig_dir(F, i):
     """-1: MF falls when the price falls (long-like), +1: when it rises."""
-    return -1 if S.usd[i] - S.side[i] * S.qty[i] * S.entry[i] < 0 else 1
+    return -1 if F[F_USD, i] - F[F_SIDE, i] * F[F_QTY, i] * F[F_ENTRY, i] < 0 else 1
 
 
 @njit(inline="always", **NJ)
-def set_qty(S, i, q):
+def set_qty(F, Z, i, q):
     """Change account i's size, keeping the open-coin totals per side (daily OI) in step."""
-    d = q - S.qty[i]
-    if S.side[i] > 0:
-        S.Z[Z_QL] += d
+    d = q - F[F_QTY, i]
+    if F[F_SIDE, i] > 0:
+        Z[Z_QL] += d
     else:
-        S.Z[Z_QS] += d
-    S.qty[i] = q
+        Z[Z_QS] += d
+    F[F_QTY, i] = q
 
 
 @njit(inline="always", **NJ)
-def close_out(S, i):
-    if S.qty[i] <= 1e-12:
-        set_qty(S, i, 0.0)
-        S.alive[i] = False
-        S.liq[i] = True
+def close_out(F, Z, i):
+    if F[F_QTY, i] <= 1e-12:
+        set_qty(F, Z, i, 0.0)
+        F[F_ALIVE, i] = 0.0
+        F[F_LIQ, i] = 1.0
 
 
 def constants(inp, params: Params, symbol: str, deterministic: bool, n_other: int) -> np.ndarray:

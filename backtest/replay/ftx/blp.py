@@ -12,6 +12,11 @@ from backtest.replay.ftx.accounts import (
     C_CAPHOUR,
     C_CAPMIN,
     C_TOPN,
+    F_ALIVE,
+    F_ENTRY,
+    F_QTY,
+    F_SIDE,
+    F_USD,
     I_NCHG,
     I_POOL_NL,
     NJ,
@@ -41,12 +46,43 @@ def capacity_room(S, C, t_s):
 
 
 @njit(**NJ)
+def _kth_smallest(a, k):
+    """np.partition(a, k)[k] (a is reordered): quickselect with three-way partitions (equal
+    values are common among sizes). Written out because numba's np.partition costs ~10 s of
+    compilation on a cold cache; the value is the same order statistic."""
+    lo, hi = 0, a.shape[0] - 1
+    while lo < hi:
+        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]
+        p = max(min(x, y), min(max(x, y), z))          # median of three
+        lt, i, gt = lo, lo, hi
+        while i <= gt:
+            v = a[i]
+            if v < p:
+                a[i], a[lt] = a[lt], v
+                lt += 1
+                i += 1
+            elif v > p:
+                a[i], a[gt] = a[gt], v
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return p
+    return a[k]
+
+
+@njit(**NJ)
 def _pool(S, C, opp, need, use_pool):
     """Opposing accounts (side opp) eligible for overflow, ascending index. With use_pool: the
     largest ones only, enough to serve `need` exactly as all of them would (sizes only shrink;
     an account opening later raises the outside maximum and forces a rebuild)."""
     slot = 0 if opp > 0 else 1
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[1]
     if use_pool:
         cnt = S.I[I_POOL_NL + slot]
         if cnt >= 0:
@@ -55,18 +91,18 @@ def _pool(S, C, opp, need, use_pool):
             tot = 0.0
             for j in range(cnt):
                 i = S.pool[slot, j]
-                if S.alive[i] and S.qty[i] > 0:
+                if F[F_ALIVE, i] != 0 and F[F_QTY, i] > 0:
                     S.pool[slot, m] = i
                     m += 1
-                    mn = min(mn, S.qty[i])
-                    tot += S.qty[i]
+                    mn = min(mn, F[F_QTY, i])
+                    tot += F[F_QTY, i]
             S.I[I_POOL_NL + slot] = m
             if m > 0 and mn >= S.Z[Z_POOL_OUT_L + slot] and tot >= need:
                 return S.pool[slot, :m].copy()
     cand = np.empty(n, np.int64)
     nc = 0
     for i in range(n):
-        if S.alive[i] and S.side[i] == opp and S.qty[i] > 0:
+        if F[F_ALIVE, i] != 0 and F[F_SIDE, i] == opp and F[F_QTY, i] > 0:
             cand[nc] = i
             nc += 1
     cand = cand[:nc].copy()
@@ -80,13 +116,13 @@ def _pool(S, C, opp, need, use_pool):
         else:
             qv = np.empty(nc)
             for j in range(nc):
-                qv[j] = -S.qty[cand[j]]
-            thr = -np.partition(qv, K - 1)[K - 1]          # the K-th largest size
+                qv[j] = -F[F_QTY, cand[j]]
+            thr = -_kth_smallest(qv, K - 1)                # the K-th largest size
             sel = np.empty(nc, np.int64)
             m = 0
             out_max = 0.0
             for j in range(nc):
-                q = S.qty[cand[j]]
+                q = F[F_QTY, cand[j]]
                 if q >= thr:
                     sel[m] = cand[j]
                     m += 1
@@ -95,11 +131,12 @@ def _pool(S, C, opp, need, use_pool):
             idx = sel[:m].copy()
         tot = 0.0
         for i in idx:
-            tot += S.qty[i]
+            tot += F[F_QTY, i]
         if idx.shape[0] == nc or tot >= need * 1.5:
             break
         K *= 4
-    S.pool[slot, :idx.shape[0]] = idx
+    for q in range(idx.shape[0]):                      # (a loop: a slice assignment compiles numba's
+        S.pool[slot, q] = idx[q]                       # shape-mismatch error formatting, ~10 s cold)
     S.I[I_POOL_NL + slot] = idx.shape[0]
     S.Z[Z_POOL_OUT_L + slot] = out_max
     return idx.copy()
@@ -110,16 +147,17 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
     """Close `qty` coins of a side's overflow at its mean BLP price against the top-n largest
     opposing accounts, pro rata (ftx.overflow_allocate); they go on the changed list."""
     opp = -side
+    F, aid = S.F, S.aid
     cand = _pool(S, C, opp, qty, use_pool)
     if cand.shape[0] == 0:
         return
     aids = np.empty(cand.shape[0], np.int64)
     for j in range(cand.shape[0]):
-        aids[j] = S.aid[cand[j]]
-    cand = cand[np.argsort(aids, kind="mergesort")]      # ties go to the lower account id
+        aids[j] = aid[cand[j]]
+    cand = cand[np.argsort(aids)]                        # ties go to the lower account id (unique keys)
     qv = np.empty(cand.shape[0])
     for j in range(cand.shape[0]):
-        qv[j] = -S.qty[cand[j]]
+        qv[j] = -F[F_QTY, cand[j]]
     order = np.argsort(qv, kind="mergesort")             # largest first, ties by index
     top_n = int(C[C_TOPN])
     remaining = qty
@@ -130,30 +168,30 @@ def overflow(S, C, side, qty, price_close, mark, use_pool):
         end = min(start + top_n, order.shape[0])
         total = 0.0
         for j in range(start, end):
-            total += S.qty[cand[order[j]]]
+            total += F[F_QTY, cand[order[j]]]
         if remaining >= total:
             for j in range(start, end):
-                take[order[j]] = S.qty[cand[order[j]]]
+                take[order[j]] = F[F_QTY, cand[order[j]]]
             remaining -= total
         else:
             r = remaining / total
             for j in range(start, end):
-                take[order[j]] = S.qty[cand[order[j]]] * r
+                take[order[j]] = F[F_QTY, cand[order[j]]] * r
             remaining = 0.0
     for j in range(cand.shape[0]):
         q = take[j]
         if q <= 0:
             continue
         o = cand[j]
-        so = S.side[o]
-        S.usd[o] += so * q * (price_close - S.entry[o])
-        set_qty(S, o, S.qty[o] - q)
+        so = F[F_SIDE, o]
+        F[F_USD, o] += so * q * (price_close - F[F_ENTRY, o])
+        set_qty(F, S.Z, o, F[F_QTY, o] - q)
         S.Z[Z_COUNTERPARTY] += so * q * (price_close - mark)
         S.chg[S.I[I_NCHG]] = o
         S.I[I_NCHG] += 1
-        close_out(S, o)
-        if S.qty[o] > 0:
-            requalify(S, C, o)
+        close_out(F, S.Z, o)
+        if F[F_QTY, o] > 0:
+            requalify(F, C, o)
 
 
 # ---------------------------------------------------------------------------------------

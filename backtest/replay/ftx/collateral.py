@@ -17,6 +17,9 @@ from backtest.replay.ftx.accounts import (
     C_MAXSLIP,
     C_MO,
     C_NC,
+    F_CBAL,
+    F_CW,
+    F_USD,
     I_REVALS,
     MO_OTHER,
     NJ,
@@ -80,10 +83,12 @@ def other_collateral(pop, params: Params, coin: str, inp, paths: dict[str, Colla
 
 
 @njit(**NJ)
-def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark):
+def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark, chl):
     """Apply the collateral steps scheduled at `bar` (from rv index `ptr`): the holders' folded
-    value moves to the new price. Sets mark[i] for changed accounts; returns (new ptr, count)."""
+    value moves to the new price. Sets mark[i] for changed accounts and lists them in chl;
+    returns (new ptr, count)."""
     nchg = 0
+    F, obal, ow, oval = S.F, S.obal, S.ow, S.oval
     while ptr < rv_bar.shape[0] and rv_bar[ptr] < bar:
         ptr += 1
     while ptr < rv_bar.shape[0] and rv_bar[ptr] == bar:
@@ -95,11 +100,12 @@ def revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, ptr, bar, mark):
             S.I[I_REVALS] += 1
         for h in range(hptr[c], hptr[c + 1]):
             i = hidx[h]
-            new = S.obal[c, i] * p * S.ow[c, i]
-            S.usd[i] += new - S.oval[c, i]
-            S.oval[c, i] = new
+            new = obal[c, i] * p * ow[c, i]
+            F[F_USD, i] += new - oval[c, i]
+            oval[c, i] = new
             if not mark[i]:
                 mark[i] = True
+                chl[nchg] = i
                 nchg += 1
         ptr += 1
     return ptr, nchg
@@ -135,11 +141,12 @@ def transfer(S, C, i, cf, price, bar_vol, bar_sig, bar, t_s):
     sigma, other coins at their path's). Returns (haircut gain, sale cost)."""
     hair = 0.0
     cost = 0.0
-    c = S.cbal[i] * cf                       # same coin, at the market's price
-    pays = c * price * S.cw[i]
+    F = S.F
+    c = F[F_CBAL, i] * cf                    # same coin, at the market's price
+    pays = c * price * F[F_CW, i]
     g = c * price - pays
-    S.usd[i] += pays
-    S.cbal[i] -= c
+    F[F_USD, i] += pays
+    F[F_CBAL, i] -= c
     if c > 0:
         hair += g
         cost += sale_cost(S, FLOW_COLLATERAL, t_s, c, price, bar_vol, bar_sig, C, C[C_BM])
@@ -155,7 +162,7 @@ def transfer(S, C, i, cf, price, bar_vol, bar_sig, bar, t_s):
         pays = cq * op * w
         nb = bal - cq
         new = nb * op * w
-        S.usd[i] += pays - (S.oval[k, i] - new)
+        F[F_USD, i] += pays - (S.oval[k, i] - new)
         S.oval[k, i] = new
         S.obal[k, i] = nb
         if S.ohas[k] > 0:

@@ -39,9 +39,20 @@ from backtest.replay.ftx.accounts import (
     C_TICK,
     C_ZPW,
     CLOSED,
+    F_ACMF,
+    F_ALIVE,
+    F_ENTRY,
+    F_MMF,
+    F_QTY,
+    F_SIDE,
+    F_STATUS,
+    F_USD,
+    F_WT,
     I_FBN,
+    I_FIRED,
     I_PC,
     I_PO,
+    I_S1SUM,
     K_MARKET,
     K_SEED,
     M_OVERFLOW,
@@ -100,10 +111,10 @@ def _fund(S, C, delta, gross_in, gross_out, t_s):
 
 
 @njit(inline="always", **NJ)
-def _s1_take(S, C, i, jit, price, budget, cum, scale):
+def _s1_take(F, C, i, jit, price, budget, cum, scale):
     """One account's step-1 order against what is left of the tick's budget: (qty, new cum)."""
-    pos = abs(S.qty[i])
-    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * S.wt[i] / price, pos))    # the minimum per real account
+    pos = abs(F[F_QTY, i])
+    base = max(C[C_S1FRAC] * pos, min(C[C_S1MIN] * F[F_WT, i] / price, pos))    # the minimum per real account
     want = min(base * jit, pos)
     wu = want * price
     cum += wu
@@ -143,12 +154,15 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
     qs = np.zeros(n1)
     budget = C[C_BUDGET]
     cum = 0.0
+    F, aid, hid, Z = S.F, S.aid, S.hid, S.Z        # locals: no reference counting per use
+    S.I[I_FIRED] += 1
+    S.I[I_S1SUM] += n1
     if det:
         aids = np.empty(n1, np.int64)
         for x in range(n1):
-            aids[x] = S.aid[s1[x]]
-        for x in np.argsort(aids, kind="mergesort"):
-            q, cum = _s1_take(S, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
+            aids[x] = aid[s1[x]]
+        for x in np.argsort(aids):              # (unique keys: any sort gives this order)
+            q, cum = _s1_take(F, C, s1[x], 1.0, price, budget, cum, C[C_PROB])
             qs[x] = q
             if cum >= budget:
                 break
@@ -159,7 +173,6 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         # every later order is zero, so only the accounts under a threshold of U are sorted and
         # walked, the threshold raised (x4) while budget is left: the same orders as sorting all.
         u = np.empty(n1)
-        hid = S.hid                # (a local: no reference counting per iteration)
         for x in range(n1):
             u[x] = uniform_hashed(ko, hid[s1[x]])
         cand = np.empty(n1, np.int64)
@@ -182,13 +195,13 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
                 bu = np.empty(m)
                 for y in range(m):
                     bu[y] = u[cand[y]]
-                order = np.argsort(bu, kind="mergesort")
+                order = np.argsort(bu)             # (equal draws are ordered next)
                 _ties_by_index(bu, order, cand, s1)
                 for o in order:
                     x = cand[o]
                     i = s1[x]
-                    jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * uniform_hashed(kj, S.hid[i])
-                    q, cum = _s1_take(S, C, i, jit, price, budget, cum, 1.0)
+                    jit = C[C_JLO] + (C[C_JHI] - C[C_JLO]) * uniform_hashed(kj, hid[i])
+                    q, cum = _s1_take(F, C, i, jit, price, budget, cum, 1.0)
                     qs[x] = q
                     if cum >= budget:
                         done = True
@@ -215,42 +228,44 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
     if nf > 1:                  # fills in account order (v2: the tick's metaorder by aid)
         aid1 = np.empty(nf, np.int64)
         for y in range(nf):
-            aid1[y] = S.aid[s1[fill_order[y]]] if mo else s1[fill_order[y]]
-        fill_order = fill_order[np.argsort(aid1, kind="mergesort")]
+            aid1[y] = aid[s1[fill_order[y]]] if mo else s1[fill_order[y]]
+        fill_order = fill_order[np.argsort(aid1)]              # (unique keys)
+    mo_start, mo_cum, fb = S.mo_start, S.mo_cum, S.fb
     for xx in range(nf):
         x = fill_order[xx]
         q = qs[x]
         i = s1[x]
-        s = S.side[i]
+        s = F[F_SIDE, i]
         if mo:
-            slip = metaorder_slippage(S.mo_start, S.mo_cum, FLOW_LIQUIDATION, -s, t_s, q * price, bar_vol, bar_sig,
+            slip = metaorder_slippage(mo_start, mo_cum, FLOW_LIQUIDATION, -s, t_s, q * price, bar_vol, bar_sig,
                                       C[C_ETA], C[C_BM], C[C_BUCKET], C[C_MAXSLIP])
         else:
             slip = sqrt_impact(q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_MAXSLIP])
         if C[C_FB] > 0:
-            feedback_add(S.fb, 0, t_s, -s, q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_BASE], C[C_PERM],
+            feedback_add(fb, 0, t_s, -s, q * price, bar_vol, bar_sig, C[C_ETA], C[C_BM], C[C_BASE], C[C_PERM],
                          C[C_BUCKET], C[C_DECAY], C[C_MAXSLIP])
             S.I[I_FBN] += 1
-        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * uniform_hashed(kf, S.hid[i])) * 1e-4
+        off = (mid if det else C[C_OLO] + (C[C_OHI] - C[C_OLO]) * uniform_hashed(kf, hid[i])) * 1e-4
         fill = max(price * (1.0 - s * (off + slip)), 0.0)
         fee = q * fill * C[C_FEE]
         user_pnl = s * q * (fill - price) - fee
-        S.usd[i] += s * q * (fill - S.entry[i]) - fee
-        set_qty(S, i, S.qty[i] - q)
-        close_out(S, i)
-        if S.qty[i] > 0:
-            requalify(S, C, i)
-        evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
+        F[F_USD, i] += s * q * (fill - F[F_ENTRY, i]) - fee
+        set_qty(F, Z, i, F[F_QTY, i] - q)
+        close_out(F, Z, i)
+        if F[F_QTY, i] > 0:
+            requalify(F, C, i)
+        evs.append((t_s, float(aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
                     float(bar)))
     return qs
 
 
 @njit(**NJ)
 def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool):
+    F, aid, Z = S.F, S.aid, S.Z
     aids = np.empty(n2, np.int64)
     for x in range(n2):
-        aids[x] = S.aid[s2[x]]
-    o = np.argsort(aids, kind="mergesort")           # BLP capacity is served in account order
+        aids[x] = aid[s2[x]]
+    o = np.argsort(aids)                             # BLP capacity is served in account order (unique)
     s2 = s2[:n2][o]
     mf2 = mf2[:n2][o]
     ac2 = ac2[:n2][o]
@@ -264,13 +279,13 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     m = 0
     for x in range(n2):
         i = s2[x]
-        q = S.qty[i]
-        s = S.side[i]
+        q = F[F_QTY, i]
+        s = F[F_SIDE, i]
         mf, ac = mf2[x], ac2[x]
         frac = 1.0 if mf < 0 else (1.0 - mf / ac if mf < ac else 0.0)
         if frac <= 0:
             continue
-        close = min(max(frac * q, min(C[C_S2MIN] * S.wt[i] / price, q)), q)   # the minimum per real account
+        close = min(max(frac * q, min(C[C_S2MIN] * F[F_WT, i] / price, q)), q)   # the minimum per real account
         if close <= 0:
             continue
         z = price * (1.0 - s * mf)
@@ -288,11 +303,11 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
     fsum = fin = fout = 0.0
     for x in range(m):
         i = a[x]
-        S.usd[i] += S.side[i] * cq[x] * (zp[x] - S.entry[i])
+        F[F_USD, i] += F[F_SIDE, i] * cq[x] * (zp[x] - F[F_ENTRY, i])
         hx, cx = transfer(S, C, i, cf[x], price, bar_vol, bar_sig, bar, t_s)
         hair[x] = hx
         cost[x] = cx
-        set_qty(S, i, S.qty[i] - cq[x])
+        set_qty(F, Z, i, F[F_QTY, i] - cq[x])
         fsum += fd[x]
         if fd[x] > 0:
             fin += fd[x]
@@ -310,15 +325,15 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
         taken = nt if cum <= room else max(room - (cum - nt), 0.0)    # (exact when all fits)
         used += taken
         tq[x] = cq[x] * (taken / nt) if nt > 0 else 0.0
-    S.Z[Z_USED_MIN] += used
-    S.Z[Z_USED_HOUR] += used
+    Z[Z_USED_MIN] += used
+    Z[Z_USED_HOUR] += used
     for x in range(m):
         i = a[x]
-        s = S.side[i]
+        s = F[F_SIDE, i]
         if tq[x] > 0:
             w = tq[x] / cq[x]
-            S.Z[Z_TAKEOVER] += tq[x] * price
-            evs.append((t_s, float(S.aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
+            Z[Z_TAKEOVER] += tq[x] * price
+            evs.append((t_s, float(aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
                         ul[x] * w, fd[x] * w, float(bar)))
         if tq[x] > 0 or hair[x] != 0 or cost[x] != 0:
             lots.append((t_s, float(s), tq[x], blp[x], price, hair[x], cost[x], float(bar)))
@@ -327,9 +342,9 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
         oq = cq[x] - tq[x]
         if oq > 0:
             i = a[x]
-            s = S.side[i]
+            s = F[F_SIDE, i]
             w = oq / cq[x]
-            evs.append((t_s, float(S.aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
+            evs.append((t_s, float(aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
                         ul[x] * w, fd[x] * w, float(bar)))
             if s > 0:
                 qsum_l += oq
@@ -343,9 +358,9 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
         overflow(S, C, np.int64(-1), qsum_s, pq_s / qsum_s, price, use_pool)
     for x in range(m):
         i = a[x]
-        close_out(S, i)
-        if S.qty[i] > 0:
-            requalify(S, C, i)
+        close_out(F, Z, i)
+        if F[F_QTY, i] > 0:
+            requalify(F, C, i)
 
 
 @njit(**NJ)
@@ -359,18 +374,19 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_p
     ac2 = np.empty(nsel)
     n1 = np.int64(0)
     n2 = np.int64(0)
+    F = S.F
     for x in range(nsel):
         i = sel[x]
-        tav, mf = tav_mf(S, i, price)
-        if mf >= S.mmf[i]:
+        tav, mf = tav_mf(F, i, price)
+        if mf >= F[F_MMF, i]:
             continue
-        if mf >= S.acmf[i]:
+        if mf >= F[F_ACMF, i]:
             s1[n1] = i
             n1 += 1
         else:
             s2[n2] = i
             mf2[n2] = mf
-            ac2[n2] = S.acmf[i]
+            ac2[n2] = F[F_ACMF, i]
             n2 += 1
     if n2:
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, use_pool)
@@ -383,11 +399,11 @@ def tick(S, C, K, evs, lots, sel, nsel, bar, t_s, price, bar_vol, bar_sig, use_p
     any2 = False
     for x in range(nsel):
         i = sel[x]
-        if S.qty[i] > 0:
-            tav, mf = tav_mf(S, i, price)
-            if mf < S.acmf[i]:
+        if F[F_QTY, i] > 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[F_ACMF, i]:
                 any2 = True
-            if mf < S.mmf[i]:
+            if mf < F[F_MMF, i]:
                 out[no] = i
                 no += 1
     return out[:no], any2
@@ -399,32 +415,33 @@ def open_close(S, C, t, price, open_order, close_order, buf):
     voluntarily at the path price (no event). Writes the accounts touched to buf; returns
     their count and the next open/close time (inf if none)."""
     nb = 0
+    F, Z = S.F, S.Z
     po, pc = S.I[I_PO], S.I[I_PC]
     while po < open_order.shape[0] and S.open_s[open_order[po]] <= t:
         i = open_order[po]
         po += 1
-        if S.status[i] != 0:
+        if F[F_STATUS, i] != 0:
             continue
-        S.status[i] = OPEN
-        if S.qty[i] > 0:
-            S.alive[i] = True
-            q = S.qty[i]
-            S.qty[i] = 0.0
-            set_qty(S, i, q)
-            slot = 0 if S.side[i] > 0 else 1
-            S.Z[Z_POOL_OUT_L + slot] = max(S.Z[Z_POOL_OUT_L + slot], q)
+        F[F_STATUS, i] = OPEN
+        if F[F_QTY, i] > 0:
+            F[F_ALIVE, i] = 1.0
+            q = F[F_QTY, i]
+            F[F_QTY, i] = 0.0
+            set_qty(F, Z, i, q)
+            slot = 0 if F[F_SIDE, i] > 0 else 1
+            Z[Z_POOL_OUT_L + slot] = max(Z[Z_POOL_OUT_L + slot], q)
         buf[nb] = i
         nb += 1
     while pc < close_order.shape[0] and S.close_s[close_order[pc]] <= t:
         i = close_order[pc]
         pc += 1
-        if S.status[i] != OPEN:
+        if F[F_STATUS, i] != OPEN:
             continue
-        S.status[i] = CLOSED
-        if S.alive[i] and S.qty[i] > 0:
-            S.usd[i] += S.side[i] * S.qty[i] * (price - S.entry[i])
-            set_qty(S, i, 0.0)
-        S.alive[i] = False
+        F[F_STATUS, i] = CLOSED
+        if F[F_ALIVE, i] != 0 and F[F_QTY, i] > 0:
+            F[F_USD, i] += F[F_SIDE, i] * F[F_QTY, i] * (price - F[F_ENTRY, i])
+            set_qty(F, Z, i, 0.0)
+        F[F_ALIVE, i] = 0.0
         buf[nb] = i
         nb += 1
     S.I[I_PO] = po

@@ -15,18 +15,33 @@ nothing. Cost grows with bars + events, not bars x accounts.
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 from numba import njit
 
 from backtest.execution import feedback_offset
 from backtest.paths import fill_bar_path
-from backtest.replay.ftx.accounts import C_DECAY, C_DET, C_FB, C_TICK, I_FBN, NJ, OPEN, price_at_mf, tav_mf, trig_dir
+from backtest.replay.ftx.accounts import (
+    C_DECAY,
+    C_DET,
+    C_FB,
+    C_TICK,
+    F_ACMF,
+    F_ALIVE,
+    F_EXEMPT,
+    F_MMF,
+    F_QTY,
+    F_STATUS,
+    I_FBN,
+    I_SURE,
+    NJ,
+    OPEN,
+    price_at_mf,
+    tav_mf,
+    trig_dir,
+)
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
 
-Book = namedtuple("Book", "tl ts where ver hk ha hv hn")
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
 
@@ -84,116 +99,134 @@ def _arg_min(t, size):
 
 
 @njit(inline="always", **NJ)
-def _key(S, i):
+def _key(F, i):
     """(direction, trigger) of account i; direction 0 = in no tree."""
-    if not S.alive[i] or S.exempt[i] or S.qty[i] <= 0 or S.status[i] != OPEN:
+    if F[F_ALIVE, i] == 0 or F[F_EXEMPT, i] != 0 or F[F_QTY, i] <= 0 or F[F_STATUS, i] != OPEN:
         return 0, np.nan
-    tr = price_at_mf(S, i, S.mmf[i])
+    tr = price_at_mf(F, i, F[F_MMF, i])
     if not (tr > 0):
         return 0, np.nan
-    return trig_dir(S, i), tr
+    return trig_dir(F, i), tr
 
 
-# (the helpers that take the Book or the account arrays are inlined: a call with a tuple of
-# arrays costs a reference-count increment and decrement per array)
-# ---- re-inserted accounts: two small max-heaps (longs keyed by trigger, shorts by -trigger)
-# with lazy deletion (an entry counts only while its version is the account's and the account
-# is in a heap); the big trees hold each account's first trigger only, so the churn of
-# accounts going in and out of step 1 stays in cache-sized heaps
+# ---- re-inserted accounts: two max-heaps (longs keyed by trigger, shorts by -trigger) with
+# lazy deletion (an entry counts only while its version is the account's and the account is in
+# a heap); the big trees hold each account's first trigger only, so the churn of accounts going
+# in and out of step 1 stays in the heaps. H[sd, j] = (key, account, version) (one cache line
+# per heap level); hn = (entries of heap 0, of heap 1, soft capacity 0, soft capacity 1): a
+# heap that reaches its soft capacity drops its stale entries, and its capacity becomes twice
+# the live ones (at least HEAP_MIN), so stale entries never outnumber live ones by much.
+# The book is passed as its arrays, never as a tuple: numba reference-counts every array of a
+# tuple handed to an inlined helper, once per call.
+HEAP_MIN = 4096
+
+
 @njit(inline="always", **NJ)
-def _hsift_down(hk, ha, hv, sd, j, n):
-    key, a, v = hk[sd, j], ha[sd, j], hv[sd, j]
+def _hsift_down(H, sd, j, n):
+    key, a, v = H[sd, j, 0], H[sd, j, 1], H[sd, j, 2]
     while True:
         c = 2 * j + 1
         if c >= n:
             break
-        if c + 1 < n and hk[sd, c + 1] > hk[sd, c]:
+        if c + 1 < n and H[sd, c + 1, 0] > H[sd, c, 0]:
             c += 1
-        if hk[sd, c] <= key:
+        if H[sd, c, 0] <= key:
             break
-        hk[sd, j], ha[sd, j], hv[sd, j] = hk[sd, c], ha[sd, c], hv[sd, c]
+        H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = H[sd, c, 0], H[sd, c, 1], H[sd, c, 2]
         j = c
-    hk[sd, j], ha[sd, j], hv[sd, j] = key, a, v
+    H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = key, a, v
 
 
 @njit(inline="always", **NJ)
-def _hpop(B, sd):
-    n = B.hn[sd] - 1
-    B.hn[sd] = n
+def _hpop(H, hn, sd):
+    n = hn[sd] - 1
+    hn[sd] = n
     if n > 0:
-        B.hk[sd, 0], B.ha[sd, 0], B.hv[sd, 0] = B.hk[sd, n], B.ha[sd, n], B.hv[sd, n]
-        _hsift_down(B.hk, B.ha, B.hv, sd, 0, n)
+        H[sd, 0, 0], H[sd, 0, 1], H[sd, 0, 2] = H[sd, n, 0], H[sd, n, 1], H[sd, n, 2]
+        _hsift_down(H, sd, 0, n)
 
 
 @njit(inline="always", **NJ)
-def _hpush(B, sd, key, a, v):
-    if B.hn[sd] == B.hk.shape[1]:                 # full of stale entries: keep the live ones
-        m = 0
-        for j in range(B.hn[sd]):
-            x = B.ha[sd, j]
-            if B.hv[sd, j] == B.ver[x] and B.where[x] == 1:
-                B.hk[sd, m], B.ha[sd, m], B.hv[sd, m] = B.hk[sd, j], B.ha[sd, j], B.hv[sd, j]
-                m += 1
-        B.hn[sd] = m
-        for j in range(m // 2 - 1, -1, -1):
-            _hsift_down(B.hk, B.ha, B.hv, sd, j, m)
-    j = B.hn[sd]
-    B.hn[sd] = j + 1
+def _stale(H, sd, j, ver, where):
+    x = np.int64(H[sd, j, 1])
+    return H[sd, j, 2] != ver[x] or where[x] != 1
+
+
+@njit(**NJ)
+def _hcompact(H, hn, ver, where, sd):
+    """Drop heap sd's stale entries, re-heapify, set its soft capacity."""
+    m = 0
+    for j in range(hn[sd]):
+        if not _stale(H, sd, j, ver, where):
+            H[sd, m, 0], H[sd, m, 1], H[sd, m, 2] = H[sd, j, 0], H[sd, j, 1], H[sd, j, 2]
+            m += 1
+    hn[sd] = m
+    for j in range(m // 2 - 1, -1, -1):
+        _hsift_down(H, sd, j, m)
+    hn[2 + sd] = min(H.shape[1], max(2 * m, HEAP_MIN))
+
+
+@njit(inline="always", **NJ)
+def _hpush(H, hn, ver, where, sd, key, a, v):
+    if hn[sd] >= hn[2 + sd]:
+        _hcompact(H, hn, ver, where, sd)
+    j = hn[sd]
+    hn[sd] = j + 1
     while j > 0:
         p = (j - 1) // 2
-        if B.hk[sd, p] >= key:
+        if H[sd, p, 0] >= key:
             break
-        B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = B.hk[sd, p], B.ha[sd, p], B.hv[sd, p]
+        H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = H[sd, p, 0], H[sd, p, 1], H[sd, p, 2]
         j = p
-    B.hk[sd, j], B.ha[sd, j], B.hv[sd, j] = key, a, v
+    H[sd, j, 0], H[sd, j, 1], H[sd, j, 2] = key, float(a), float(v)
 
 
 @njit(inline="always", **NJ)
-def _ltop(B):
+def _ltop(tl, H, hn, ver, where):
     """Highest live long-like trigger (-inf if none); stale heap tops are discarded."""
-    while B.hn[0] > 0 and (B.hv[0, 0] != B.ver[B.ha[0, 0]] or B.where[B.ha[0, 0]] != 1):
-        _hpop(B, 0)
-    v = B.tl[1]
-    if B.hn[0] > 0 and B.hk[0, 0] > v:
-        v = B.hk[0, 0]
+    while hn[0] > 0 and _stale(H, 0, 0, ver, where):
+        _hpop(H, hn, 0)
+    v = tl[1]
+    if hn[0] > 0 and H[0, 0, 0] > v:
+        v = H[0, 0, 0]
     return v
 
 
 @njit(inline="always", **NJ)
-def _stop(B):
+def _stop(ts, H, hn, ver, where):
     """Lowest live short-like trigger (inf if none)."""
-    while B.hn[1] > 0 and (B.hv[1, 0] != B.ver[B.ha[1, 0]] or B.where[B.ha[1, 0]] != 1):
-        _hpop(B, 1)
-    v = B.ts[1]
-    if B.hn[1] > 0 and -B.hk[1, 0] < v:
-        v = -B.hk[1, 0]
+    while hn[1] > 0 and _stale(H, 1, 0, ver, where):
+        _hpop(H, hn, 1)
+    v = ts[1]
+    if hn[1] > 0 and -H[1, 0, 0] < v:
+        v = -H[1, 0, 0]
     return v
 
 
 @njit(**NJ)
-def _take(B, price, in_act, newb, nn):
+def _take(tl, ts, where, ver, H, hn, price, in_act, newb, nn):
     """Accounts whose trigger the price reaches leave the book for the active set."""
-    size = B.tl.shape[0] // 2
-    while _ltop(B) * (1 + EPS) >= price:
-        if B.hn[0] > 0 and B.hk[0, 0] > B.tl[1]:
-            i = B.ha[0, 0]
-            _hpop(B, 0)
+    size = tl.shape[0] // 2
+    while _ltop(tl, H, hn, ver, where) * (1 + EPS) >= price:
+        if hn[0] > 0 and H[0, 0, 0] > tl[1]:
+            i = np.int64(H[0, 0, 1])
+            _hpop(H, hn, 0)
         else:
-            i = _arg_max(B.tl, size)
-            _upd_max(B.tl, size, i, -np.inf)
-        B.where[i] = 2
+            i = _arg_max(tl, size)
+            _upd_max(tl, size, i, -np.inf)
+        where[i] = 2
         if not in_act[i]:
             in_act[i] = True
             newb[nn] = i
             nn += 1
-    while _stop(B) * (1 - EPS) <= price:
-        if B.hn[1] > 0 and -B.hk[1, 0] < B.ts[1]:
-            i = B.ha[1, 0]
-            _hpop(B, 1)
+    while _stop(ts, H, hn, ver, where) * (1 - EPS) <= price:
+        if hn[1] > 0 and -H[1, 0, 0] < ts[1]:
+            i = np.int64(H[1, 0, 1])
+            _hpop(H, hn, 1)
         else:
-            i = _arg_min(B.ts, size)
-            _upd_min(B.ts, size, i, np.inf)
-        B.where[i] = 2
+            i = _arg_min(ts, size)
+            _upd_min(ts, size, i, np.inf)
+        where[i] = 2
         if not in_act[i]:
             in_act[i] = True
             newb[nn] = i
@@ -202,68 +235,100 @@ def _take(B, price, in_act, newb, nn):
 
 
 @njit(inline="always", **NJ)
-def _put(S, B, i):
+def _put(F, tl, ts, where, ver, H, hn, i):
     """(Re-)insert account i with a fresh trigger (or nowhere if it has none)."""
-    _off_trees(B, i)
-    B.ver[i] += 1
-    d, tr = _key(S, i)
+    _off_trees(tl, ts, where, i)
+    ver[i] += 1
+    d, tr = _key(F, i)
     if d == -1:
-        B.where[i] = 1
-        _hpush(B, 0, tr, i, B.ver[i])
+        where[i] = 1
+        _hpush(H, hn, ver, where, 0, tr, i, ver[i])
     elif d == 1:
-        B.where[i] = 1
-        _hpush(B, 1, -tr, i, B.ver[i])
+        where[i] = 1
+        _hpush(H, hn, ver, where, 1, -tr, i, ver[i])
     else:
-        B.where[i] = 2
+        where[i] = 2
 
 
 @njit(inline="always", **NJ)
-def _off_trees(B, i):
+def _off_trees(tl, ts, where, i):
     """Keep the big trees exact (their roots are read without checks): clear i's leaf."""
-    if B.where[i] == 0:
-        size = B.tl.shape[0] // 2
-        _upd_max(B.tl, size, i, -np.inf)
-        _upd_min(B.ts, size, i, np.inf)
+    if where[i] == 0:
+        size = tl.shape[0] // 2
+        _upd_max(tl, size, i, -np.inf)
+        _upd_min(ts, size, i, np.inf)
 
 
 @njit(inline="always", **NJ)
-def _drop(B, i):
-    _off_trees(B, i)
-    B.ver[i] += 1
-    B.where[i] = 2
+def _drop(tl, ts, where, ver, i):
+    _off_trees(tl, ts, where, i)
+    ver[i] += 1
+    where[i] = 2
 
 
 @njit(**NJ)
-def _build(S, B, in_act):
+def _build(F, tl, ts, where, hn, in_act):
     """Every account outside the active set into the big trees (heaps emptied)."""
-    n = S.qty.shape[0]
-    size = B.tl.shape[0] // 2
-    B.tl[:] = -np.inf
-    B.ts[:] = np.inf
-    B.hn[:] = 0
+    n = F.shape[1]
+    size = tl.shape[0] // 2
+    tl[:] = -np.inf
+    ts[:] = np.inf
+    hn[0] = hn[1] = 0
     for i in range(n):
-        B.where[i] = 2
+        where[i] = 2
         if in_act[i]:
             continue
-        d, tr = _key(S, i)
+        d, tr = _key(F, i)
         if d == -1:
-            B.tl[size + i] = tr
-            B.where[i] = 0
+            tl[size + i] = tr
+            where[i] = 0
         elif d == 1:
-            B.ts[size + i] = tr
-            B.where[i] = 0
+            ts[size + i] = tr
+            where[i] = 0
     for p in range(size - 1, 0, -1):
-        B.tl[p] = max(B.tl[2 * p], B.tl[2 * p + 1])
-        B.ts[p] = min(B.ts[2 * p], B.ts[2 * p + 1])
+        tl[p] = max(tl[2 * p], tl[2 * p + 1])
+        ts[p] = min(ts[2 * p], ts[2 * p + 1])
+
+
+@njit(**NJ)
+def _rekey(F, tl, ts, where, ver, in_act, mark, chl, nch):
+    """The accounts chl[:nch], whose collateral was revalued (their triggers moved), back into
+    the big trees with fresh triggers (any heap entry of theirs goes stale), as _build would
+    put them, without recomputing every other account's: the trees' inner nodes are refreshed
+    once bottom-up when many leaves changed, else leaf by leaf. Clears their marks."""
+    size = tl.shape[0] // 2
+    bulk = nch * 64 > size              # a leaf update walks ~log2(size) levels at random
+    for y in range(nch):
+        i = chl[y]
+        mark[i] = False
+        if in_act[i]:
+            continue
+        ver[i] += 1
+        d, tr = _key(F, i)
+        lv = tr if d == -1 else -np.inf          # i's new leaves
+        sv = tr if d == 1 else np.inf
+        where[i] = 0 if d != 0 else 2
+        if bulk:
+            tl[size + i] = lv
+            ts[size + i] = sv
+        else:
+            if tl[size + i] != lv:
+                _upd_max(tl, size, i, lv)
+            if ts[size + i] != sv:
+                _upd_min(ts, size, i, sv)
+    if bulk:
+        for p in range(size - 1, 0, -1):
+            tl[p] = max(tl[2 * p], tl[2 * p + 1])
+            ts[p] = min(ts[2 * p], ts[2 * p + 1])
 
 
 @njit(inline="always", **NJ)
-def _cache(S, act, x, a_up, a_dn, a_dir):
+def _cache(F, act, x, a_up, a_dn, a_dir):
     """Per active slot: the marks at which the account recovers above MMF / falls below ACMF."""
     i = act[x]
-    a_up[x] = price_at_mf(S, i, S.mmf[i])
-    a_dn[x] = price_at_mf(S, i, S.acmf[i])
-    a_dir[x] = trig_dir(S, i)
+    a_up[x] = price_at_mf(F, i, F[F_MMF, i])
+    a_dn[x] = price_at_mf(F, i, F[F_ACMF, i])
+    a_dir[x] = trig_dir(F, i)
 
 
 @njit(**NJ)
@@ -305,21 +370,22 @@ def _bound(a_up, a_dn, a_dir, x, qb):
 
 
 @njit(**NJ)
-def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, B, qb):
+def _sure_tick(S, C, K, evs, lots, act, nact, x0, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, F, tl, ts,
+               where, ver, H, hn, qb):
     """_fast_tick when every slot with valid cached thresholds (a_ok) is known to be in step 1
     at this price (the raw quiet bounds qb are exact over them, none nan, and the price is
-    strictly inside): only the new slots (a_ok False, just taken from the trees) are
-    evaluated, and if one of them is not in step 1 nothing is done (returns done=False: the
-    caller runs _fast_tick). Otherwise there is no step 2, s1 is the active set itself, and
-    after the tick only the new and the filled accounts are evaluated. Keeps qb exact
-    (recomputed when a filled slot was binding or one leaves). Returns (new nact, any account
-    in step 2, qb still valid, done)."""
+    strictly inside): only the new slots (x0.., a_ok False, just taken from the trees: every
+    older slot has valid thresholds, as each tick leaves them valid) are evaluated, and if one
+    of them is not in step 1 nothing is done (returns done=False: the caller runs _fast_tick).
+    Otherwise there is no step 2, s1 is the active set itself, and after the tick only the new
+    and the filled accounts are evaluated. Keeps qb exact (recomputed when a filled slot was
+    binding or one leaves). Returns (new nact, any account in step 2, qb still valid, done)."""
     nnew = 0
-    for x in range(nact):
+    for x in range(x0, nact):
         if not a_ok[x]:
             i = act[x]
-            tav, mf = tav_mf(S, i, price)
-            if not (mf < S.mmf[i] and mf >= S.acmf[i]):
+            tav, mf = tav_mf(F, i, price)
+            if not (mf < F[F_MMF, i] and mf >= F[F_ACMF, i]):
                 return nact, False, False, False
             nnew += 1
     any2 = False
@@ -334,7 +400,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
         qs = np.zeros(0)
     rebound = False
     gone = 0
-    for x in range(nact):
+    for x in range(0 if fired else x0, nact):      # unfired: only the new slots can change
         new = not a_ok[x]
         if not new and not (fired and qs[x] > 0):
             continue
@@ -344,19 +410,19 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
                 rebound = True
         keep = False
-        if S.qty[i] > 0:
-            tav, mf = tav_mf(S, i, price)
-            if mf < S.acmf[i]:
+        if F[F_QTY, i] > 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[F_ACMF, i]:
                 any2 = True
-            if mf < S.mmf[i]:
+            if mf < F[F_MMF, i]:
                 keep = True
         if keep:
-            _cache(S, act, x, a_up, a_dn, a_dir)
+            _cache(F, act, x, a_up, a_dn, a_dir)
             a_ok[x] = True
             valid = _bound(a_up, a_dn, a_dir, x, qb) and valid
         else:
             in_act[i] = False
-            _put(S, B, i)
+            _put(F, tl, ts, where, ver, H, hn, i)
             gone += 1
     if gone or rebound:
         qb[0], qb[1] = -np.inf, np.inf
@@ -380,7 +446,7 @@ def _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
 
 @njit(**NJ)
 def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, price, bv, bs, in_act, dirty,
-               B, qb):
+               F, tl, ts, where, ver, H, hn, qb):
     """engine.tick over the active slots, touching the account arrays only where something can
     change: a slot whose cached thresholds put this price inside step 1 (with a margin) is in
     step 1 without evaluating its MF, and after the tick only new, filled, taken-over or
@@ -388,84 +454,90 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
     leave step 1/2 (and overflow-hit ones outside it) go back to the trees. Returns (new
     nact, any account in step 2, whether the raw quiet bounds written to qb cover every slot
     with valid non-nan thresholds)."""
-    s1 = np.empty(nact, np.int64)
-    p1 = np.empty(nact, np.int64)
+    ints, chg = S.I, S.chg
+    j = abs_tick(t, C[C_TICK])
+    fired = fires(C, K, j)              # (a pure function of the tick: asked before step 2)
+    s1 = np.empty(nact if fired else 0, np.int64)
+    p1 = np.empty(nact if fired else 0, np.int64)
     s2 = np.empty(nact, np.int64)
     mf2 = np.empty(nact)
     ac2 = np.empty(nact)
-    cls = np.zeros(nact, np.int8)      # 0 none, 1 step 1, 2 step 2
-    sure = np.zeros(nact, np.bool_)
+    st = np.empty(nact, np.int8)        # 0 none, 1 step 1, 2 step 2, 3 sure step 1 (not evaluated), 4 filled
     n1 = np.int64(0)
     n2 = np.int64(0)
     for x in range(nact):
         i = act[x]
+        cx = 0
         if a_ok[x]:
             up, dn = a_up[x], a_dn[x]
             if a_dir[x] == -1:
-                sure[x] = dn * (1 + EPS) < price < up * (1 - EPS)
-            else:
-                sure[x] = up * (1 + EPS) < price < dn * (1 - EPS)
-        if sure[x]:
-            cls[x] = 1
-        else:
-            tav, mf = tav_mf(S, i, price)
-            if mf < S.mmf[i]:
-                cls[x] = 1 if mf >= S.acmf[i] else 2
-                if cls[x] == 2:
+                if dn * (1 + EPS) < price < up * (1 - EPS):
+                    cx = 3
+            elif up * (1 + EPS) < price < dn * (1 - EPS):
+                cx = 3
+        if cx == 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[F_MMF, i]:
+                if mf >= F[F_ACMF, i]:
+                    cx = 1
+                else:
+                    cx = 2
                     s2[n2] = i
                     mf2[n2] = mf
-                    ac2[n2] = S.acmf[i]
+                    ac2[n2] = F[F_ACMF, i]
                     n2 += 1
-        if cls[x] == 1:
+        st[x] = cx
+        if fired and (cx == 1 or cx == 3):
             s1[n1] = i
             p1[n1] = x
             n1 += 1
     if n2:
         step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t, price, bv, bs, True)
-        for y in range(S.I[0]):
-            dirty[S.chg[y]] = True
-    filled = np.zeros(nact, np.bool_)
+        for y in range(ints[0]):
+            dirty[chg[y]] = True
+    anyd = ints[0] > 0                  # overflow-hit accounts this tick (dirty)
     if n1:
-        j = abs_tick(t, C[C_TICK])
-        if fires(C, K, j):
-            qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
-            for y in range(n1):
-                if qs[y] > 0:
-                    filled[p1[y]] = True
+        qs = step1(S, C, K, evs, s1, n1, bar, t, j, price, bv, bs)
+        for y in range(n1):
+            if qs[y] > 0:
+                st[p1[y]] = 4
     any2 = False
     m = 0
     qb[0], qb[1] = -np.inf, np.inf
     valid = True
     for x in range(nact):
         i = act[x]
-        keep = True
-        if not sure[x] or cls[x] != 1 or filled[x] or dirty[i]:
-            keep = False
-            if S.qty[i] > 0:
-                tav, mf = tav_mf(S, i, price)
-                if mf < S.acmf[i]:
-                    any2 = True
-                if mf < S.mmf[i]:
-                    keep = True
-        if keep:
-            act[m] = i
-            if sure[x] and not (filled[x] or dirty[i]):
+        if st[x] == 3 and not (anyd and dirty[i]):      # unchanged, in step 1: thresholds kept
+            if m != x:
+                act[m] = i
                 a_up[m] = a_up[x]
                 a_dn[m] = a_dn[x]
                 a_dir[m] = a_dir[x]
-            else:
-                _cache(S, act, m, a_up, a_dn, a_dir)
+                a_ok[m] = True
+            valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
+            m += 1
+            continue
+        keep = False
+        if F[F_QTY, i] > 0:
+            tav, mf = tav_mf(F, i, price)
+            if mf < F[F_ACMF, i]:
+                any2 = True
+            if mf < F[F_MMF, i]:
+                keep = True
+        if keep:
+            act[m] = i
+            _cache(F, act, m, a_up, a_dn, a_dir)
             a_ok[m] = True
             valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
         else:
             in_act[i] = False
-            _put(S, B, i)
-    for y in range(S.I[0]):
-        i = S.chg[y]
+            _put(F, tl, ts, where, ver, H, hn, i)
+    for y in range(ints[0]):
+        i = chg[y]
         dirty[i] = False
         if not in_act[i]:
-            _put(S, B, i)
+            _put(F, tl, ts, where, ver, H, hn, i)
     return m, any2, valid
 
 
@@ -474,7 +546,8 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                hidx, open_order, close_order):
     """sig: the sigma each bar's fills pay (execution.bar_sigmas). With feedback on (C_FB) the
     ticks are the path moved by the step-1 flow's outstanding impact (moved_ticks)."""
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[1]
     fb_on = C[C_FB] > 0
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
@@ -487,11 +560,15 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     while size < max(n, 1):
         size *= 2
     cap = 2 * n + 64
-    B = Book(tl=np.empty(2 * size), ts=np.empty(2 * size), where=np.full(n, 2, np.int8), ver=np.zeros(n, np.int64),
-             hk=np.empty((2, cap)), ha=np.empty((2, cap), np.int64), hv=np.empty((2, cap), np.int64),
-             hn=np.zeros(2, np.int64))
+    # the book: trees, where each account is (0 tree, 1 heap, 2 neither), versions, heaps
+    tl = np.empty(2 * size)
+    ts = np.empty(2 * size)
+    where = np.full(n, 2, np.int8)
+    ver = np.zeros(n, np.int64)
+    H = np.empty((2, cap, 3))
+    hn = np.array([0, 0, min(cap, HEAP_MIN), min(cap, HEAP_MIN)], np.int64)
     in_act = np.zeros(n, np.bool_)
-    _build(S, B, in_act)
+    _build(F, tl, ts, where, hn, in_act)
     act = np.empty(n, np.int64)
     a_up = np.empty(n)
     a_dn = np.empty(n)
@@ -520,7 +597,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     b = 0
     while b < nb:
         if nact == 0:
-            lt_top, st_top = _ltop(B), _stop(B)
+            lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
             while b < nb:
                 if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
                     break
@@ -538,19 +615,11 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             if b >= nb:
                 break
         if rvp < rv_bar.shape[0] and rv_bar[rvp] <= b:
-            rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+            rvp, nch = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark, buf)
             if nch:
                 a_ok[:nact] = False                      # active accounts' thresholds moved
                 qv = False
-            if nch * 4 > n:
-                _build(S, B, in_act)
-                mark[:] = False
-            elif nch:
-                for i in range(n):
-                    if mark[i]:
-                        mark[i] = False
-                        if not in_act[i]:
-                            _put(S, B, i)
+                _rekey(F, tl, ts, where, ver, in_act, mark, buf, nch)
         if fb_on:
             fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
             moved_ticks(S, C, raw, prices, ts_s[b], tick_s, 0, n_ticks)
@@ -568,10 +637,10 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                 removed = False
                 for x in range(nbuf):
                     i = buf[x]
-                    if S.status[i] == OPEN:
-                        _put(S, B, i)
+                    if F[F_STATUS, i] == OPEN:
+                        _put(F, tl, ts, where, ver, H, hn, i)
                     else:
-                        _drop(B, i)
+                        _drop(tl, ts, where, ver, i)
                         if in_act[i]:
                             in_act[i] = False
                             removed = True
@@ -588,10 +657,10 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                             m += 1
                     nact = m
             # accounts the price reaches leave the book
-            nn = _take(B, price, in_act, newb, 0)
+            nn = _take(tl, ts, where, ver, H, hn, price, in_act, newb, 0)
             if nact == 0 and nn == 0:
                 k += 1
-                lt_top, st_top = _ltop(B), _stop(B)
+                lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
                 while k < n_ticks:
                     p = prices[k]
                     if p <= lt_top * (1 + EPS) or p >= st_top * (1 - EPS) or nxt_oc <= ts_s[b] + k * tick_s:
@@ -610,13 +679,14 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             nfb = S.I[I_FBN]
             done = False
             if qv and not det and nact > 0 and qb[0] * (1 + EPS) < price < qb[1] * (1 - EPS):
-                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price,
-                                                 bv, bs, in_act, B, qb)
+                m2, any2, qv2, done = _sure_tick(S, C, K, evs, lots, act, nact, nact - nn, a_up, a_dn, a_dir, a_ok, b,
+                                                 t, price, bv, bs, in_act, F, tl, ts, where, ver, H, hn, qb)
                 if done:
                     nact, qv = m2, qv2
+                    S.I[I_SURE] += 1
             if not done:
                 nact, any2, qv = _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, b, t, price, bv,
-                                            bs, in_act, dirty, B, qb)
+                                            bs, in_act, dirty, F, tl, ts, where, ver, H, hn, qb)
             k += 1
             if fb_on and S.I[I_FBN] != nfb:
                 moved_ticks(S, C, raw, prices, ts_s[b], tick_s, k, n_ticks)
@@ -625,7 +695,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
                     lo_h, hi_h = qb[0] * (1 + EPS), qb[1] * (1 - EPS)
                 else:
                     lo_h, hi_h = _quiet_bounds(a_up, a_dn, a_dir, nact)
-                lt_top, st_top = _ltop(B), _stop(B)
+                lt_top, st_top = _ltop(tl, H, hn, ver, where), _stop(ts, H, hn, ver, where)
                 lo_h = max(lo_h, lt_top * (1 + EPS))
                 hi_h = min(hi_h, st_top * (1 - EPS))
                 while k < n_ticks:
@@ -640,7 +710,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
         b += 1
-    return _to_array(evs, 11), _to_array(lots, 8)
+    return _to_columns(evs, 11), _to_array(lots, 8)
 
 
 @njit(**NJ)
@@ -666,6 +736,48 @@ def event_order(t, a):
 
 
 @njit(**NJ)
+def event_columns(ev):
+    """The kernel's events (11 rows: t_s, account, side, mechanism, qty_coin, price, mark_price,
+    notional_usd, user_loss_usd, fund_delta_usd, bar) as typed columns in (time, account) order
+    (event_order; left as they are if not in time order): float64 but account and bar int64,
+    side and mechanism int8 (what numpy's astype gives: the values are small integers)."""
+    n = ev.shape[1]
+    srt = True
+    for r in range(1, n):
+        if ev[0, r] < ev[0, r - 1]:
+            srt = False
+            break
+    o = event_order(ev[0], ev[1]) if srt and n > 1 else np.arange(n)
+    t = np.empty(n)
+    acc = np.empty(n, np.int64)
+    side = np.empty(n, np.int8)
+    mech = np.empty(n, np.int8)
+    fl = np.empty((6, n))
+    bar = np.empty(n, np.int64)
+    for r in range(n):
+        k = o[r]
+        t[r] = ev[0, k]
+        acc[r] = np.int64(ev[1, k])
+        side[r] = np.int8(ev[2, k])
+        mech[r] = np.int8(ev[3, k])
+        for c in range(6):
+            fl[c, r] = ev[4 + c, k]
+        bar[r] = np.int64(ev[10, k])
+    return t, acc, side, mech, fl, bar
+
+
+@njit(**NJ)
+def _to_columns(lst, w):
+    """The events as w rows of len(lst) (each column contiguous for the Python side)."""
+    out = np.empty((w, len(lst)))
+    for r in range(len(lst)):
+        row = lst[r]
+        for c in range(w):
+            out[c, r] = row[c]
+    return out
+
+
+@njit(**NJ)
 def _to_array(lst, w):
     out = np.empty((len(lst), w))
     for r in range(len(lst)):
@@ -681,7 +793,8 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     """The naive oracle's loop (used by backtest/reference.py): every bar, every tick, every
     account's MF against its MMF; no trigger prices, no trees, no skipping; overflow over all
     opposing accounts."""
-    n = S.qty.shape[0]
+    F = S.F
+    n = F.shape[1]
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
@@ -695,7 +808,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     sel = np.empty(n, np.int64)
     rvp = np.int64(0)
     for b in range(nb):
-        rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark)
+        rvp, _ = revalue(S, rv_bar, rv_coin, rv_price, rv_vol, hptr, hidx, rvp, b, mark, sel)
         mark[:] = False
         fill_ticks(ts_s, o, h, lw, c, mode, key, pf, b, n_ticks, raw)
         fb_on = C[C_FB] > 0
@@ -707,9 +820,9 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
             open_close(S, C, t, price, open_order, close_order, buf)
             m = 0
             for i in range(n):
-                if S.alive[i] and not S.exempt[i] and S.status[i] == OPEN:
-                    tav, mf = tav_mf(S, i, price)
-                    if mf < S.mmf[i]:
+                if F[F_ALIVE, i] != 0 and F[F_EXEMPT, i] == 0 and F[F_STATUS, i] == OPEN:
+                    tav, mf = tav_mf(F, i, price)
+                    if mf < F[F_MMF, i]:
                         sel[m] = i
                         m += 1
             if m:
@@ -722,4 +835,4 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_fund[b] = S.Z[0]
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
-    return _to_array(evs, 11), _to_array(lots, 8)
+    return _to_columns(evs, 11), _to_array(lots, 8)

@@ -18,7 +18,7 @@ from backtest.population import Population
 from backtest.replay.ftx import accounts as A
 from backtest.replay.ftx.blp import LOT_COLS, blp_book
 from backtest.replay.ftx.collateral import other_collateral
-from backtest.replay.ftx.loop import event_order, run_kernel, run_oracle
+from backtest.replay.ftx.loop import event_columns, run_kernel, run_oracle
 from backtest.replay.inputs import PathInput
 from backtest.replay.recorder import MECHS, Recorder, SeriesResult, _finish
 from backtest.venues import ftx
@@ -62,67 +62,62 @@ def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, see
     I = np.zeros(A.NI, np.int64)  # noqa: E741 (the int state vector, as Z is the float one: FtxArrays.I)
     I[A.I_POOL_NL] = I[A.I_POOL_NS] = -1
     nb = inp.n_bars
-    S = A.FtxArrays(side=side, qty=qty, entry=pop.entry_price.astype(float).copy(), usd=usd, cbal=cbal, cw=cw,
-                    lev=lev, mmf=np.zeros(n), acmf=np.zeros(n), alive=alive.astype(np.bool_),
-                    liq=np.zeros(n, np.bool_), exempt=pop.exempt.astype(np.bool_), status=status,
-                    open_s=open_s, close_s=close_s, obal=obal, ow=ow, oval=oval, oprice=oprice,
-                    ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
+    if n and (np.any(~np.isfinite(lev)) or np.any(lev <= 0)):
+        raise ftx.LeverageError("leverage must be a positive finite number")
+    imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
+    mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
+    acmf = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
+    entry = np.asarray(pop.entry_price, float)
+    order = _trigger_order(side, qty, entry, usd, cbal, cw, mmf) if permute and n > 1 else None
+
+    def perm(v):            # per-account array in the kernel's order
+        return v if order is None else np.take(v, order, axis=-1)
+
+    F = np.empty((A.NF, n))                          # one contiguous row per field, in the kernel's order
+    cols = {A.F_QTY: qty, A.F_USD: usd, A.F_CBAL: cbal, A.F_CW: cw, A.F_SIDE: side, A.F_ENTRY: entry,
+            A.F_MMF: mmf, A.F_ACMF: acmf, A.F_LEV: lev, A.F_WT: wt, A.F_ALIVE: alive,
+            A.F_EXEMPT: np.asarray(pop.exempt, np.bool_), A.F_STATUS: status}
+    for c in range(A.NF):
+        F[c] = perm(cols[c]) if c in cols else 0.0
+    aid = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64)
+    S = A.FtxArrays(F=F, open_s=perm(open_s), close_s=perm(close_s), obal=perm(obal), ow=perm(ow), oval=perm(oval),
+                    oprice=oprice, ovol=np.full(len(coins), np.nan), ohas=ohas, osig=osig, obm=obm, Z=Z, I=I,
                     chg=np.zeros(max(n, 1), np.int64), pool=np.zeros((2, max(n, 1)), np.int64),
                     bar_fund=np.full(nb, np.nan), bar_coll=np.zeros(nb), bar_ql=np.full(nb, np.nan),
-                    bar_qs=np.full(nb, np.nan), aid=np.arange(n, dtype=np.int64), wt=wt,
+                    bar_qs=np.full(nb, np.nan), aid=aid,
                     mo_start=np.full((A.MO_OTHER + len(coins), 2), -np.inf),
                     mo_cum=np.zeros((A.MO_OTHER + len(coins), 2)), fb=execution.new_feedback_state(1),
-                    hid=A.counter_hashes(np.arange(n, dtype=np.int64)))
-    if n:
-        if np.any(~np.isfinite(lev)) or np.any(lev <= 0):
-            raise ftx.LeverageError("leverage must be a positive finite number")
-        imf = np.maximum(1.0 / lev, C[A.C_IMF_F] * np.sqrt(np.abs(qty) / wt))
-        mmf = np.maximum(C[A.C_MMF_FLOOR], C[A.C_MMF_RATIO] * imf)
-        S.mmf[:] = mmf
-        S.acmf[:] = np.maximum(mmf * C[A.C_ACMF_RATIO], mmf - C[A.C_ACMF_OFF])
+                    hid=A.counter_hashes(aid))
+    if order is not None:
+        holders = _holders(S.obal)
+    status = F[A.F_STATUS, :]
     pend = np.nonzero(status == A.PENDING)[0]
-    open_order = pend[np.argsort(open_s[pend], kind="stable")].astype(np.int64)
-    cl = np.nonzero((status != A.CLOSED) & (close_s < np.iinfo(np.int64).max // 4))[0]
-    close_order = cl[np.argsort(close_s[cl], kind="stable")].astype(np.int64)
-    if permute and n > 1:
-        S, open_order, close_order, holders = _permuted(S, holders)
+    open_order = pend[np.argsort(S.open_s[pend], kind="stable")].astype(np.int64)
+    cl = np.nonzero((status != A.CLOSED) & (S.close_s < np.iinfo(np.int64).max // 4))[0]
+    close_order = cl[np.argsort(S.close_s[cl], kind="stable")].astype(np.int64)
     K = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, crng.name_id("ftx", symbol.upper())], dtype=np.uint64)
     return S, C, K, rv, holders, open_order, close_order
 
 
-def _permuted(S, holders):
+def _trigger_order(side, qty, entry, usd, cbal, cw, mmf):
+    """The kernel's account order: long-like accounts by descending trigger, short-like by
+    ascending (a move takes accounts from the trees in ascending index, so they join the end
+    of the kernel's sorted active set); accounts without a trigger last in their group."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        trig = (S.side * S.qty * S.entry - S.usd) / (S.cbal * S.cw + S.side * S.qty - S.mmf * S.qty)
+        trig = (side * qty * entry - usd) / (cbal * cw + side * qty - mmf * qty)
     trig = np.where(np.isfinite(trig) & (trig > 0), trig, np.inf)
-    d = np.where(S.usd - S.side * S.qty * S.entry < 0, -1, 1)
-    # long-like accounts by descending trigger, short-like by ascending: a move takes accounts
-    # from the trees in ascending index, so they join the end of the kernel's sorted active set
-    order = np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
-    n = order.size
-    fields = {}
-    for name, v in S._asdict().items():
-        if name in ("Z", "I", "chg", "pool", "bar_fund", "bar_coll", "bar_ql", "bar_qs", "oprice", "ovol", "ohas",
-                    "osig", "obm", "mo_start", "mo_cum", "fb"):
-            fields[name] = v
-        elif name in ("obal", "ow", "oval"):
-            fields[name] = np.ascontiguousarray(v[:, order])
-        elif name == "aid":
-            fields[name] = order
-        else:
-            fields[name] = np.ascontiguousarray(v[order])
-    P = type(S)(**fields)
+    d = np.where(usd - side * qty * entry < 0, -1, 1)
+    return np.lexsort((np.where(d < 0, -trig, trig), d)).astype(np.int64)
+
+
+def _holders(obal):
+    """Holders of each other coin (CSR: ptr, index) in the kernel's order."""
     ptr, idx = [0], []
-    for c in range(P.obal.shape[0]):
-        h = np.nonzero(P.obal[c] != 0)[0]
+    for c in range(obal.shape[0]):
+        h = np.nonzero(obal[c] != 0)[0]
         idx.append(h)
         ptr.append(ptr[-1] + h.size)
-    holders = (np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64))
-    pend = np.nonzero(P.status == A.PENDING)[0]
-    open_order = pend[np.argsort(P.open_s[pend], kind="stable")].astype(np.int64)
-    cl = np.nonzero((P.status != A.CLOSED) & (P.close_s < np.iinfo(np.int64).max // 4))[0]
-    close_order = cl[np.argsort(P.close_s[cl], kind="stable")].astype(np.int64)
-    assert n == P.qty.size
-    return P, open_order, close_order, holders
+    return np.array(ptr, np.int64), np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64)
 
 
 class FtxState:
@@ -135,8 +130,10 @@ class FtxState:
             out = np.empty_like(v)
             out[S.aid] = v
             return out
-        self.qty, self.usd, self.liquidated = orig(S.qty), orig(S.usd), orig(S.liq)
-        self.exempt = S.exempt
+        F = S.F
+        self.qty, self.usd = orig(F[A.F_QTY, :]), orig(F[A.F_USD, :])
+        self.liquidated = orig(F[A.F_LIQ, :] != 0)
+        self.exempt = F[A.F_EXEMPT, :] != 0
         self.fund = float(S.Z[A.Z_FUND])
         self.fund_start = float(C[A.C_FUND0])
         self.fund_min = float(S.Z[A.Z_FUND_MIN])
@@ -154,12 +151,13 @@ class FtxState:
         return self.book["_by_bar"]
 
     def exempt_deficit(self) -> float:
-        S = self.S
-        ex = np.nonzero(S.exempt & (S.qty > 0) & (S.status == A.OPEN))[0]
+        F = self.S.F
+        ex = np.nonzero(self.exempt & (F[A.F_QTY, :] > 0) & (F[A.F_STATUS, :] == A.OPEN))[0]
         if ex.size == 0:
             return 0.0
         p = self.inp.close[-1]
-        tav = S.usd[ex] + S.cbal[ex] * p * S.cw[ex] + S.side[ex] * S.qty[ex] * (p - S.entry[ex])
+        R = F[:, ex]
+        tav = R[A.F_USD] + R[A.F_CBAL] * p * R[A.F_CW] + R[A.F_SIDE] * R[A.F_QTY] * (p - R[A.F_ENTRY])
         return float(np.maximum(-tav, 0.0).sum())
 
     def extra_totals(self) -> dict:
@@ -195,14 +193,13 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
-    if len(ev) > 1 and np.all(np.diff(ev[:, 0]) >= 0):     # time order within the kernel: sort each tick only
-        ev = ev[event_order(ev[:, 0], ev[:, 1])]
-    cols = dict(zip(EV_COLS, ev.T, strict=True)) if len(ev) else {c: np.zeros(0) for c in EV_COLS}
-    dtypes = {"account": np.int64, "side": np.int8, "mechanism": np.int8}
+    # ev: one row per column (EV_COLS), in time order within the kernel: each tick's run sorted
+    # by account, the columns typed, in one compiled pass
+    t, acc, side, mech8, fl, bar = event_columns(ev)
+    cols = dict(zip(EV_COLS, (t, acc, side, mech8, *fl, bar), strict=True))
     for c in EV_COLS[:-1]:
-        rec.ev[c] = [np.asarray(cols[c]).astype(dtypes.get(c, np.float64))]
-    bar = np.asarray(cols["bar"]).astype(np.int64)
-    mech = np.asarray(cols["mechanism"]).astype(np.int64)
+        rec.ev[c] = [cols[c]]
+    mech = mech8.astype(np.int64)
     for mi, m in enumerate(MECHS):
         sel = mech == mi
         if sel.any():
