@@ -51,8 +51,6 @@ M_STEP1, M_STEP2, M_OVERFLOW = 0, 1, 2
 (F_QTY, F_USD, F_CBAL, F_CW, F_SIDE, F_ENTRY, F_MMF, F_ACMF, F_LEV, F_WT, F_ALIVE, F_EXEMPT, F_STATUS,
  F_LIQ) = range(14)
 NF = 14
-F_NAMES = ("qty", "usd", "cbal", "cw", "side", "entry", "mmf", "acmf", "lev", "wt", "alive", "exempt", "status",
-           "liq")
 
 FtxArrays = namedtuple("FtxArrays", [
     "F", "open_s", "close_s",
