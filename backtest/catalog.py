@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from backtest.bars import MIN_COVERAGE, expected_bars
@@ -193,15 +194,22 @@ class Catalog:
         src = self._src("ohlcv", (start, before), venue=venue, market=market, symbol=symbol, timeframe=tf,
                         price_type=price_type)
         pf, pp = self._period_filter(start, before)
-        total = self.con.sql(
-            f"SELECT sum(volume_quote), count(*) FROM {src} WHERE venue = ? AND market = ? AND symbol = ? "
+        # the column, summed exactly here: DuckDB's parallel sum() rounds differently from run to
+        # run, and its last bits reached the fills (bar volumes are scaled by an ADV ratio)
+        vq = self.con.sql(
+            f"SELECT volume_quote FROM {src} WHERE venue = ? AND market = ? AND symbol = ? "
             f"AND timeframe = ? AND price_type = ? AND {pf} AND ts >= ? AND ts < ?",
             params=[venue, market, symbol, tf, price_type, *pp, start, to_utc(before)],
-        ).fetchall()[0]
-        if not total or not total[1] or total[0] is None:
+        ).fetchnumpy()["volume_quote"]
+        if len(vq) == 0:
             return None
-        covered_days = total[1] * timeframe_delta(tf).total_seconds() / 86400.0
-        return float(total[0]) / covered_days
+        vals = np.ma.getdata(vq)[~np.ma.getmaskarray(vq)] if np.ma.isMaskedArray(vq) else np.asarray(vq)
+        vals = np.asarray(vals, float)
+        vals = vals[np.isfinite(vals)]
+        if len(vals) == 0:
+            return None
+        covered_days = len(vq) * timeframe_delta(tf).total_seconds() / 86400.0
+        return math.fsum(vals) / covered_days
 
     # ------------------------------------------------------------ derivatives data
     def open_interest(self, venue, symbol, at, *, market="perp") -> dict | None:

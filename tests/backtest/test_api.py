@@ -50,8 +50,8 @@ def test_daily_frames_of_the_replay_are_kept(small_lake, tmp_path):
 
 def test_windows_in_parallel_processes_give_the_sequential_results(small_lake, tmp_path):
     """--workers: windows replayed in a pool of processes (the second job running its venues in
-    reverse order) come back in the canonical order with the sequential run's figures, one
-    progress event per series, and resume parts for each window."""
+    reverse order) come back in the canonical order with the sequential run's figures bit for
+    bit, one progress event per series, and resume parts for each window."""
     kw = dict(lake=small_lake, seed=5, accounts=300, markets=["BTC"])
     wins = ["2022-10", "2022-11", "2022-06"]
     seq = api.run_windows(wins, workers=1, **kw)
@@ -61,8 +61,10 @@ def test_windows_in_parallel_processes_give_the_sequential_results(small_lake, t
     assert par.rows[key].values.tolist() == seq.rows[key].values.tolist()
     num = [c for c in seq.rows.columns if pd.api.types.is_float_dtype(seq.rows[c])]
     pd.testing.assert_frame_equal(par.rows[num].reset_index(drop=True), seq.rows[num].reset_index(drop=True),
-                                  rtol=1e-9, atol=1e-6)
+                                  check_exact=True)
     assert len(par.events) == len(seq.events) and par.events["notional_usd"].sum() > 0
+    pd.testing.assert_frame_equal(par.events.reset_index(drop=True), seq.events.reset_index(drop=True),
+                                  check_exact=True)
     series = [e for e in events if e["kind"] == "series"]
     assert [e["done"] for e in series] == list(range(1, 7)) and {e["total"] for e in series} == {6}
     assert sorted((e["window"], e["venue"]) for e in series) == sorted((w, v) for w in wins for v in ("binance", "ftx"))

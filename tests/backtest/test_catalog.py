@@ -101,6 +101,25 @@ def test_adv_usd_is_the_mean_daily_quote_volume_before(lake):
     assert cat.adv_usd("binance", "perp", "ETHUSDT", T("2022-01-01")) is None
 
 
+def test_adv_usd_is_the_exact_sum_whatever_duckdb_threads(tmp_path):
+    """The ADV is the exactly rounded sum of the quote volumes (math.fsum), the same on every
+    call: DuckDB's parallel sum() rounds differently from run to run, and the ratio of two ADVs
+    scales a stand-in's bar volumes, so its last bits reached the fills."""
+    import math
+    lk = Lake(tmp_path / "lake")
+    n = 60 * 24 * 60       # 1m bars over two monthly partitions
+    vq = np.random.default_rng(3).lognormal(12.0, 2.0, n)
+    lk.write("ohlcv", _bars("BTCUSDT", "2022-04-15", n, "1min", "1m", vq=vq), source="t")
+    cat = Catalog(lk.root)
+    before = T("2022-06-14")
+    start = before - pd.Timedelta(days=30)
+    ts = pd.date_range("2022-04-15", periods=n, freq="1min", tz="UTC")
+    sel = vq[(ts >= start) & (ts < before)]
+    want = math.fsum(sel) / (len(sel) / 1440.0)
+    got = {cat.adv_usd("binance", "perp", "BTCUSDT", before, days=30) for _ in range(5)}
+    assert got == {want}
+
+
 def test_open_interest_as_of_never_looks_ahead(lake):
     cat = Catalog(lake.root)
     # the daily sample stamped Oct 24 (end-of-day value) is known from Oct 25 00:00

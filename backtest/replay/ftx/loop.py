@@ -109,6 +109,16 @@ def _key(F, i):
     return trig_dir(F, i), tr
 
 
+@njit(inline="always", **NJ)
+def _still_active(F, i, price):
+    """(account i stays in the active set: a position with MF below MMF, its MF below ACMF:
+    step 2 may take it) at `price`."""
+    if F[F_QTY, i] > 0:
+        tav, mf = tav_mf(F, i, price)
+        return mf < F[F_MMF, i], mf < F[F_ACMF, i]
+    return False, False
+
+
 # ---- re-inserted accounts: two max-heaps (longs keyed by trigger, shorts by -trigger) with
 # lazy deletion (an entry counts only while its version is the account's and the account is in
 # a heap); the big trees hold each account's first trigger only, so the churn of accounts going
@@ -409,13 +419,8 @@ def _sure_tick(S, C, K, evs, lots, act, nact, x0, a_up, a_dn, a_dir, a_ok, bar, 
             up, dn = a_up[x], a_dn[x]
             if up == qb[0] or up == qb[1] or dn == qb[0] or dn == qb[1]:
                 rebound = True
-        keep = False
-        if F[F_QTY, i] > 0:
-            tav, mf = tav_mf(F, i, price)
-            if mf < F[F_ACMF, i]:
-                any2 = True
-            if mf < F[F_MMF, i]:
-                keep = True
+        keep, below2 = _still_active(F, i, price)
+        any2 = any2 or below2
         if keep:
             _cache(F, act, x, a_up, a_dn, a_dir)
             a_ok[x] = True
@@ -517,13 +522,8 @@ def _fast_tick(S, C, K, evs, lots, act, nact, a_up, a_dn, a_dir, a_ok, bar, t, p
             valid = _bound(a_up, a_dn, a_dir, m, qb) and valid
             m += 1
             continue
-        keep = False
-        if F[F_QTY, i] > 0:
-            tav, mf = tav_mf(F, i, price)
-            if mf < F[F_ACMF, i]:
-                any2 = True
-            if mf < F[F_MMF, i]:
-                keep = True
+        keep, below2 = _still_active(F, i, price)
+        any2 = any2 or below2
         if keep:
             act[m] = i
             _cache(F, act, m, a_up, a_dn, a_dir)
