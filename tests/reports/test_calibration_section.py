@@ -66,7 +66,10 @@ def test_page_has_the_section_with_targets_figures_and_tables(cal_dir):
     assert np.isfinite(overall["log_rmse"]) and "log rmse" in overall["meets_targets"]
     assert len(tables["calibration_months"].frame) == 12
     page = render(inp)
-    sec = page[page.index('<section id="calibration">'):page.index('<section id="parameters">')]
+    start = page.index('<section id="calibration">')
+    sec = page[start:page.index('</section>', start)]
+    # the report opens with it (issue 8): the first section of the page
+    assert start < page.index('<section id="answer">') and page.index("<section") == start
     for fid in ("fig-cal-daily", "fig-cal-scatter", "fig-cal-months"):
         assert f'id="{fid}"' in sec
     assert "log-RMSE (with a $0.1M floor) ≤ 1.0" in sec and "0.5–2×" in sec
@@ -82,7 +85,8 @@ def test_without_the_files_the_section_says_so_in_one_line_per_chart(bare_dir):
     # write_results may write an empty daily.parquet; the run's calibration files are absent
     assert (inp.daily is None or inp.daily.empty) and inp.observed is None and inp.calibration is None
     page = render(inp)
-    sec = page[page.index('<section id="calibration">'):page.index('<section id="parameters">')]
+    start = page.index('<section id="calibration">')
+    sec = page[start:page.index('</section>', start)]
     assert "Not in these results: daily.parquet" in sec and "observed_daily.parquet" in sec
     fig = F.calibration_daily_figure(calibration_compare(inp), "t")
     texts = [a["text"] for a in fig["layout"]["annotations"]]
