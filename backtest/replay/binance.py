@@ -360,10 +360,7 @@ def run_binance(inp: PathInput, pop: Population, params: Params, *, symbol: str,
     live_end = alive & (g_open <= g_total - 1) & (g_close > g_total - 1)
     final_qty = np.where(live_end, qty, 0.0)
     rec = Recorder(inp.n_bars)
-    rec.set_arrays(t_s=ef[:, K.EF_T], account=ei[:, K.EI_ACC], side=ei[:, K.EI_SIDE], mechanism=ei[:, K.EI_MECH],
-                   qty_coin=ef[:, K.EF_QTY], price=ef[:, K.EF_PRICE], mark_price=ef[:, K.EF_MARK],
-                   notional_usd=ef[:, K.EF_NOTIONAL], user_loss_usd=ef[:, K.EF_USER_LOSS],
-                   fund_delta_usd=ef[:, K.EF_FUND_DELTA])
+    rec.set_block(ef.T, ei[:, K.EI_ACC], ei[:, K.EI_SIDE], ei[:, K.EI_MECH])     # (EF_* is FLOAT_COLS' order)
     for j, m in enumerate(MECHS):
         rec.bar_liq[m] = bar_liq[:, j]
     rec.bar_fund = bar_fund

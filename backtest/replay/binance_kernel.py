@@ -504,7 +504,7 @@ def _pop_batch(SK, SA, SV, sseg, K, A, V, seg, version, alive, side, qty, wt, en
 # ----------------------------------------------------------------------------------------------
 # the kernel
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def replay_kernel(ts_s, o, h, lw, c, vol, n_ticks, tick_s, path_mode, path_key, near_first_prob, vol_scale,
                   time_jitter,
                   sig_bar, bar_minutes, lo, hi, blo, bhi, block, fund_bar, f_cum,

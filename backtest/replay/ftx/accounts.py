@@ -24,7 +24,7 @@ from backtest import rng as crng
 from backtest.params import Params
 from backtest.venues import ftx
 
-NJ = dict(cache=True, error_model="numpy")
+NJ = dict(cache=True, error_model="numpy", nogil=True)
 
 # ---- constants C[...]
 (C_IMF_F, C_MMF_FLOOR, C_MMF_RATIO, C_ACMF_RATIO, C_ACMF_OFF, C_BUDGET, C_ETA, C_FEE, C_MAXSLIP, C_TOPN,
@@ -38,8 +38,9 @@ NC_CONST = 34
 NZ = 19
 # ---- int scalars I[...]
 (I_NCHG, I_REVALS, I_POOL_NL, I_POOL_NS, I_PO, I_PC, I_TICKS, I_ACTSUM, I_INCR, I_FBN, I_SURE, I_FIRED,
- I_S1SUM) = range(13)
-NI = 16     # I_TICKS .. I_S1SUM (and I_INCR: bars visited) are counters for profiling only
+ I_S1SUM, I_EVN) = range(14)
+NI = 16     # I_TICKS .. I_S1SUM (and I_INCR: bars visited) are counters for profiling only; I_EVN: rows
+            # used in the event sink's last chunk (events.py)
 # ---- keys K[...] (uint64): seed, market id
 K_SEED, K_MARKET = 0, 1
 # ---- account status

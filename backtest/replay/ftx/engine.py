@@ -78,6 +78,7 @@ from backtest.replay.ftx.accounts import (
 )
 from backtest.replay.ftx.blp import capacity_room, overflow
 from backtest.replay.ftx.collateral import sqrt_impact, transfer
+from backtest.replay.ftx.events import ev_add
 
 
 @njit(inline="always", **NJ)
@@ -254,8 +255,8 @@ def step1(S, C, K, evs, s1, n1, bar, t_s, j, price, bar_vol, bar_sig):
         close_out(F, Z, i)
         if F[F_QTY, i] > 0:
             requalify(F, C, i)
-        evs.append((t_s, float(aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
-                    float(bar)))
+        ev_add(evs, S.I, t_s, float(aid[i]), float(s), float(M_STEP1), q, fill, price, q * fill, -user_pnl, 0.0,
+               float(bar))
     return qs
 
 
@@ -333,8 +334,8 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
         if tq[x] > 0:
             w = tq[x] / cq[x]
             Z[Z_TAKEOVER] += tq[x] * price
-            evs.append((t_s, float(aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
-                        ul[x] * w, fd[x] * w, float(bar)))
+            ev_add(evs, S.I, t_s, float(aid[i]), float(s), float(M_STEP2), tq[x], blp[x], price, tq[x] * price,
+                   ul[x] * w, fd[x] * w, float(bar))
         if tq[x] > 0 or hair[x] != 0 or cost[x] != 0:
             lots.append((t_s, float(s), tq[x], blp[x], price, hair[x], cost[x], float(bar)))
     qsum_l = qsum_s = pq_l = pq_s = 0.0
@@ -344,8 +345,8 @@ def step2(S, C, evs, lots, s2, mf2, ac2, n2, bar, t_s, price, bar_vol, bar_sig, 
             i = a[x]
             s = F[F_SIDE, i]
             w = oq / cq[x]
-            evs.append((t_s, float(aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
-                        ul[x] * w, fd[x] * w, float(bar)))
+            ev_add(evs, S.I, t_s, float(aid[i]), float(s), float(M_OVERFLOW), oq, blp[x], price, oq * price,
+                   ul[x] * w, fd[x] * w, float(bar))
             if s > 0:
                 qsum_l += oq
                 pq_l += oq * blp[x]

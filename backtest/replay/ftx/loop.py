@@ -41,6 +41,7 @@ from backtest.replay.ftx.accounts import (
 )
 from backtest.replay.ftx.collateral import revalue
 from backtest.replay.ftx.engine import abs_tick, fires, open_close, step1, step2, tick
+from backtest.replay.ftx.events import event_columns, new_sink
 
 EPS = 1e-9      # relative margin: a tick near a threshold is processed, never skipped
 
@@ -552,8 +553,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
     det = C[C_DET] > 0
-    evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
-    evs.pop()
+    evs = new_sink(S.I)
     lots = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
     lots.pop()
     size = 1
@@ -710,71 +710,7 @@ def run_kernel(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
         b += 1
-    return _to_columns(evs, 11), _to_array(lots, 8)
-
-
-@njit(**NJ)
-def event_order(t, a):
-    """Permutation putting events in (time, account) order, stable: the kernel emits them in time
-    order, so only each tick's own run is sorted (the recorder then needs no frame sort)."""
-    n = t.shape[0]
-    out = np.arange(n)
-    s = 0
-    while s < n:
-        e = s + 1
-        srt = True
-        while e < n and t[e] == t[s]:
-            if a[e] < a[e - 1]:
-                srt = False
-            e += 1
-        if not srt:
-            o = np.argsort(a[s:e], kind="mergesort")
-            for x in range(e - s):
-                out[s + x] = s + o[x]
-        s = e
-    return out
-
-
-@njit(**NJ)
-def event_columns(ev):
-    """The kernel's events (11 rows: t_s, account, side, mechanism, qty_coin, price, mark_price,
-    notional_usd, user_loss_usd, fund_delta_usd, bar) as typed columns in (time, account) order
-    (event_order; left as they are if not in time order): float64 but account and bar int64,
-    side and mechanism int8 (what numpy's astype gives: the values are small integers)."""
-    n = ev.shape[1]
-    srt = True
-    for r in range(1, n):
-        if ev[0, r] < ev[0, r - 1]:
-            srt = False
-            break
-    o = event_order(ev[0], ev[1]) if srt and n > 1 else np.arange(n)
-    t = np.empty(n)
-    acc = np.empty(n, np.int64)
-    side = np.empty(n, np.int8)
-    mech = np.empty(n, np.int8)
-    fl = np.empty((6, n))
-    bar = np.empty(n, np.int64)
-    for r in range(n):
-        k = o[r]
-        t[r] = ev[0, k]
-        acc[r] = np.int64(ev[1, k])
-        side[r] = np.int8(ev[2, k])
-        mech[r] = np.int8(ev[3, k])
-        for c in range(6):
-            fl[c, r] = ev[4 + c, k]
-        bar[r] = np.int64(ev[10, k])
-    return t, acc, side, mech, fl, bar
-
-
-@njit(**NJ)
-def _to_columns(lst, w):
-    """The events as w rows of len(lst) (each column contiguous for the Python side)."""
-    out = np.empty((w, len(lst)))
-    for r in range(len(lst)):
-        row = lst[r]
-        for c in range(w):
-            out[c, r] = row[c]
-    return out
+    return event_columns(evs, S.I), _to_array(lots, 8)
 
 
 @njit(**NJ)
@@ -797,8 +733,7 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
     n = F.shape[1]
     nb = ts_s.shape[0]
     tick_s = C[C_TICK]
-    evs = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
-    evs.pop()
+    evs = new_sink(S.I)
     lots = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
     lots.pop()
     mark = np.zeros(n, np.bool_)
@@ -835,4 +770,4 @@ def run_oracle(S, C, K, ts_s, vol, sig, o, h, lw, c, mode, key, pf, n_ticks, rv_
         S.bar_fund[b] = S.Z[0]
         S.bar_ql[b] = S.Z[15]
         S.bar_qs[b] = S.Z[16]
-    return _to_columns(evs, 11), _to_array(lots, 8)
+    return event_columns(evs, S.I), _to_array(lots, 8)

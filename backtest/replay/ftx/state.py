@@ -18,13 +18,10 @@ from backtest.population import Population
 from backtest.replay.ftx import accounts as A
 from backtest.replay.ftx.blp import LOT_COLS, blp_book
 from backtest.replay.ftx.collateral import other_collateral
-from backtest.replay.ftx.loop import event_columns, run_kernel, run_oracle
+from backtest.replay.ftx.loop import run_kernel, run_oracle
 from backtest.replay.inputs import PathInput
-from backtest.replay.recorder import MECHS, Recorder, SeriesResult, _finish
+from backtest.replay.recorder import FLOAT_COLS, MECHS, Recorder, SeriesResult, _finish
 from backtest.venues import ftx
-
-EV_COLS = ("t_s", "account", "side", "mechanism", "qty_coin", "price", "mark_price", "notional_usd",
-           "user_loss_usd", "fund_delta_usd", "bar")
 
 
 def prepare(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed: int, deterministic: bool,
@@ -193,18 +190,15 @@ def replay(inp: PathInput, pop: Population, params: Params, *, symbol: str, seed
                 f64(inp.low), f64(inp.close), int(inp.path_mode), np.int64(inp.path_key), pf,
                 int(inp.n_ticks), *rv, *holders, open_order, close_order)
     rec = Recorder(inp.n_bars)
-    # ev: one row per column (EV_COLS), in time order within the kernel: each tick's run sorted
-    # by account, the columns typed, in one compiled pass
-    t, acc, side, mech8, fl, bar = event_columns(ev)
-    cols = dict(zip(EV_COLS, (t, acc, side, mech8, *fl, bar), strict=True))
-    for c in EV_COLS[:-1]:
-        rec.ev[c] = [cols[c]]
+    # ev: the events as typed columns in (time, account) order (events.event_columns)
+    blk, acc, side, mech8, bar = ev
+    rec.set_block(blk, acc, side, mech8)
+    notional = blk[FLOAT_COLS.index("notional_usd")]
     mech = mech8.astype(np.int64)
     for mi, m in enumerate(MECHS):
         sel = mech == mi
         if sel.any():
-            rec.bar_liq[m] = np.bincount(bar[sel], weights=np.asarray(cols["notional_usd"])[sel],
-                                         minlength=inp.n_bars).astype(float)
+            rec.bar_liq[m] = np.bincount(bar[sel], weights=notional[sel], minlength=inp.n_bars).astype(float)
     rec.bar_fund = S.bar_fund
     lots = dict(zip(LOT_COLS, lt.T, strict=True)) if len(lt) else {c: np.zeros(0) for c in LOT_COLS}
     book = blp_book(lots, inp, hedge, params, S.bar_coll)
