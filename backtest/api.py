@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,17 +191,56 @@ def unpack_series_result(res) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.Data
 
 def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_accounts: int | None = None,
                deterministic: bool = False, on_series: Callable[[str, str, str], None] | None = None,
-               run_order: Iterable[str] | None = None) -> dict:
+               run_order: Iterable[str] | None = None, threads: int = 1) -> dict:
     """Replay every loaded series of one window. Returns the window entry, rows, coverage,
     series/events/daily frames and `failures` (one dict per series that raised), in the order
     of `venues` x `coins` whatever `run_order` (the venues' order of running: a process that
-    starts with another venue than its neighbour compiles other kernels on a cold cache)."""
+    starts with another venue than its neighbour compiles other kernels on a cold cache) and
+    `threads` (series replayed at once in threads: the compiled kernels release the GIL, and
+    each series' draws are its own, so the results are the same)."""
     w = lw.window
     venues = list(venues)
     order = [v for v in (run_order or ()) if v in venues]
     order += [v for v in venues if v not in order]
     done: dict[tuple[str, str], tuple] = {}
     failures = []
+
+    def one(v, c, sd):
+        hedge_sd = lw.series.get(("binance", c)) if v == "ftx" else None
+        try:
+            hedge = path_input(hedge_sd, params, seed) if hedge_sd is not None else None
+            res = run_series(sd, params, seed, hedge=hedge, n_accounts=n_accounts,
+                             collateral_prices={**lw.cprices, c: sd.start_price},
+                             deterministic=deterministic, collateral_paths=lw.cpaths)
+        except SERIES_ERRORS as exc:
+            msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
+            log.warning(msg)
+            return ([msg], None), {"window": w.id, "venue": v, "market": c, "error": f"{type(exc).__name__}: {exc}"}
+        row, se, ev, dy = unpack_series_result(res)
+        if v == "ftx" and hedge_sd is None:
+            row["hedge_source"] = "own path (no binance series loaded)"
+        elif v == "ftx":
+            src = hedge_sd.source
+            row["hedge_source"] = f"binance {src.market} {src.symbol} ({hedge_sd.timeframe})"
+        msgs = []
+        if row.get("reported_unresolved_share", 0.0) > UNRESOLVED_WARN:
+            msg = (f"window {w.id}, binance {c}: {row['reported_unresolved_share']:.0%} of the liquidated notional "
+                   f"comes from simulated accounts standing for more real orders than "
+                   f"disclosure.bandwidth_real_orders: the reported figure moves with --accounts; raise it")
+            log.warning(msg)
+            msgs.append(msg)
+        cov = {"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
+               "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source}
+        return (msgs, (row, se, ev, dy, cov)), None
+
+    def finished(v, c, out, failure):
+        done[(v, c)] = out
+        if failure is not None:
+            failures.append(failure)
+        if on_series:
+            on_series(v, c, "failed" if failure is not None else "ran")
+
+    todo = []
     for v in order:
         for c in coins:
             sd = lw.series.get((v, c))
@@ -209,38 +248,15 @@ def run_loaded(lw: LoadedWindow, venues, coins, params: Params, seed: int, *, n_
                 if on_series:
                     on_series(v, c, "skipped")
                 continue
-            hedge_sd = lw.series.get(("binance", c)) if v == "ftx" else None
-            try:
-                hedge = path_input(hedge_sd, params, seed) if hedge_sd is not None else None
-                res = run_series(sd, params, seed, hedge=hedge, n_accounts=n_accounts,
-                                 collateral_prices={**lw.cprices, c: sd.start_price},
-                                 deterministic=deterministic, collateral_paths=lw.cpaths)
-            except SERIES_ERRORS as exc:
-                msg = f"window {w.id}, venue {v}, market {c}: cannot run: {exc}"
-                log.warning(msg)
-                done[(v, c)] = ([msg], None)
-                failures.append({"window": w.id, "venue": v, "market": c, "error": f"{type(exc).__name__}: {exc}"})
-                if on_series:
-                    on_series(v, c, "failed")
-                continue
-            row, se, ev, dy = unpack_series_result(res)
-            if v == "ftx" and hedge_sd is None:
-                row["hedge_source"] = "own path (no binance series loaded)"
-            elif v == "ftx":
-                src = hedge_sd.source
-                row["hedge_source"] = f"binance {src.market} {src.symbol} ({hedge_sd.timeframe})"
-            msgs = []
-            if row.get("reported_unresolved_share", 0.0) > UNRESOLVED_WARN:
-                msg = (f"window {w.id}, binance {c}: {row['reported_unresolved_share']:.0%} of the liquidated notional "
-                       f"comes from simulated accounts standing for more real orders than "
-                       f"disclosure.bandwidth_real_orders: the reported figure moves with --accounts; raise it")
-                log.warning(msg)
-                msgs.append(msg)
-            cov = {"window": w.id, "venue": v, "market": c, "timeframe": sd.timeframe,
-                   "rows": sd.rows, "gaps_pct": sd.gaps_pct, "price_source": sd.price_source}
-            done[(v, c)] = (msgs, (row, se, ev, dy, cov))
-            if on_series:
-                on_series(v, c, "ran")
+            todo.append((v, c, sd))
+    if threads > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(max_workers=min(int(threads), len(todo))) as ex:
+            futures = {ex.submit(one, v, c, sd): (v, c) for v, c, sd in todo}
+            for fut in as_completed(futures):
+                finished(*futures[fut], *fut.result())
+    else:
+        for v, c, sd in todo:
+            finished(v, c, *one(v, c, sd))
     notes = list(lw.notes)
     rows, series, events, daily, coverage, ran = [], [], [], [], [], []
     for v in venues:
@@ -286,6 +302,16 @@ def resolve_workers(workers: int | None, n_windows: int) -> int:
         return 1
     n = int(workers) if workers is not None else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     return max(1, min(n, n_windows))
+
+
+def resolve_threads(workers: int | None, n_windows: int, n_series: int) -> int:
+    """Threads for one window's series when that window is the only one to run (several windows
+    run in processes instead, one window each): `workers`, or one per core (at most
+    MAX_AUTO_WORKERS); never more than the series, and 1 inside a daemonic process."""
+    if n_windows != 1 or n_series <= 1 or mp.current_process().daemon:
+        return 1
+    n = int(workers) if workers is not None else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    return max(1, min(n, n_series))
 
 
 def _worker_init() -> None:
@@ -377,8 +403,9 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
     nothing on disk. `on_progress(event)` gets one dict per series: kind ("series"), done,
     total, window, venue, market, status ("ran", "skipped", "failed", "resumed"), elapsed_s.
     `workers`: processes replaying windows at once (None: one per core, at most
-    MAX_AUTO_WORKERS and one per window to run); each window's results are the same whatever
-    runs where (every draw is keyed by seed, window, venue and market).
+    MAX_AUTO_WORKERS and one per window to run); with a single window to run, threads
+    replaying its series at once instead. Each window's results are the same whatever runs
+    where (every draw is keyed by seed, window, venue and market).
     Raises UserError (one line) for bad inputs and NothingRan when no series ran.
     """
     params = as_params(params)
@@ -439,7 +466,8 @@ def run_windows(windows, *, lake, params=None, seed: int = DEFAULT_SEED, account
                 for p in lw.problems:
                     log.warning("skipped: %s", p)
                 part = run_loaded(lw, vs, cs, params, seed, deterministic=deterministic,
-                                  on_series=lambda v, c, st, wid=w.id: emit(wid, v, c, st))
+                                  on_series=lambda v, c, st, wid=w.id: emit(wid, v, c, st),
+                                  threads=resolve_threads(workers, len(todo), len(vs) * len(cs)))
                 _save_part(parts, w.id, resume_key, part)
                 done_parts[w.id] = part
         else:

@@ -55,8 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--scenarios", metavar="FILE", help="scenario file (default backtest/scenarios.toml)")
     p.add_argument("--no-resume", action="store_true", help="recompute windows already in <out>/.parts")
     p.add_argument("--workers", type=positive_int, metavar="N",
-                   help="processes replaying windows at once (default: one per core, at most 4; results are the "
-                        "same whatever the count)")
+                   help="processes replaying windows at once, or with one window, threads replaying its series "
+                        "(default: one per core, at most 4; results are the same whatever the count)")
     p.set_defaults(func=cmd_run)
 
     b = subparsers.add_parser("bench", help="time the replay on a synthetic year (and the oracle)",
@@ -69,6 +69,8 @@ def register(subparsers) -> None:
     b.add_argument("--seed", type=non_negative_int, default=7)
     b.add_argument("--venue", action="append", choices=["ftx", "binance"],
                    help="time only this venue's series (repeatable; default both)")
+    b.add_argument("--threads", type=positive_int, metavar="N",
+                   help="series replayed at once (default: one per core, at most 4; 1 times them one by one)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -189,4 +191,4 @@ def cmd_bench(args) -> int:
     if not sizes or min(sizes) < 2:
         raise UserError("--sizes needs population sizes of at least 2")
     return run_bench(sizes, days=args.days, oracle_accounts=args.oracle_accounts, oracle_bars=args.oracle_bars,
-                     seed=args.seed, venues=args.venue)
+                     seed=args.seed, venues=args.venue, threads=args.threads)

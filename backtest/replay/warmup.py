@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 _VENUES = ("ftx", "binance")
 _started = False
 _pending: dict[str, object] = {}
+_lock = threading.Lock()       # series may run in threads (api.run_loaded)
 
 
 def kernel_cached(venue: str) -> bool:
@@ -103,6 +105,11 @@ def warm(venues, params: Params) -> None:
 def prefetch(first_venue: str) -> None:
     """Once per process: compile the other venues' kernels in a child process if they are not
     cached (see the module docstring)."""
+    with _lock:
+        _prefetch(first_venue)
+
+
+def _prefetch(first_venue: str) -> None:
     global _started
     if _started:
         return
@@ -134,8 +141,10 @@ def prefetch(first_venue: str) -> None:
 def wait(venue: str) -> None:
     """Wait for the child compiling this venue's kernels, if any (its failure only means this
     process compiles them itself)."""
-    p = _pending.pop(venue, None)
+    with _lock:
+        p = _pending.pop(venue, None)
     if p is not None:
         p.wait()
-        for v in [k for k, q in _pending.items() if q is p]:
-            _pending.pop(v)
+        with _lock:
+            for v in [k for k, q in _pending.items() if q is p]:
+                _pending.pop(v)

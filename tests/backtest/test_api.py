@@ -71,10 +71,38 @@ def test_windows_in_parallel_processes_give_the_sequential_results(small_lake, t
     assert sorted(p.name for p in (tmp_path / "par" / ".parts").glob("*.json")) == sorted(f"{w}.json" for w in wins)
 
 
+def test_one_window_series_in_threads_give_the_sequential_results(small_lake, monkeypatch):
+    """--workers with one window: its series replay in threads (nogil kernels); rows, events and
+    daily frames are the sequential run's bit for bit, one progress event per series."""
+    kw = dict(lake=small_lake, seed=7, accounts=300, markets=["BTC"])     # (the small lake: BTC only)
+    seq = api.run_windows(["2022-11"], workers=1, **kw)
+    events, pools = [], []
+
+    class Spy(api.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+    monkeypatch.setattr(api, "ThreadPoolExecutor", Spy)
+    thr = api.run_windows(["2022-11"], workers=3, on_progress=events.append, **kw)
+    assert pools == [2]
+    assert sorted(seq.rows["venue"]) == ["binance", "ftx"]
+    pd.testing.assert_frame_equal(thr.rows.reset_index(drop=True), seq.rows.reset_index(drop=True), check_exact=True)
+    assert len(thr.events) == len(seq.events) and thr.events["notional_usd"].sum() > 0
+    pd.testing.assert_frame_equal(thr.events.reset_index(drop=True), seq.events.reset_index(drop=True),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(thr.daily.reset_index(drop=True), seq.daily.reset_index(drop=True),
+                                  check_exact=True)
+    series = [e for e in events if e["kind"] == "series"]
+    assert [e["done"] for e in series] == [1, 2] and {e["status"] for e in series} == {"ran"}
+
+
 def test_workers_resolution():
     assert api.resolve_workers(None, 1) == 1
     assert api.resolve_workers(3, 2) == 2
     assert api.resolve_workers(1, 6) == 1
     assert 1 <= api.resolve_workers(None, 6) <= api.MAX_AUTO_WORKERS
+    assert api.resolve_threads(3, 1, 4) == 3 and api.resolve_threads(8, 1, 4) == 4
+    assert api.resolve_threads(3, 2, 4) == 1 and api.resolve_threads(None, 1, 1) == 1
+    assert 1 <= api.resolve_threads(None, 1, 4) <= api.MAX_AUTO_WORKERS
     with pytest.raises(UserError, match="--workers"):
         api.run_windows(["2022-10"], lake="nowhere", workers=0)
