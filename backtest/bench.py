@@ -10,10 +10,11 @@ oracle on the same small workload, one series at a time; the last line is machin
            oracle_speedup=... compile_s=... threads=...   (one line)
 
 wall_s is after compilation: the compiled kernels (numba, `cache=True`) are first called on a
-tiny workload, timed apart as compile_s (JIT compilation on a cold cache, loading the on-disk
-cache after). Series run in threads as `liqreplay run` runs one window's series: the kernels
-release the GIL (nogil) and every series draws from its own generator, so the figures do not
-depend on the thread count; `--threads 1` times them one after another.
+tiny workload (the oracle's too), timed apart as compile_s (JIT compilation on a cold cache,
+loading the on-disk cache after), so that neither wall_s nor the oracle speedup pays it.
+Series run in threads as `liqreplay run` runs one window's series: the kernels release the
+GIL (nogil) and every series draws from its own generator, so the results do not depend on
+the thread count; `--threads 1` times them one after another.
 
 The synthetic path is a seeded random walk (1-minute volatility 0.08% BTC / 0.11% ETH) with
 a crash and a squeeze every two months, so that a large share of the population is
@@ -161,11 +162,14 @@ def run_bench(sizes: list[int], *, days: float = 365.0, oracle_accounts: int = 2
     print(f"synthetic path: {len(MARKETS)} markets x {len(VENUES)} venues, {n_bars:,} one-minute bars each, "
           f"engine tick {params.ftx.tick_s} s ({time.perf_counter() - t0:.1f}s to build)")
     t0 = time.perf_counter()
-    run_workload(_inputs(30, seed, params), 50, params, seed, venues=venues)
+    tiny = _inputs(30, seed, params)
+    run_workload(tiny, 50, params, seed, venues=venues)
+    run_workload(tiny, 20, params, seed, oracle=True, deterministic=True, venues=venues)   # (the oracle's loop too)
     compile_s = time.perf_counter() - t0
     print(f"compile: {compile_s:.2f}s for the first call of the kernels (JIT on a cold cache, cache load after)")
-    print(f"series run {threads} at once (threads; the kernels release the GIL). wall_s is the clock; pop_s and "
-          f"replay_s sum the series' own times (with threads they overlap)")
+    print(f"series run {threads} at once in threads (the kernels release the GIL)" if threads > 1 else
+          "series run one after another (--threads 1)")
+    print("wall_s is the clock; pop_s and replay_s sum the series' own times (they overlap when threads run them)")
     print(f"{'accounts/series':>15} {'pop_s':>7} {'replay_s':>8} {'(binance':>8} {'ftx)':>7} {'wall_s':>7} "
           f"{'peak_mb':>8} {'events':>10} {'events/s':>10} {'liquidated':>10}")
     results = []
