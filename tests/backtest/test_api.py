@@ -83,6 +83,7 @@ def test_one_window_series_in_threads_give_the_sequential_results(small_lake, mo
             pools.append(max_workers)
             super().__init__(max_workers=max_workers)
     monkeypatch.setattr(api, "ThreadPoolExecutor", Spy)
+    monkeypatch.setattr(api.warmup, "kernel_cached", lambda venue: True)   # (threads wait while a cache is cold)
     thr = api.run_windows(["2022-11"], workers=3, on_progress=events.append, **kw)
     assert pools == [2]
     assert sorted(seq.rows["venue"]) == ["binance", "ftx"]
@@ -104,5 +105,13 @@ def test_workers_resolution():
     assert api.resolve_threads(3, 1, 4) == 3 and api.resolve_threads(8, 1, 4) == 4
     assert api.resolve_threads(3, 2, 4) == 1 and api.resolve_threads(None, 1, 1) == 1
     assert 1 <= api.resolve_threads(None, 1, 4) <= api.MAX_AUTO_WORKERS
+
+
+def test_one_thread_while_kernels_compile(monkeypatch):
+    monkeypatch.setattr(api.warmup, "kernel_cached", lambda venue: venue == "binance")
+    assert api.series_threads(2, 1, ["binance", "ftx"], ["BTC", "ETH"]) == 1
+    assert api.series_threads(2, 1, ["binance"], ["BTC", "ETH"]) == 2
+    monkeypatch.setattr(api.warmup, "kernel_cached", lambda venue: True)
+    assert api.series_threads(2, 1, ["binance", "ftx"], ["BTC", "ETH"]) == 2
     with pytest.raises(UserError, match="--workers"):
         api.run_windows(["2022-10"], lake="nowhere", workers=0)
